@@ -1,0 +1,10 @@
+//! Keelson's storage engine: storage only — no network, no raft.
+//!
+//! - [`pagefile`]: the state machine's copy-on-write B+tree, in bbolt's on-disk format, with one
+//!   writer and lock-free readers on any thread.
+//!
+//! The byte formats are specified in `engine/docs/format.md`.
+
+#![deny(missing_docs)]
+
+pub mod pagefile;

@@ -1,0 +1,364 @@
+//! Publishing a write transaction: merge nodes that lost too many keys (rebalance), turn every
+//! changed node into new pages (spill: split, allocate, encode — children before parents, nested
+//! buckets before the bucket holding them), write them, and show the new root to readers.
+//!
+//! Copy-on-write: every page a changed node came from is freed at this txid; the freelist keeps it
+//! from reuse until no reader and no durable meta can reach it. If anything fails before the new
+//! root is published, every allocation and free is undone and the file's tree is as before.
+
+use super::db::Writer;
+use super::error::{Corruption, Result};
+use super::layout::{BUCKET_HEADER_SIZE, BucketHeader, LEAF_FLAG_BUCKET, Pgid};
+use super::node::{self, Inode, Node, NodeId};
+use super::readers::Snapshot;
+use super::tree::Pages;
+use super::write_txn::{BucketState, TxnState, tree_page_runs};
+
+/// The value that stores bucket `header` with `root` inline: header (root 0) then the page image.
+pub(crate) fn inline_value(header: &BucketHeader, root: &Node) -> Vec<u8> {
+    let mut value = vec![0u8; BUCKET_HEADER_SIZE + root.size()];
+    BucketHeader {
+        root: 0,
+        sequence: header.sequence,
+    }
+    .encode(&mut value);
+    node::encode(&root.inodes, true, 0, 0, &mut value[BUCKET_HEADER_SIZE..]);
+    value
+}
+
+/// Runs publish for `state` on `writer`.
+pub(crate) fn publish(writer: &mut Writer, mut state: TxnState) -> Result<()> {
+    writer.check_running()?;
+    let txid = state.txid;
+    let start_hwm = writer.hwm;
+    for &(pgid, n) in &state.freed {
+        writer.freelist.free(txid, pgid, n);
+    }
+    let db = state.db.clone();
+    let pages = db.pages(&state.snapshot);
+    let mut spiller = Spiller {
+        writer,
+        pages,
+        buckets: &mut state.buckets,
+        txid,
+        allocated: Vec::new(),
+        dirty: Vec::new(),
+    };
+    let outcome = spiller.run();
+    let Spiller {
+        writer,
+        allocated,
+        dirty,
+        ..
+    } = spiller;
+    let root = match outcome.and_then(|root| writer.ensure_room().map(|map| (root, map))) {
+        Ok(done) => done,
+        Err(err) => {
+            writer.freelist.forget(txid);
+            for (pgid, n, reused) in allocated {
+                if reused {
+                    writer.freelist.unallocate(pgid, n);
+                }
+            }
+            writer.hwm = start_hwm;
+            return Err(err);
+        }
+    };
+    writer.write_pages(dirty)?;
+    let (root, map) = root;
+    writer.publish(Snapshot {
+        txid,
+        root,
+        hwm: writer.hwm,
+        map,
+    });
+    Ok(())
+}
+
+/// The state of one publish.
+struct Spiller<'a, 'p> {
+    writer: &'a mut Writer,
+    pages: Pages<'p>,
+    buckets: &'a mut Vec<BucketState>,
+    txid: u64,
+    /// (first page, count, came from the freelist) for undo.
+    allocated: Vec<(Pgid, u64, bool)>,
+    /// New page images.
+    dirty: Vec<(Pgid, Vec<u8>)>,
+}
+
+impl Spiller<'_, '_> {
+    fn run(&mut self) -> Result<BucketHeader> {
+        self.rebalance_bucket(0)?;
+        self.spill_bucket(0)?;
+        Ok(self.buckets[0].header)
+    }
+
+    fn page_size(&self) -> usize {
+        self.pages.page_size
+    }
+
+    /// Names the file in a corruption found while spilling.
+    fn at<T>(&self, found: Result<T, Corruption>) -> Result<T> {
+        found.map_err(|c| self.pages.corrupt(c))
+    }
+
+    /// Frees the pages a node was read from.
+    fn free_page(&mut self, pgid: Pgid) -> Result<()> {
+        if pgid != 0 {
+            let overflow = self.at(self.pages.page(pgid))?.header().overflow;
+            self.writer
+                .freelist
+                .free(self.txid, pgid, u64::from(overflow) + 1);
+        }
+        Ok(())
+    }
+
+    fn rebalance_bucket(&mut self, b: usize) -> Result<()> {
+        let mut id = 0;
+        while id < self.buckets[b].arena.nodes.len() {
+            self.rebalance_node(b, id)?;
+            id += 1;
+        }
+        let children: Vec<usize> = self.buckets[b].children.values().copied().collect();
+        for c in children {
+            if !self.buckets[c].deleted {
+                self.rebalance_bucket(c)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges node `id` into a sibling (or removes it, or collapses a one-child root) if it lost
+    /// keys and fell below a quarter page or its minimum of keys; then looks at its parent.
+    fn rebalance_node(&mut self, b: usize, id: NodeId) -> Result<()> {
+        let pages = self.pages;
+        let threshold = self.page_size() / 4;
+        let bucket = &mut self.buckets[b];
+        let nodes = &mut bucket.arena.nodes;
+        if !nodes[id].unbalanced {
+            return Ok(());
+        }
+        nodes[id].unbalanced = false;
+        if nodes[id].size() > threshold && nodes[id].inodes.len() > nodes[id].min_keys() {
+            return Ok(());
+        }
+        let Some(parent) = nodes[id].parent else {
+            if !nodes[id].leaf && nodes[id].inodes.len() == 1 {
+                let child = bucket
+                    .child_id(pages, id, 0)
+                    .map_err(|c| pages.corrupt(c))?;
+                let nodes = &mut bucket.arena.nodes;
+                let inodes = std::mem::take(&mut nodes[child].inodes);
+                let grandchildren = std::mem::take(&mut nodes[child].children);
+                for &g in &grandchildren {
+                    nodes[g].parent = Some(id);
+                }
+                let leaf = nodes[child].leaf;
+                let root = &mut nodes[id];
+                root.inodes = inodes;
+                root.leaf = leaf;
+                root.children = grandchildren;
+                let child_pgid = nodes[child].pgid;
+                bucket.arena.by_pgid.remove(&child_pgid);
+                self.free_page(child_pgid)?;
+            }
+            return Ok(());
+        };
+        if nodes[id].inodes.is_empty() {
+            self.detach(b, parent, id)?;
+            return self.rebalance_parent(b, parent);
+        }
+        let (index, found) = nodes[parent].search(&nodes[id].key);
+        if !found || nodes[parent].inodes.len() < 2 {
+            return Ok(());
+        }
+        let sibling = if index == 0 { 1 } else { index - 1 };
+        let sibling = bucket
+            .child_id(pages, parent, sibling)
+            .map_err(|c| pages.corrupt(c))?;
+        let (left, right) = if index == 0 {
+            (id, sibling)
+        } else {
+            (sibling, id)
+        };
+        let nodes = &mut bucket.arena.nodes;
+        if nodes[left].leaf != nodes[right].leaf {
+            return Ok(());
+        }
+        let inodes = std::mem::take(&mut nodes[right].inodes);
+        let children = std::mem::take(&mut nodes[right].children);
+        for &c in &children {
+            nodes[c].parent = Some(left);
+        }
+        nodes[left].inodes.extend(inodes);
+        nodes[left].children.extend(children);
+        self.detach(b, parent, right)?;
+        self.rebalance_parent(b, parent)
+    }
+
+    fn rebalance_parent(&mut self, b: usize, parent: NodeId) -> Result<()> {
+        self.buckets[b].arena.nodes[parent].unbalanced = true;
+        self.rebalance_node(b, parent)
+    }
+
+    /// Removes node `id` from its parent and frees its page.
+    fn detach(&mut self, b: usize, parent: NodeId, id: NodeId) -> Result<()> {
+        let arena = &mut self.buckets[b].arena;
+        let key = std::mem::take(&mut arena.nodes[id].key);
+        arena.nodes[parent].remove(&key);
+        arena.nodes[parent].children.retain(|&c| c != id);
+        arena.nodes[id].unbalanced = false;
+        let pgid = arena.nodes[id].pgid;
+        arena.by_pgid.remove(&pgid);
+        self.free_page(pgid)
+    }
+
+    /// Whether bucket `b` should be stored inline in its parent: a single leaf with no nested
+    /// buckets, at most a quarter page.
+    fn inlineable(&self, b: usize) -> bool {
+        let bucket = &self.buckets[b];
+        let Some(root) = bucket.root_node else {
+            return false;
+        };
+        let node = &bucket.arena.nodes[root];
+        if !node.leaf || node.inodes.iter().any(|i| i.flags & LEAF_FLAG_BUCKET != 0) {
+            return false;
+        }
+        node.size() <= self.page_size() / 4
+    }
+
+    /// Spills the nested buckets of `b` (writing their headers into `b`), then `b`'s own nodes.
+    fn spill_bucket(&mut self, b: usize) -> Result<()> {
+        let children: Vec<(Vec<u8>, usize)> = self.buckets[b]
+            .children
+            .iter()
+            .map(|(k, &v)| (k.clone(), v))
+            .collect();
+        for (name, c) in children {
+            if self.buckets[c].deleted {
+                continue;
+            }
+            let value = if self.inlineable(c) {
+                let runs = {
+                    let tree = self.buckets[c].tree(self.pages);
+                    if self.buckets[c].header.root == 0 {
+                        Vec::new()
+                    } else {
+                        tree_page_runs(&tree)?
+                    }
+                };
+                for (pgid, n) in runs {
+                    self.writer.freelist.free(self.txid, pgid, n);
+                }
+                let bucket = &self.buckets[c];
+                let root = bucket
+                    .root_node
+                    .map(|r| &bucket.arena.nodes[r])
+                    .expect("inlineable buckets have a root node");
+                inline_value(&bucket.header, root)
+            } else {
+                self.spill_bucket(c)?;
+                if self.buckets[c].root_node.is_none() {
+                    continue;
+                }
+                let mut header = vec![0u8; BUCKET_HEADER_SIZE];
+                self.buckets[c].header.encode(&mut header);
+                header
+            };
+            let pages = self.pages;
+            let bucket = &mut self.buckets[b];
+            let leaf = bucket
+                .leaf_for(pages, &name)
+                .map_err(|c| pages.corrupt(c))?;
+            bucket.arena.nodes[leaf].put(
+                &name,
+                Inode {
+                    flags: LEAF_FLAG_BUCKET,
+                    key: name.clone(),
+                    value,
+                    child: 0,
+                },
+            );
+        }
+        if let Some(root) = self.buckets[b].root_node {
+            let pgid = self.spill_node(b, root)?;
+            self.buckets[b].header.root = pgid;
+        }
+        Ok(())
+    }
+
+    /// Writes node `id` (after its materialized children) to new pages, split as needed, and
+    /// points its parent at them; returns the page of the (possibly new) root when `id` is a root.
+    fn spill_node(&mut self, b: usize, id: NodeId) -> Result<Pgid> {
+        let mut children = std::mem::take(&mut self.buckets[b].arena.nodes[id].children);
+        {
+            let nodes = &self.buckets[b].arena.nodes;
+            children.sort_by(|&x, &y| nodes[x].key.cmp(&nodes[y].key));
+        }
+        for child in children {
+            self.spill_node(b, child)?;
+        }
+        let page_size = self.page_size();
+        let (old_pgid, leaf, ranges) = {
+            let bucket = &self.buckets[b];
+            let node = &bucket.arena.nodes[id];
+            (
+                node.pgid,
+                node.leaf,
+                node::split_ranges(&node.inodes, page_size, bucket.fill),
+            )
+        };
+        self.free_page(old_pgid)?;
+        let mut written = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            let inodes = &self.buckets[b].arena.nodes[id].inodes[range];
+            let size = node::encoded_size(inodes);
+            let count = size.div_ceil(page_size) as u64;
+            let (pgid, reused) = self.writer.allocate(count);
+            self.allocated.push((pgid, count, reused));
+            let mut image = vec![0u8; count as usize * page_size];
+            node::encode(inodes, leaf, pgid, (count - 1) as u32, &mut image);
+            self.dirty.push((pgid, image));
+            written.push(Inode {
+                flags: 0,
+                key: inodes.first().map(|i| i.key.clone()).unwrap_or_default(),
+                value: Vec::new(),
+                child: pgid,
+            });
+        }
+        let nodes = &mut self.buckets[b].arena.nodes;
+        match nodes[id].parent {
+            Some(parent) => {
+                let old_key = nodes[id].key.clone();
+                let first = written[0].child;
+                for (i, inode) in written.into_iter().enumerate() {
+                    let lookup = if i == 0 {
+                        old_key.clone()
+                    } else {
+                        inode.key.clone()
+                    };
+                    nodes[parent].put(&lookup, inode);
+                }
+                Ok(first)
+            }
+            None if written.len() == 1 => Ok(written[0].child),
+            None => {
+                let root = Node {
+                    leaf: false,
+                    pgid: 0,
+                    key: Vec::new(),
+                    parent: None,
+                    children: Vec::new(),
+                    inodes: written,
+                    unbalanced: false,
+                };
+                nodes.push(root);
+                let new_root = nodes.len() - 1;
+                nodes[id].parent = Some(new_root);
+                self.buckets[b].root_node = Some(new_root);
+                self.spill_node(b, new_root)
+            }
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! A real etcd 3.4 (Debian's `etcd-server`) for interop tests: started on free loopback ports in a
+//! temporary directory, written to through its JSON gateway, stopped (by its own pid) on drop.
+//! `etcdctl` runs against it or on files. Missing binaries are a test failure that says what to
+//! install, never a skip.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running etcd we started.
+pub struct Etcd {
+    child: Child,
+    pub client_port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn need(binary: &str) -> PathBuf {
+    let path = Path::new("/usr/bin").join(binary);
+    assert!(
+        path.exists(),
+        "{binary} not found: these tests run real etcd 3.4; install it with \
+         `apt-get install -y etcd-server etcd-client` (or run .ci/run)"
+    );
+    path
+}
+
+/// Runs `etcdctl` with `args` and returns its output, failing the test if it fails.
+pub fn etcdctl(args: &[&str]) -> Output {
+    let out = Command::new(need("etcdctl"))
+        .env("ETCDCTL_API", "3")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Standard base64 (the gateway's encoding of bytes).
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+impl Etcd {
+    /// Starts etcd and waits until it answers.
+    pub fn start() -> Etcd {
+        let etcd = need("etcd");
+        for _attempt in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let (client_port, peer_port) = (free_port(), free_port());
+            let client = format!("http://127.0.0.1:{client_port}");
+            let peer = format!("http://127.0.0.1:{peer_port}");
+            let child = Command::new(&etcd)
+                .args(["--name", "interop", "--data-dir"])
+                .arg(dir.path().join("data"))
+                .args([
+                    "--listen-client-urls",
+                    &client,
+                    "--advertise-client-urls",
+                    &client,
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &peer,
+                    "--initial-advertise-peer-urls",
+                    &peer,
+                ])
+                .args(["--initial-cluster", &format!("interop={peer}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut server = Etcd {
+                child,
+                client_port,
+                dir,
+            };
+            if server.wait_ready() {
+                return server;
+            }
+        }
+        panic!("etcd did not start on loopback ports after 5 attempts");
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if self.post("/v3/kv/range", "{\"key\":\"AA==\"}").is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// The client URL.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// POSTs `body` to the JSON gateway at `path`; returns the response body.
+    pub fn post(&self, path: &str, body: &str) -> std::io::Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.client_port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut response = String::new();
+        s.read_to_string(&mut response)?;
+        match response.split_once("\r\n\r\n") {
+            Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
+            _ => Err(std::io::Error::other(format!("gateway {path}: {response}"))),
+        }
+    }
+
+    pub fn put(&self, key: &[u8], value: &[u8], lease: Option<i64>) {
+        let lease = lease
+            .map(|l| format!(",\"lease\":\"{l}\""))
+            .unwrap_or_default();
+        let body = format!(
+            "{{\"key\":\"{}\",\"value\":\"{}\"{lease}}}",
+            base64(key),
+            base64(value)
+        );
+        self.post("/v3/kv/put", &body).unwrap();
+    }
+
+    pub fn delete(&self, key: &[u8]) {
+        self.post(
+            "/v3/kv/deleterange",
+            &format!("{{\"key\":\"{}\"}}", base64(key)),
+        )
+        .unwrap();
+    }
+
+    /// Grants a lease and returns its id.
+    pub fn grant_lease(&self, ttl: i64) -> i64 {
+        let body = self
+            .post("/v3/lease/grant", &format!("{{\"TTL\":\"{ttl}\"}}"))
+            .unwrap();
+        let id = body
+            .split("\"ID\":\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap();
+        id.parse().unwrap()
+    }
+
+    /// `etcdctl snapshot save` into `path`.
+    pub fn snapshot(&self, path: &Path) {
+        etcdctl(&[
+            "--endpoints",
+            &self.endpoint(),
+            "snapshot",
+            "save",
+            path.to_str().unwrap(),
+        ]);
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What `etcdctl snapshot status -w json` reports.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SnapshotStatus {
+    pub hash: u32,
+    pub revision: i64,
+    pub total_key: u64,
+    pub total_size: u64,
+}
+
+fn json_number(json: &str, field: &str) -> u64 {
+    let rest = json
+        .split(&format!("\"{field}\":"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {field} in {json}"));
+    rest.trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Runs `etcdctl snapshot status -w json FILE`: opens the file with bbolt itself, runs its
+/// consistency check, and hashes every bucket.
+pub fn snapshot_status(path: &Path) -> SnapshotStatus {
+    let out = etcdctl(&["snapshot", "status", "-w", "json", path.to_str().unwrap()]);
+    let json = String::from_utf8(out.stdout).unwrap();
+    SnapshotStatus {
+        hash: json_number(&json, "hash") as u32,
+        revision: json_number(&json, "revision") as i64,
+        total_key: json_number(&json, "totalKey"),
+        total_size: json_number(&json, "totalSize"),
+    }
+}
