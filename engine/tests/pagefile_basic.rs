@@ -404,3 +404,123 @@ fn too_many_readers_get_a_clear_error() {
     drop(held);
     assert!(db.begin_read().is_ok());
 }
+
+/// Everything in bucket `b` of a read transaction.
+fn contents(read: &keelson_engine::pagefile::ReadTxn) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut all = Vec::new();
+    read.bucket(b"b")
+        .unwrap()
+        .unwrap()
+        .for_each(|k, v| {
+            all.push((k.to_vec(), v.unwrap().to_vec()));
+            Ok(())
+        })
+        .unwrap();
+    all
+}
+
+#[test]
+fn copies_and_compaction_run_while_the_writer_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, mut w) = open(&dir);
+    let mut txn = w.begin().unwrap();
+    let mut b = txn.create_bucket(b"b").unwrap();
+    for i in 0..5000 {
+        b.put(&key(i), &value(i, 200)).unwrap();
+    }
+    txn.publish().unwrap();
+    let read = db.begin_read().unwrap();
+    let expected = contents(&read);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut round = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut txn = w.begin().unwrap();
+                let mut b = txn.bucket(b"b").unwrap();
+                for i in 0..200 {
+                    let k = (round * 200 + i) % 5000;
+                    b.put(&key(k), &value(round, 300)).unwrap();
+                    b.delete(&key((k + 2500) % 5000)).unwrap();
+                }
+                txn.publish().unwrap();
+                w.sync().unwrap();
+                round += 1;
+            }
+            (w, round)
+        })
+    };
+    for pass in 0..3 {
+        let streamed = dir.path().join(format!("streamed-{pass}"));
+        read.write_to(&mut std::fs::File::create(&streamed).unwrap())
+            .unwrap();
+        let compacted = dir.path().join(format!("compacted-{pass}"));
+        read.compact_into(&compacted, 256 << 10).unwrap();
+        for path in [&streamed, &compacted] {
+            let copy = Db::open_read_only(path, Options::default()).unwrap();
+            let copy = copy.begin_read().unwrap();
+            assert!(copy.check().is_empty(), "{path:?}: {:?}", copy.check());
+            assert!(
+                contents(&copy) == expected,
+                "{path:?} differs from the snapshot it copied"
+            );
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (w, rounds) = writer.join().unwrap();
+    assert!(rounds > 0, "the writer made progress during the copies");
+    assert_clean(&w);
+    assert!(
+        contents(&db.begin_read().unwrap()) != expected,
+        "the writer's changes are visible to new readers"
+    );
+}
+
+#[test]
+fn readers_are_undisturbed_when_the_file_outgrows_its_mapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        initial_map_size: 64 << 10,
+        ..Options::default()
+    };
+    let (db, mut w) = Db::open(dir.path().join("db"), options).unwrap();
+    let mut txn = w.begin().unwrap();
+    txn.create_bucket(b"b")
+        .unwrap()
+        .put(&key(0), b"first")
+        .unwrap();
+    txn.publish().unwrap();
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let read = db.begin_read().unwrap();
+            std::thread::spawn(move || {
+                let before = contents(&read);
+                for _ in 0..200 {
+                    assert_eq!(contents(&read), before);
+                }
+                read.id()
+            })
+        })
+        .collect();
+    // Grow the file to ~16 MiB, far past the 64 KiB mapping, while they read.
+    for round in 0..40u32 {
+        let mut txn = w.begin().unwrap();
+        let mut b = txn.bucket(b"b").unwrap();
+        for i in 0..100 {
+            b.put(&key(round * 100 + i + 1), &value(i, 4000)).unwrap();
+        }
+        txn.publish().unwrap();
+        if round % 10 == 9 {
+            w.sync().unwrap();
+        }
+    }
+    for r in readers {
+        r.join().unwrap();
+    }
+    let read = db.begin_read().unwrap();
+    assert!(read.size() > 8 << 20, "file grew to {}", read.size());
+    assert_eq!(contents(&read).len(), 4001);
+    assert_clean(&w);
+}

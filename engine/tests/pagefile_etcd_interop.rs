@@ -3,12 +3,10 @@
 //! Both sides compute the same digest — etcd's: CRC-32C over every top-level bucket name and every
 //! key and value in it — so "equal" means byte for byte.
 
-mod support;
-
 use std::path::Path;
 
 use keelson_engine::pagefile::{Db, Options, ReadTxn, Writer};
-use support::etcd::{Etcd, SnapshotStatus, snapshot_status};
+use keelson_testkit::etcd::{Etcd, SnapshotStatus, snapshot_status};
 
 const CASTAGNOLI: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 
@@ -114,7 +112,7 @@ fn keelson_takes_over_an_etcd_file_and_etcd_still_reads_it() {
         for i in 0..500u64 {
             key.put(
                 &revision_key(before.revision as u64 + 1 + i, 0),
-                &vec![1u8; 100],
+                &[1u8; 100],
             )
             .unwrap();
         }

@@ -54,6 +54,7 @@ impl<'a> Checker<'a> {
                     name,
                 );
             }
+            Err(c) if name.is_empty() => self.errors.push(c.to_string()),
             Err(c) => self.errors.push(format!("bucket {name}: {c}")),
         }
     }
@@ -110,7 +111,12 @@ impl<'a> Checker<'a> {
             match *leaf_depth {
                 None => *leaf_depth = Some(depth),
                 Some(d) if d != depth => self.errors.push(format!(
-                    "page {pgid}: leaf at depth {depth}, other leaves of bucket {bucket} at {d}"
+                    "page {pgid}: leaf at depth {depth}, other leaves of {} at {d}",
+                    if bucket.is_empty() {
+                        "the root bucket".to_string()
+                    } else {
+                        format!("bucket {bucket}")
+                    }
                 )),
                 Some(_) => {}
             }

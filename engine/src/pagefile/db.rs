@@ -81,7 +81,8 @@ pub struct Db {
     pub(crate) inner: Arc<Inner>,
 }
 
-/// The single writer of a page file.
+/// The single writer of a page file. Dropping it does not sync: what was published since the last
+/// [`Writer::sync`] is gone on the next open (keelson's server replays it from its WAL).
 #[derive(Debug)]
 pub struct Writer {
     pub(crate) db: Db,
@@ -365,8 +366,7 @@ impl Writer {
     /// Begins the write transaction (one at a time, by construction: it borrows the writer).
     pub fn begin(&mut self) -> Result<WriteTxn<'_>> {
         self.check_running()?;
-        let oldest_reader = self.db.inner.readers.oldest().unwrap_or(u64::MAX);
-        self.freelist.release(oldest_reader.min(self.durable.txid));
+        self.release_pages();
         let txid = self.current.txid.max(self.durable.txid) + 1;
         Ok(WriteTxn::new(self, txid))
     }
@@ -378,7 +378,7 @@ impl Writer {
 
     /// Whether everything published is durable.
     pub fn is_synced(&self) -> bool {
-        self.current.root == self.durable.root && self.current.txid <= self.durable.txid
+        self.current.txid <= self.durable.txid
     }
 
     pub(crate) fn check_running(&self) -> Result<()> {
@@ -399,8 +399,10 @@ impl Writer {
         err
     }
 
-    fn path(&self) -> &Path {
-        &self.db.inner.path
+    /// Makes reusable the freed pages that no open reader and no durable meta can reach.
+    fn release_pages(&mut self) {
+        let oldest_reader = self.db.inner.readers.oldest().unwrap_or(u64::MAX);
+        self.freelist.release(oldest_reader, self.durable.txid);
     }
 
     /// Takes `n` contiguous pages: reused ones if a run fits, else from the high-water mark.
@@ -410,6 +412,7 @@ impl Writer {
             None => {
                 let pgid = self.hwm;
                 self.hwm += n;
+                self.freelist.extended(pgid, n);
                 (pgid, false)
             }
         }
@@ -439,32 +442,37 @@ impl Writer {
             .map_err(io_err(&self.db.inner.path, "mmap"))
     }
 
-    /// Writes page images, sorted by page id and coalesced into runs of adjacent pages.
+    /// Writes page images, sorted by page id; images of adjacent pages are coalesced into one write
+    /// (up to 1 MiB), a page with no neighbour is written straight from its image.
     pub(crate) fn write_pages(&mut self, mut pages: Vec<(Pgid, Vec<u8>)>) -> Result<()> {
         pages.sort_unstable_by_key(|(pgid, _)| *pgid);
         let page_size = self.db.inner.page_size as u64;
-        let mut run: Vec<u8> = Vec::new();
-        let mut run_start = 0;
-        let mut result = Ok(());
-        for (pgid, image) in pages {
-            let adjacent =
-                !run.is_empty() && run_start * page_size + run.len() as u64 == pgid * page_size;
-            if !adjacent || run.len() >= 1 << 20 {
-                if !run.is_empty() {
-                    result = result.and(self.io.write_all_at(&run, run_start * page_size));
-                }
-                run.clear();
-                run_start = pgid;
+        let path = &self.db.inner.path;
+        let mut i = 0;
+        while i < pages.len() {
+            let start = pages[i].0;
+            let mut end = i + 1;
+            let mut bytes = pages[i].1.len();
+            while end < pages.len()
+                && start * page_size + bytes as u64 == pages[end].0 * page_size
+                && bytes < 1 << 20
+            {
+                bytes += pages[end].1.len();
+                end += 1;
             }
-            run.extend_from_slice(&image);
+            let written = if end == i + 1 {
+                self.io.write_all_at(&pages[i].1, start * page_size)
+            } else {
+                let run: Vec<u8> = pages[i..end]
+                    .iter()
+                    .flat_map(|(_, image)| image.iter().copied())
+                    .collect();
+                self.io.write_all_at(&run, start * page_size)
+            };
+            written.map_err(io_err(path, "write"))?;
+            i = end;
         }
-        if !run.is_empty() {
-            result = result.and(self.io.write_all_at(&run, run_start * page_size));
-        }
-        result.map_err(|e| {
-            let err = io_err(&self.db.inner.path, "write")(e);
-            self.stop(err)
-        })
+        Ok(())
     }
 
     /// Makes `snapshot` the tree new readers see.
@@ -474,19 +482,23 @@ impl Writer {
     }
 
     /// Makes the latest published transaction durable: writes the freelist, fdatasyncs, writes the
-    /// meta into the slot not holding the durable one, fdatasyncs. A failure stops the writer.
+    /// meta into the slot not holding the durable one, fdatasyncs. Any failure stops the writer:
+    /// after a failed flush nothing can say what reached the disk.
     pub fn sync(&mut self) -> Result<()> {
         self.check_running()?;
         if self.is_synced() {
             return Ok(());
         }
+        self.write_durable().map_err(|e| self.stop(e))
+    }
+
+    fn write_durable(&mut self) -> Result<()> {
         let target_slot = 1 - self.durable_slot;
         let mut txid = self.current.txid.max(self.durable.txid + 1);
         if txid % 2 != target_slot {
             txid += 1;
         }
-        let oldest_reader = self.db.inner.readers.oldest().unwrap_or(u64::MAX);
-        self.freelist.release(oldest_reader.min(self.durable.txid));
+        self.release_pages();
 
         let page_size = self.db.inner.page_size;
         if self.durable.freelist != NO_FREELIST {
@@ -511,10 +523,9 @@ impl Writer {
         self.ensure_room()?;
         let image = freelist::encode_page(&self.freelist.all_ids(), fl_pgid, n, page_size);
         self.write_pages(vec![(fl_pgid, image)])?;
-        self.io.sync_data().map_err(|e| {
-            let err = io_err(self.path(), "fdatasync")(e);
-            self.stop(err)
-        })?;
+        self.io
+            .sync_data()
+            .map_err(io_err(&self.db.inner.path, "fdatasync"))?;
         let meta = Meta {
             page_size: page_size as u32,
             root: self.current.root,
@@ -522,20 +533,16 @@ impl Writer {
             hwm: self.hwm,
             txid,
         };
-        let write = self.io.write_all_at(
-            &meta.encode_page(target_slot),
-            target_slot * page_size as u64,
-        );
-        write.map_err(|e| {
-            let err = io_err(self.path(), "write meta")(e);
-            self.stop(err)
-        })?;
-        self.io.sync_data().map_err(|e| {
-            let err = io_err(self.path(), "fdatasync meta")(e);
-            self.stop(err)
-        })?;
+        let slot_offset = target_slot * page_size as u64;
+        self.io
+            .write_all_at(&meta.encode_page(target_slot), slot_offset)
+            .map_err(io_err(&self.db.inner.path, "write meta"))?;
+        self.io
+            .sync_data()
+            .map_err(io_err(&self.db.inner.path, "fdatasync meta"))?;
         self.durable = meta;
         self.durable_slot = target_slot;
+        self.freelist.synced();
         let map = self.db.inner.maps.newest();
         self.publish(Snapshot {
             txid,

@@ -1,10 +1,16 @@
 //! The writer's page allocator: the set of reusable pages (as coalesced spans, so a node needing a
-//! contiguous run finds one) and the pages freed by recent transactions, pending until no reader and
-//! no durable meta can reach them. Owned by the writer alone; readers never touch it.
+//! contiguous run finds one) and the pages freed by recent transactions, pending until nothing can
+//! reach them any more. Owned by the writer alone; readers never touch it.
 //!
-//! Invariants: a page is in at most one of `free` and `pending`; `free` spans never touch or overlap
-//! (adjacent spans are merged); pages come out of `pending[f]` only through [`Freelist::release`]
-//! with a bound the caller derived from the open readers and the durable meta.
+//! A freed page waits for two things (see "Copy-on-write, readers and page reuse" in the format):
+//! readers that may still walk a tree containing it, and — if the durable tree on disk contains it —
+//! the next sync. Pages allocated since the last sync are not in the durable tree, so once freed
+//! they wait for readers only; that is what lets a writer that publishes many transactions between
+//! syncs keep reusing the same pages instead of growing the file.
+//!
+//! Invariants: a page is in at most one of `free`, `pending` and `pending_unsynced`; `free` spans
+//! never touch or overlap (adjacent spans are merged); pages leave the pending lists only through
+//! [`Freelist::release`], with bounds the caller derived from the open readers and the durable meta.
 
 use std::collections::BTreeMap;
 
@@ -18,9 +24,13 @@ pub(crate) struct Freelist {
     /// Span start → span length, for pages that may be reused now.
     free: BTreeMap<Pgid, u64>,
     free_count: u64,
-    /// Freeing txid → pages it freed (each page of a run listed).
+    /// Freeing txid → freed pages the durable tree uses (each page of a run listed).
     pending: BTreeMap<u64, Vec<Pgid>>,
+    /// Freeing txid → freed pages allocated since the last sync.
+    pending_unsynced: BTreeMap<u64, Vec<Pgid>>,
     pending_count: u64,
+    /// One bit per page: allocated since the last sync.
+    fresh: Vec<u64>,
 }
 
 impl Freelist {
@@ -55,35 +65,77 @@ impl Freelist {
             self.free.insert(start + n, len - n);
         }
         self.free_count -= n;
+        self.mark_fresh(start, n, true);
         Some(start)
     }
 
-    /// Gives back a run that [`Freelist::allocate`] handed out, as if it never had.
-    pub fn unallocate(&mut self, start: Pgid, n: u64) {
-        self.insert_span(start, n);
+    /// Records pages the writer took from beyond the high-water mark.
+    pub fn extended(&mut self, start: Pgid, n: u64) {
+        self.mark_fresh(start, n, true);
+    }
+
+    /// Undoes an allocation: a run [`Freelist::allocate`] handed out goes back to the free set
+    /// (`reused`), a run from beyond the high-water mark is just forgotten.
+    pub fn unallocate(&mut self, start: Pgid, n: u64, reused: bool) {
+        self.mark_fresh(start, n, false);
+        if reused {
+            self.insert_span(start, n);
+        }
+    }
+
+    fn mark_fresh(&mut self, start: Pgid, n: u64, fresh: bool) {
+        let end = (start + n) as usize;
+        if self.fresh.len() * 64 < end {
+            self.fresh.resize(end.div_ceil(64), 0);
+        }
+        for id in start as usize..end {
+            if fresh {
+                self.fresh[id / 64] |= 1 << (id % 64);
+            } else {
+                self.fresh[id / 64] &= !(1 << (id % 64));
+            }
+        }
+    }
+
+    fn is_fresh(&self, id: Pgid) -> bool {
+        self.fresh
+            .get(id as usize / 64)
+            .is_some_and(|w| w & (1 << (id % 64)) != 0)
+    }
+
+    /// Everything allocated so far is now part of the durable tree (a sync completed).
+    pub fn synced(&mut self) {
+        self.fresh.clear();
     }
 
     /// Records that transaction `txid` stopped using pages `start..start + n`.
     pub fn free(&mut self, txid: u64, start: Pgid, n: u64) {
-        self.pending
-            .entry(txid)
-            .or_default()
-            .extend(start..start + n);
+        for id in start..start + n {
+            let list = if self.is_fresh(id) {
+                &mut self.pending_unsynced
+            } else {
+                &mut self.pending
+            };
+            list.entry(txid).or_default().push(id);
+        }
         self.pending_count += n;
     }
 
     /// Forgets the frees of `txid` (its transaction did not happen).
     pub fn forget(&mut self, txid: u64) {
-        if let Some(ids) = self.pending.remove(&txid) {
-            self.pending_count -= ids.len() as u64;
+        for list in [&mut self.pending, &mut self.pending_unsynced] {
+            if let Some(ids) = list.remove(&txid) {
+                self.pending_count -= ids.len() as u64;
+            }
         }
     }
 
-    /// Makes reusable every page freed at a txid ≤ `upto`.
-    pub fn release(&mut self, upto: u64) {
-        let later = self.pending.split_off(&(upto.saturating_add(1)));
-        let released = std::mem::replace(&mut self.pending, later);
-        for (_, mut ids) in released {
+    /// Makes reusable every page freed at a txid ≤ `readers` (no open reader is older) that the
+    /// durable tree does not use, or that it uses and was freed at a txid ≤ `durable`.
+    pub fn release(&mut self, readers: u64, durable: u64) {
+        let unsynced = take_upto(&mut self.pending_unsynced, readers);
+        let synced = take_upto(&mut self.pending, readers.min(durable));
+        for mut ids in unsynced.into_values().chain(synced.into_values()) {
             self.pending_count -= ids.len() as u64;
             ids.sort_unstable();
             let mut i = 0;
@@ -118,7 +170,7 @@ impl Freelist {
     /// records.
     pub fn all_ids(&self) -> Vec<Pgid> {
         let mut ids: Vec<Pgid> = self.free.iter().flat_map(|(&s, &l)| s..s + l).collect();
-        for pending in self.pending.values() {
+        for pending in self.pending.values().chain(self.pending_unsynced.values()) {
             ids.extend_from_slice(pending);
         }
         ids.sort_unstable();
@@ -134,6 +186,12 @@ impl Freelist {
         };
         PAGE_HEADER_SIZE as u64 + 8 * slots
     }
+}
+
+/// Removes and returns the entries of `map` with keys ≤ `upto`.
+fn take_upto(map: &mut BTreeMap<u64, Vec<Pgid>>, upto: u64) -> BTreeMap<u64, Vec<Pgid>> {
+    let later = map.split_off(&upto.saturating_add(1));
+    std::mem::replace(map, later)
 }
 
 /// The freelist page image for `ids` at page `pgid`, spanning `pages` pages.
@@ -175,23 +233,46 @@ mod tests {
         assert_eq!(f.allocate(1), Some(3));
         assert_eq!(f.allocate(2), None);
         assert_eq!(f.free_count(), 2);
-        f.unallocate(9, 3);
+        f.unallocate(9, 3, true);
         assert_eq!(f.all_ids(), vec![4, 9, 10, 11, 20]);
     }
 
     #[test]
-    fn pending_pages_are_released_only_up_to_the_bound() {
+    fn pending_pages_are_released_only_up_to_the_bounds() {
         let mut f = Freelist::default();
         f.free(5, 10, 2);
         f.free(7, 12, 1);
-        f.release(6);
+        f.release(6, u64::MAX);
         assert_eq!((f.free_count(), f.pending_count()), (2, 1));
         assert_eq!(f.allocate(3), None);
-        f.release(7);
+        f.release(u64::MAX, 7);
         assert_eq!(f.allocate(3), Some(10), "spans freed separately coalesce");
         f.free(8, 1, 1);
         f.forget(8);
         assert_eq!(f.pending_count(), 0);
+    }
+
+    #[test]
+    fn pages_allocated_since_the_last_sync_wait_for_readers_only() {
+        let mut f = Freelist::from_ids([3, 4]);
+        assert_eq!(f.allocate(1), Some(3));
+        f.extended(9, 1);
+        f.free(5, 3, 1); // allocated since the sync: not in the durable tree
+        f.free(5, 9, 1);
+        f.free(5, 2, 1); // in the durable tree
+        f.release(u64::MAX, 4);
+        assert_eq!(f.all_ids(), vec![2, 3, 4, 9]);
+        assert_eq!(f.pending_count(), 1, "page 2 waits for a sync");
+        assert_eq!(f.allocate(2), Some(3));
+        f.synced();
+        f.free(6, 3, 2);
+        f.release(u64::MAX, 5);
+        assert_eq!(
+            f.pending_count(),
+            2,
+            "after a sync, pages 3 and 4 are in the durable tree: they wait"
+        );
+        assert_eq!(f.all_ids(), vec![2, 3, 4, 9]);
     }
 
     #[test]

@@ -4,6 +4,13 @@
 //! A write transaction materializes a node only to change it, so every node here is dirty and will
 //! be rewritten to new pages at publish (copy-on-write). Until then the tree's shape is fixed: a node
 //! keeps the page id it was read from, so children are found by page id either in memory or on file.
+//!
+//! A node keeps all its keys and values in one byte buffer, each element's key followed by its
+//! value, and a small fixed-size record per element saying where they are: reading a page costs two
+//! allocations however many keys it holds. Replaced and removed bytes stay in the buffer until they
+//! outweigh the live ones, then the buffer is compacted.
+
+use std::ops::Range;
 
 use super::error::Corruption;
 use super::layout::{
@@ -15,21 +22,20 @@ use super::page::{LeafEntry, PageView};
 /// Index of a node in its bucket's arena.
 pub(crate) type NodeId = usize;
 
-/// One element of a node: a key with its value (leaf) or child page (branch).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Inode {
-    /// Leaf element flags (bucket or not); 0 on branches.
-    pub flags: u32,
-    pub key: Vec<u8>,
-    /// The value (leaf only).
-    pub value: Vec<u8>,
-    /// The child page (branch only).
-    pub child: Pgid,
+/// Where one element's key and value lie in its node's buffer, with its flags (leaf) or child
+/// page (branch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Element {
+    at: usize,
+    key_len: u32,
+    value_len: u32,
+    flags: u32,
+    child: Pgid,
 }
 
-impl Inode {
-    fn encoded_len(&self) -> usize {
-        ELEMENT_SIZE + self.key.len() + self.value.len()
+impl Element {
+    fn data_len(&self) -> usize {
+        self.key_len as usize + self.value_len as usize
     }
 }
 
@@ -44,9 +50,12 @@ pub(crate) struct Node {
     pub parent: Option<NodeId>,
     /// Children that are materialized too.
     pub children: Vec<NodeId>,
-    pub inodes: Vec<Inode>,
     /// Lost keys in this transaction: may need merging at publish.
     pub unbalanced: bool,
+    elements: Vec<Element>,
+    bytes: Vec<u8>,
+    /// Key and value bytes of the elements (the rest of `bytes` is garbage).
+    live: usize,
 }
 
 impl Node {
@@ -58,9 +67,23 @@ impl Node {
             key: Vec::new(),
             parent: None,
             children: Vec::new(),
-            inodes: Vec::new(),
             unbalanced: false,
+            elements: Vec::new(),
+            bytes: Vec::new(),
+            live: 0,
         }
+    }
+
+    /// A new root branch over `children` (first key, page), in order.
+    pub fn branch(children: Vec<(Vec<u8>, Pgid)>) -> Self {
+        let mut node = Node {
+            leaf: false,
+            ..Node::empty_leaf()
+        };
+        for (key, child) in children {
+            node.push(&key, &[], 0, child);
+        }
+        node
     }
 
     /// Reads a node from its page (page id 0 for an inline page).
@@ -69,74 +92,168 @@ impl Node {
         pgid: Pgid,
         parent: Option<NodeId>,
     ) -> Result<Self, Corruption> {
-        let leaf = page.is_leaf();
-        let mut inodes = Vec::with_capacity(page.count());
-        for i in 0..page.count() {
-            inodes.push(if leaf {
-                let e = page.leaf(i)?;
-                Inode {
-                    flags: e.flags,
-                    key: e.key.to_vec(),
-                    value: e.value.to_vec(),
-                    child: 0,
-                }
-            } else {
-                Inode {
-                    flags: 0,
-                    key: page.key(i)?.to_vec(),
-                    value: Vec::new(),
-                    child: page.child(i)?,
-                }
-            });
-        }
-        let key = inodes.first().map(|i| i.key.clone()).unwrap_or_default();
-        Ok(Node {
-            leaf,
+        let mut node = Node {
+            leaf: page.is_leaf(),
             pgid,
-            key,
             parent,
-            children: Vec::new(),
-            inodes,
-            unbalanced: false,
-        })
+            ..Node::empty_leaf()
+        };
+        node.elements.reserve_exact(page.count());
+        node.bytes
+            .reserve_exact(page.size().saturating_sub(PAGE_HEADER_SIZE));
+        for i in 0..page.count() {
+            if node.leaf {
+                let e = page.leaf(i)?;
+                node.push(e.key, e.value, e.flags, 0);
+            } else {
+                node.push(page.key(i)?, &[], 0, page.child(i)?);
+            }
+        }
+        node.key = if node.is_empty() {
+            Vec::new()
+        } else {
+            node.key(0).to_vec()
+        };
+        Ok(node)
+    }
+
+    fn push(&mut self, key: &[u8], value: &[u8], flags: u32, child: Pgid) {
+        let element = self.store(key, value, flags, child);
+        self.elements.push(element);
+    }
+
+    /// Appends `key` and `value` to the buffer and describes them.
+    fn store(&mut self, key: &[u8], value: &[u8], flags: u32, child: Pgid) -> Element {
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(key);
+        self.bytes.extend_from_slice(value);
+        self.live += key.len() + value.len();
+        Element {
+            at,
+            key_len: key.len() as u32,
+            value_len: value.len() as u32,
+            flags,
+            child,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.elements.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.elements.is_empty()
+    }
+
+    /// The key of element `index`.
+    pub fn key(&self, index: usize) -> &[u8] {
+        let e = &self.elements[index];
+        &self.bytes[e.at..e.at + e.key_len as usize]
+    }
+
+    /// The child page of element `index` (branch).
+    pub fn child(&self, index: usize) -> Pgid {
+        self.elements[index].child
+    }
+
+    /// Element `index` of a leaf in the shape readers use.
+    pub fn leaf_entry(&self, index: usize) -> LeafEntry<'_> {
+        let e = &self.elements[index];
+        let key_end = e.at + e.key_len as usize;
+        LeafEntry {
+            flags: e.flags,
+            key: &self.bytes[e.at..key_end],
+            value: &self.bytes[key_end..e.at + e.data_len()],
+        }
+    }
+
+    /// Whether any element is flagged with `flag`.
+    pub fn any_flagged(&self, flag: u32) -> bool {
+        self.elements.iter().any(|e| e.flags & flag != 0)
     }
 
     /// Bytes this node takes as a page image.
     pub fn size(&self) -> usize {
-        encoded_size(&self.inodes)
+        node_size(self.elements.len(), self.live)
     }
 
     /// Index of the first element with key ≥ `key`, and whether it is equal.
     pub fn search(&self, key: &[u8]) -> (usize, bool) {
-        match self.inodes.binary_search_by(|i| i.key.as_slice().cmp(key)) {
+        match self
+            .elements
+            .binary_search_by(|e| self.bytes[e.at..e.at + e.key_len as usize].cmp(key))
+        {
             Ok(i) => (i, true),
             Err(i) => (i, false),
         }
     }
 
-    /// Sets the element found under `old_key` (or inserts one) to `inode`.
-    pub fn put(&mut self, old_key: &[u8], inode: Inode) {
-        match self.search(old_key) {
-            (i, true) => self.inodes[i] = inode,
-            (i, false) => self.inodes.insert(i, inode),
+    /// Sets the element found under `old_key` (or inserts one) to `key`, `value`, `flags`,
+    /// `child`.
+    pub fn put(&mut self, old_key: &[u8], key: &[u8], value: &[u8], flags: u32, child: Pgid) {
+        let (index, found) = self.search(old_key);
+        let element = self.store(key, value, flags, child);
+        if found {
+            self.live -= self.elements[index].data_len();
+            self.elements[index] = element;
+            self.compact_if_wasteful();
+        } else {
+            self.elements.insert(index, element);
         }
     }
 
-    /// Removes the element with `key`, if present.
-    pub fn remove(&mut self, key: &[u8]) -> Option<Inode> {
-        match self.search(key) {
-            (i, true) => Some(self.inodes.remove(i)),
-            _ => None,
+    /// Removes the element with `key`; returns whether it was there.
+    pub fn remove(&mut self, key: &[u8]) -> bool {
+        let (index, found) = self.search(key);
+        if found {
+            self.live -= self.elements.remove(index).data_len();
+            self.compact_if_wasteful();
+        }
+        found
+    }
+
+    fn compact_if_wasteful(&mut self) {
+        if self.bytes.len() - self.live <= self.live.max(4096) {
+            return;
+        }
+        let mut bytes = Vec::with_capacity(self.live);
+        for e in &mut self.elements {
+            let at = bytes.len();
+            bytes.extend_from_slice(&self.bytes[e.at..e.at + e.data_len()]);
+            e.at = at;
+        }
+        self.bytes = bytes;
+    }
+
+    /// Moves every element out (this node is left empty but keeps its page, parent and key).
+    pub fn take_elements(&mut self) -> Node {
+        Node {
+            leaf: self.leaf,
+            elements: std::mem::take(&mut self.elements),
+            bytes: std::mem::take(&mut self.bytes),
+            live: std::mem::take(&mut self.live),
+            ..Node::empty_leaf()
         }
     }
 
-    /// The leaf entry at `index` in the shape readers use.
-    pub fn leaf_entry(&self, index: usize) -> LeafEntry<'_> {
-        let i = &self.inodes[index];
-        LeafEntry {
-            flags: i.flags,
-            key: &i.key,
-            value: &i.value,
+    /// Replaces this node's elements (and kind) with those of `other`.
+    pub fn replace_elements(&mut self, other: Node) {
+        self.leaf = other.leaf;
+        self.elements = other.elements;
+        self.bytes = other.bytes;
+        self.live = other.live;
+    }
+
+    /// Adds the elements of `other`, whose keys are all larger, after this node's own.
+    pub fn append(&mut self, other: &Node) {
+        for e in &other.elements {
+            let key_end = e.at + e.key_len as usize;
+            let (key, value) = (
+                &other.bytes[e.at..key_end],
+                &other.bytes[key_end..e.at + e.data_len()],
+            );
+            self.push(key, value, e.flags, e.child);
         }
     }
 
@@ -144,81 +261,74 @@ impl Node {
     pub fn min_keys(&self) -> usize {
         if self.leaf { 1 } else { 2 }
     }
-}
 
-/// Bytes a page image of `inodes` takes.
-pub(crate) fn encoded_size(inodes: &[Inode]) -> usize {
-    node_size(
-        inodes.len(),
-        inodes.iter().map(|i| i.key.len() + i.value.len()).sum(),
-    )
-}
+    /// Bytes a page image of elements `range` takes.
+    pub fn encoded_size(&self, range: Range<usize>) -> usize {
+        let elements = &self.elements[range];
+        node_size(elements.len(), elements.iter().map(Element::data_len).sum())
+    }
 
-/// Where to cut `inodes` into nodes that fit pages: ranges covering them in order. A node is cut
-/// only when it does not fit one page and has more than twice the minimum of keys; each piece
-/// keeps at least the minimum, and fills about `fill` of a page.
-pub(crate) fn split_ranges(
-    inodes: &[Inode],
-    page_size: usize,
-    fill: f64,
-) -> Vec<std::ops::Range<usize>> {
-    let threshold = (page_size as f64 * fill.clamp(0.1, 1.0)) as usize;
-    let mut remaining = encoded_size(inodes);
-    let mut ranges = Vec::new();
-    let mut start = 0;
-    loop {
-        let rest = &inodes[start..];
-        if rest.len() <= 2 * MIN_KEYS_PER_PAGE || remaining <= page_size {
-            ranges.push(start..inodes.len());
-            return ranges;
-        }
-        let last_cut = rest.len() - MIN_KEYS_PER_PAGE;
-        let mut size = PAGE_HEADER_SIZE;
-        let mut cut = last_cut;
-        for (i, inode) in rest[..last_cut].iter().enumerate() {
-            let len = inode.encoded_len();
-            if i >= MIN_KEYS_PER_PAGE && size + len > threshold {
-                cut = i;
-                break;
+    /// Where to cut this node into nodes that fit pages: ranges covering its elements in order. A
+    /// node is cut only when it does not fit one page and has more than twice the minimum of keys;
+    /// each piece keeps at least the minimum, and fills about `fill` of a page.
+    pub fn split_ranges(&self, page_size: usize, fill: f64) -> Vec<Range<usize>> {
+        let threshold = (page_size as f64 * fill.clamp(0.1, 1.0)) as usize;
+        let encoded = |e: &Element| ELEMENT_SIZE + e.data_len();
+        let mut remaining = self.size();
+        let mut ranges = Vec::new();
+        let mut start = 0;
+        loop {
+            let rest = &self.elements[start..];
+            if rest.len() <= 2 * MIN_KEYS_PER_PAGE || remaining <= page_size {
+                ranges.push(start..self.elements.len());
+                return ranges;
             }
-            size += len;
+            let last_cut = rest.len() - MIN_KEYS_PER_PAGE;
+            let mut size = PAGE_HEADER_SIZE;
+            let mut cut = last_cut;
+            for (i, e) in rest[..last_cut].iter().enumerate() {
+                if i >= MIN_KEYS_PER_PAGE && size + encoded(e) > threshold {
+                    cut = i;
+                    break;
+                }
+                size += encoded(e);
+            }
+            remaining -= rest[..cut].iter().map(encoded).sum::<usize>();
+            ranges.push(start..start + cut);
+            start += cut;
         }
-        let taken = &rest[..cut];
-        remaining -= taken.iter().map(Inode::encoded_len).sum::<usize>();
-        ranges.push(start..start + cut);
-        start += cut;
     }
-}
 
-/// Writes the page image of `inodes` into `buf` (which must hold [`encoded_size`] bytes): header
-/// with `id` and `overflow`, elements, then keys and values.
-pub(crate) fn encode(inodes: &[Inode], leaf: bool, id: Pgid, overflow: u32, buf: &mut [u8]) {
-    let flags = if leaf { FLAG_LEAF } else { FLAG_BRANCH };
-    PageHeader {
-        id,
-        flags,
-        count: inodes.len() as u16,
-        overflow,
-    }
-    .encode(buf);
-    let mut data = PAGE_HEADER_SIZE + inodes.len() * ELEMENT_SIZE;
-    for (i, inode) in inodes.iter().enumerate() {
-        let elem = PAGE_HEADER_SIZE + i * ELEMENT_SIZE;
-        let pos = (data - elem) as u32;
-        if leaf {
-            put_u32(buf, elem, inode.flags);
-            put_u32(buf, elem + 4, pos);
-            put_u32(buf, elem + 8, inode.key.len() as u32);
-            put_u32(buf, elem + 12, inode.value.len() as u32);
-        } else {
-            put_u32(buf, elem, pos);
-            put_u32(buf, elem + 4, inode.key.len() as u32);
-            put_u64(buf, elem + 8, inode.child);
+    /// Writes the page image of elements `range` into `buf` (which must hold
+    /// [`Node::encoded_size`] bytes): header with `id` and `overflow`, elements, then keys and
+    /// values.
+    pub fn encode(&self, range: Range<usize>, id: Pgid, overflow: u32, buf: &mut [u8]) {
+        let elements = &self.elements[range];
+        let flags = if self.leaf { FLAG_LEAF } else { FLAG_BRANCH };
+        PageHeader {
+            id,
+            flags,
+            count: elements.len() as u16,
+            overflow,
         }
-        buf[data..data + inode.key.len()].copy_from_slice(&inode.key);
-        data += inode.key.len();
-        buf[data..data + inode.value.len()].copy_from_slice(&inode.value);
-        data += inode.value.len();
+        .encode(buf);
+        let mut data = PAGE_HEADER_SIZE + elements.len() * ELEMENT_SIZE;
+        for (i, e) in elements.iter().enumerate() {
+            let elem = PAGE_HEADER_SIZE + i * ELEMENT_SIZE;
+            let pos = (data - elem) as u32;
+            if self.leaf {
+                put_u32(buf, elem, e.flags);
+                put_u32(buf, elem + 4, pos);
+                put_u32(buf, elem + 8, e.key_len);
+                put_u32(buf, elem + 12, e.value_len);
+            } else {
+                put_u32(buf, elem, pos);
+                put_u32(buf, elem + 4, e.key_len);
+                put_u64(buf, elem + 8, e.child);
+            }
+            buf[data..data + e.data_len()].copy_from_slice(&self.bytes[e.at..e.at + e.data_len()]);
+            data += e.data_len();
+        }
     }
 }
 
@@ -226,49 +336,69 @@ pub(crate) fn encode(inodes: &[Inode], leaf: bool, id: Pgid, overflow: u32, buf:
 mod tests {
     use super::*;
 
-    fn leaf_inode(k: &[u8], vlen: usize) -> Inode {
-        Inode {
-            flags: 0,
-            key: k.to_vec(),
-            value: vec![7; vlen],
-            child: 0,
+    fn leaf_of(entries: &[(Vec<u8>, usize)]) -> Node {
+        let mut node = Node::empty_leaf();
+        for (k, vlen) in entries {
+            node.put(k, k, &vec![7; *vlen], 0, 0);
         }
+        node
     }
 
     #[test]
-    fn encode_then_read_gives_the_same_inodes() {
-        let inodes: Vec<Inode> = (0..20u8)
-            .map(|i| leaf_inode(&[b'k', i], i as usize * 3))
-            .collect();
+    fn encode_then_read_gives_the_same_elements() {
+        let entries: Vec<(Vec<u8>, usize)> =
+            (0..20u8).map(|i| (vec![b'k', i], i as usize * 3)).collect();
+        let node = leaf_of(&entries);
         let mut buf = vec![0u8; 4096];
-        encode(&inodes, true, 9, 0, &mut buf);
+        node.encode(0..node.len(), 9, 0, &mut buf);
         let mut map = vec![0u8; 9 * 4096];
         map.extend_from_slice(&buf);
         let view = PageView::on_file(&map, 4096, 10, 9).unwrap();
-        let node = Node::read(&view, 9, None).unwrap();
-        assert_eq!(node.inodes, inodes);
-        assert_eq!(node.key, b"k\0");
+        let read = Node::read(&view, 9, None).unwrap();
+        assert_eq!(read.len(), 20);
+        for i in 0..20 {
+            assert_eq!(read.leaf_entry(i), node.leaf_entry(i));
+        }
+        assert_eq!(read.key, b"k\0");
+        assert_eq!(read.size(), node.size());
+    }
+
+    #[test]
+    fn replacing_and_removing_keeps_sizes_and_compacts_garbage() {
+        let mut node = leaf_of(&[(b"a".to_vec(), 10), (b"b".to_vec(), 10)]);
+        for round in 0..1000u32 {
+            node.put(b"a", b"a", &round.to_le_bytes(), 0, 0);
+        }
+        assert_eq!(node.size(), node_size(2, 1 + 4 + 1 + 10));
+        assert!(
+            node.bytes.len() < 8192,
+            "garbage is compacted: {}",
+            node.bytes.len()
+        );
+        assert_eq!(node.leaf_entry(0).value, 999u32.to_le_bytes());
+        assert!(node.remove(b"a"));
+        assert!(!node.remove(b"a"));
+        assert_eq!((node.len(), node.key(0)), (1, &b"b"[..]));
     }
 
     #[test]
     fn small_nodes_stay_whole_and_large_ones_split_at_the_fill_threshold() {
-        let few: Vec<Inode> = (0..4u8).map(|i| leaf_inode(&[i + 1], 3000)).collect();
+        let few = leaf_of(&(0..4u8).map(|i| (vec![i + 1], 3000)).collect::<Vec<_>>());
         assert_eq!(
-            split_ranges(&few, 4096, 0.5),
+            few.split_ranges(4096, 0.5),
             vec![0..4],
             "4 keys never split, whatever their size"
         );
-        let many: Vec<Inode> = (0..100u8).map(|i| leaf_inode(&[i + 1], 100)).collect();
-        let ranges = split_ranges(&many, 4096, 0.5);
+        let many = leaf_of(&(0..100u8).map(|i| (vec![i + 1], 100)).collect::<Vec<_>>());
+        let ranges = many.split_ranges(4096, 0.5);
         assert!(ranges.len() > 1);
         for r in &ranges {
             assert!(r.len() >= MIN_KEYS_PER_PAGE);
-            assert!(encoded_size(&many[r.clone()]) <= 4096);
+            assert!(many.encoded_size(r.clone()) <= 4096);
         }
         assert_eq!(ranges.iter().map(|r| r.len()).sum::<usize>(), 100);
-        let dense = split_ranges(&many, 4096, 1.0);
         assert!(
-            dense.len() < ranges.len(),
+            many.split_ranges(4096, 1.0).len() < ranges.len(),
             "a higher fill percent packs pages fuller"
         );
     }

@@ -125,6 +125,11 @@ impl<'a> PageView<'a> {
         self.header
     }
 
+    /// Bytes the page spans (overflow pages included; an inline page's image length).
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
+
     pub fn is_leaf(&self) -> bool {
         self.header.flags == FLAG_LEAF
     }

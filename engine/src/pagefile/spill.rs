@@ -9,7 +9,7 @@
 use super::db::Writer;
 use super::error::{Corruption, Result};
 use super::layout::{BUCKET_HEADER_SIZE, BucketHeader, LEAF_FLAG_BUCKET, Pgid};
-use super::node::{self, Inode, Node, NodeId};
+use super::node::{Node, NodeId};
 use super::readers::Snapshot;
 use super::tree::Pages;
 use super::write_txn::{BucketState, TxnState, tree_page_runs};
@@ -22,7 +22,7 @@ pub(crate) fn inline_value(header: &BucketHeader, root: &Node) -> Vec<u8> {
         sequence: header.sequence,
     }
     .encode(&mut value);
-    node::encode(&root.inodes, true, 0, 0, &mut value[BUCKET_HEADER_SIZE..]);
+    root.encode(0..root.len(), 0, 0, &mut value[BUCKET_HEADER_SIZE..]);
     value
 }
 
@@ -56,15 +56,14 @@ pub(crate) fn publish(writer: &mut Writer, mut state: TxnState) -> Result<()> {
         Err(err) => {
             writer.freelist.forget(txid);
             for (pgid, n, reused) in allocated {
-                if reused {
-                    writer.freelist.unallocate(pgid, n);
-                }
+                writer.freelist.unallocate(pgid, n, reused);
             }
             writer.hwm = start_hwm;
             return Err(err);
         }
     };
-    writer.write_pages(dirty)?;
+    // A failed page write leaves the page cache in a state nothing vouches for: stop.
+    writer.write_pages(dirty).map_err(|e| writer.stop(e))?;
     let (root, map) = root;
     writer.publish(Snapshot {
         txid,
@@ -140,37 +139,32 @@ impl Spiller<'_, '_> {
             return Ok(());
         }
         nodes[id].unbalanced = false;
-        if nodes[id].size() > threshold && nodes[id].inodes.len() > nodes[id].min_keys() {
+        if nodes[id].size() > threshold && nodes[id].len() > nodes[id].min_keys() {
             return Ok(());
         }
         let Some(parent) = nodes[id].parent else {
-            if !nodes[id].leaf && nodes[id].inodes.len() == 1 {
+            if !nodes[id].leaf && nodes[id].len() == 1 {
                 let child = bucket
                     .child_id(pages, id, 0)
                     .map_err(|c| pages.corrupt(c))?;
                 let nodes = &mut bucket.arena.nodes;
-                let inodes = std::mem::take(&mut nodes[child].inodes);
+                let elements = nodes[child].take_elements();
                 let grandchildren = std::mem::take(&mut nodes[child].children);
                 for &g in &grandchildren {
                     nodes[g].parent = Some(id);
                 }
-                let leaf = nodes[child].leaf;
-                let root = &mut nodes[id];
-                root.inodes = inodes;
-                root.leaf = leaf;
-                root.children = grandchildren;
-                let child_pgid = nodes[child].pgid;
-                bucket.arena.by_pgid.remove(&child_pgid);
-                self.free_page(child_pgid)?;
+                nodes[id].replace_elements(elements);
+                nodes[id].children = grandchildren;
+                self.retire(b, child)?;
             }
             return Ok(());
         };
-        if nodes[id].inodes.is_empty() {
+        if nodes[id].is_empty() {
             self.detach(b, parent, id)?;
             return self.rebalance_parent(b, parent);
         }
         let (index, found) = nodes[parent].search(&nodes[id].key);
-        if !found || nodes[parent].inodes.len() < 2 {
+        if !found || nodes[parent].len() < 2 {
             return Ok(());
         }
         let sibling = if index == 0 { 1 } else { index - 1 };
@@ -186,12 +180,12 @@ impl Spiller<'_, '_> {
         if nodes[left].leaf != nodes[right].leaf {
             return Ok(());
         }
-        let inodes = std::mem::take(&mut nodes[right].inodes);
+        let elements = nodes[right].take_elements();
         let children = std::mem::take(&mut nodes[right].children);
         for &c in &children {
             nodes[c].parent = Some(left);
         }
-        nodes[left].inodes.extend(inodes);
+        nodes[left].append(&elements);
         nodes[left].children.extend(children);
         self.detach(b, parent, right)?;
         self.rebalance_parent(b, parent)
@@ -202,14 +196,23 @@ impl Spiller<'_, '_> {
         self.rebalance_node(b, parent)
     }
 
-    /// Removes node `id` from its parent and frees its page.
+    /// Removes node `id` from its parent, then retires it.
     fn detach(&mut self, b: usize, parent: NodeId, id: NodeId) -> Result<()> {
+        let nodes = &mut self.buckets[b].arena.nodes;
+        let key = std::mem::take(&mut nodes[id].key);
+        nodes[parent].remove(&key);
+        nodes[parent].children.retain(|&c| c != id);
+        self.retire(b, id)
+    }
+
+    /// Takes node `id` out of the tree for good (its content has moved elsewhere or gone): no
+    /// parent, no further rebalancing, not findable by page id, its page freed.
+    fn retire(&mut self, b: usize, id: NodeId) -> Result<()> {
         let arena = &mut self.buckets[b].arena;
-        let key = std::mem::take(&mut arena.nodes[id].key);
-        arena.nodes[parent].remove(&key);
-        arena.nodes[parent].children.retain(|&c| c != id);
-        arena.nodes[id].unbalanced = false;
-        let pgid = arena.nodes[id].pgid;
+        let node = &mut arena.nodes[id];
+        node.unbalanced = false;
+        node.parent = None;
+        let pgid = node.pgid;
         arena.by_pgid.remove(&pgid);
         self.free_page(pgid)
     }
@@ -222,7 +225,7 @@ impl Spiller<'_, '_> {
             return false;
         };
         let node = &bucket.arena.nodes[root];
-        if !node.leaf || node.inodes.iter().any(|i| i.flags & LEAF_FLAG_BUCKET != 0) {
+        if !node.leaf || node.any_flagged(LEAF_FLAG_BUCKET) {
             return false;
         }
         node.size() <= self.page_size() / 4
@@ -271,15 +274,7 @@ impl Spiller<'_, '_> {
             let leaf = bucket
                 .leaf_for(pages, &name)
                 .map_err(|c| pages.corrupt(c))?;
-            bucket.arena.nodes[leaf].put(
-                &name,
-                Inode {
-                    flags: LEAF_FLAG_BUCKET,
-                    key: name.clone(),
-                    value,
-                    child: 0,
-                },
-            );
+            bucket.arena.nodes[leaf].put(&name, &name, &value, LEAF_FLAG_BUCKET, 0);
         }
         if let Some(root) = self.buckets[b].root_node {
             let pgid = self.spill_node(b, root)?;
@@ -300,59 +295,41 @@ impl Spiller<'_, '_> {
             self.spill_node(b, child)?;
         }
         let page_size = self.page_size();
-        let (old_pgid, leaf, ranges) = {
+        let (old_pgid, ranges) = {
             let bucket = &self.buckets[b];
             let node = &bucket.arena.nodes[id];
-            (
-                node.pgid,
-                node.leaf,
-                node::split_ranges(&node.inodes, page_size, bucket.fill),
-            )
+            (node.pgid, node.split_ranges(page_size, bucket.fill))
         };
         self.free_page(old_pgid)?;
         let mut written = Vec::with_capacity(ranges.len());
         for range in ranges {
-            let inodes = &self.buckets[b].arena.nodes[id].inodes[range];
-            let size = node::encoded_size(inodes);
-            let count = size.div_ceil(page_size) as u64;
+            let node = &self.buckets[b].arena.nodes[id];
+            let count = node.encoded_size(range.clone()).div_ceil(page_size) as u64;
             let (pgid, reused) = self.writer.allocate(count);
             self.allocated.push((pgid, count, reused));
             let mut image = vec![0u8; count as usize * page_size];
-            node::encode(inodes, leaf, pgid, (count - 1) as u32, &mut image);
+            let first_key = if range.is_empty() {
+                Vec::new()
+            } else {
+                node.key(range.start).to_vec()
+            };
+            node.encode(range, pgid, (count - 1) as u32, &mut image);
             self.dirty.push((pgid, image));
-            written.push(Inode {
-                flags: 0,
-                key: inodes.first().map(|i| i.key.clone()).unwrap_or_default(),
-                value: Vec::new(),
-                child: pgid,
-            });
+            written.push((first_key, pgid));
         }
         let nodes = &mut self.buckets[b].arena.nodes;
         match nodes[id].parent {
             Some(parent) => {
-                let old_key = nodes[id].key.clone();
-                let first = written[0].child;
-                for (i, inode) in written.into_iter().enumerate() {
-                    let lookup = if i == 0 {
-                        old_key.clone()
-                    } else {
-                        inode.key.clone()
-                    };
-                    nodes[parent].put(&lookup, inode);
+                let old_key = std::mem::take(&mut nodes[id].key);
+                for (i, (key, pgid)) in written.iter().enumerate() {
+                    let lookup = if i == 0 { &old_key } else { key };
+                    nodes[parent].put(lookup, key, &[], 0, *pgid);
                 }
-                Ok(first)
+                Ok(written[0].1)
             }
-            None if written.len() == 1 => Ok(written[0].child),
+            None if written.len() == 1 => Ok(written[0].1),
             None => {
-                let root = Node {
-                    leaf: false,
-                    pgid: 0,
-                    key: Vec::new(),
-                    parent: None,
-                    children: Vec::new(),
-                    inodes: written,
-                    unbalanced: false,
-                };
+                let root = Node::branch(written);
                 nodes.push(root);
                 let new_root = nodes.len() - 1;
                 nodes[id].parent = Some(new_root);

@@ -71,14 +71,14 @@ impl<'a> NodeView<'a> {
     pub fn count(&self) -> usize {
         match self {
             NodeView::Page(p) => p.count(),
-            NodeView::Node(n) => n.inodes.len(),
+            NodeView::Node(n) => n.len(),
         }
     }
 
     pub fn key(&self, index: usize) -> Result<&'a [u8], Corruption> {
         match self {
             NodeView::Page(p) => p.key(index),
-            NodeView::Node(n) => Ok(&n.inodes[index].key),
+            NodeView::Node(n) => Ok(n.key(index)),
         }
     }
 
@@ -92,7 +92,7 @@ impl<'a> NodeView<'a> {
     pub fn child(&self, index: usize) -> Result<Pgid, Corruption> {
         match self {
             NodeView::Page(p) => p.child(index),
-            NodeView::Node(n) => Ok(n.inodes[index].child),
+            NodeView::Node(n) => Ok(n.child(index)),
         }
     }
 

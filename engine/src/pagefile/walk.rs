@@ -6,12 +6,12 @@ use super::error::Result;
 use super::layout::{BucketHeader, Pgid};
 use super::tree::{NodeView, Pages, Root, TreeSource};
 
+/// What [`each_bucket`] calls: the names leading to a bucket, and the bucket.
+pub(crate) type BucketVisitor<'f, 'a> = dyn FnMut(&[&'a [u8]], &Bucket<'a>) -> Result<()> + 'f;
+
 /// Calls `f` for every bucket under (and including) `root`, parents first, with the names leading to
 /// it (empty for `root` itself).
-pub(crate) fn each_bucket<'a>(
-    root: Bucket<'a>,
-    f: &mut dyn FnMut(&[&'a [u8]], &Bucket<'a>) -> Result<()>,
-) -> Result<()> {
+pub(crate) fn each_bucket<'a>(root: Bucket<'a>, f: &mut BucketVisitor<'_, 'a>) -> Result<()> {
     let mut path = Vec::new();
     visit(root, &mut path, f)
 }
@@ -19,7 +19,7 @@ pub(crate) fn each_bucket<'a>(
 fn visit<'a>(
     bucket: Bucket<'a>,
     path: &mut Vec<&'a [u8]>,
-    f: &mut dyn FnMut(&[&'a [u8]], &Bucket<'a>) -> Result<()>,
+    f: &mut BucketVisitor<'_, 'a>,
 ) -> Result<()> {
     f(path, &bucket)?;
     let mut children = Vec::new();

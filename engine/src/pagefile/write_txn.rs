@@ -12,7 +12,7 @@ use super::bucket::{BucketValue, is_bucket};
 use super::db::{Db, Writer};
 use super::error::{Corruption, Error, PageProblem, Result};
 use super::layout::{BucketHeader, LEAF_FLAG_BUCKET, MAX_KEY_SIZE, MAX_VALUE_SIZE, Pgid};
-use super::node::{Inode, Node, NodeId};
+use super::node::{Node, NodeId};
 use super::page::PageView;
 use super::readers::Snapshot;
 use super::spill;
@@ -97,13 +97,12 @@ impl BucketState {
         parent: NodeId,
         index: usize,
     ) -> Result<NodeId, Corruption> {
-        let inode = &self.arena.nodes[parent].inodes[index];
-        let pgid = inode.child;
+        let pgid = self.arena.nodes[parent].child(index);
         if let Some(&id) = self.arena.by_pgid.get(&pgid) {
             return Ok(id);
         }
         let mut node = Node::read(&pages.node(pgid)?, pgid, Some(parent))?;
-        node.key = inode.key.clone();
+        node.key = self.arena.nodes[parent].key(index).to_vec();
         let id = self.arena.nodes.len();
         self.arena.nodes.push(node);
         self.arena.by_pgid.insert(pgid, id);
@@ -119,7 +118,7 @@ impl BucketState {
             if node.leaf {
                 return Ok(id);
             }
-            if node.inodes.is_empty() {
+            if node.is_empty() {
                 let problem = PageProblem::EmptyBranch;
                 return Err(match node.pgid {
                     0 => Corruption::InlinePage { problem },
@@ -229,20 +228,12 @@ impl TxnState {
         let bucket = &mut self.buckets[b];
         let leaf = bucket.leaf_for(pages, key).map_err(|c| pages.corrupt(c))?;
         let node = &mut bucket.arena.nodes[leaf];
-        if let (i, true) = node.search(key) {
-            if node.inodes[i].flags & LEAF_FLAG_BUCKET != 0 {
-                return Err(Error::IncompatibleValue);
-            }
+        if let (i, true) = node.search(key)
+            && node.leaf_entry(i).flags & LEAF_FLAG_BUCKET != 0
+        {
+            return Err(Error::IncompatibleValue);
         }
-        node.put(
-            key,
-            Inode {
-                flags: 0,
-                key: key.to_vec(),
-                value: value.to_vec(),
-                child: 0,
-            },
-        );
+        node.put(key, key, value, 0, 0);
         Ok(())
     }
 
@@ -312,13 +303,7 @@ impl TxnState {
         }
         let bucket = &mut self.buckets[b];
         let leaf = bucket.leaf_for(pages, name).map_err(|c| pages.corrupt(c))?;
-        let inode = Inode {
-            flags: LEAF_FLAG_BUCKET,
-            key: name.to_vec(),
-            value: empty_bucket_value(),
-            child: 0,
-        };
-        bucket.arena.nodes[leaf].put(name, inode);
+        bucket.arena.nodes[leaf].put(name, name, &empty_bucket_value(), LEAF_FLAG_BUCKET, 0);
         let id = self.buckets.len();
         self.buckets.push(BucketState::created());
         self.buckets[b].children.insert(name.to_vec(), id);

@@ -1,0 +1,60 @@
+//! The `keelson` binary. See `keelson --help`; the README's first command starts here.
+
+mod cli;
+mod inspect;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Args, Command, DbCommand};
+use inspect::{Encoding, InspectError};
+
+fn encoding(hex: bool) -> Encoding {
+    if hex {
+        Encoding::Hex
+    } else {
+        Encoding::Escaped
+    }
+}
+
+fn parse_all(args: &[String]) -> Result<Vec<Vec<u8>>, InspectError> {
+    args.iter().map(|a| inspect::parse_arg(a)).collect()
+}
+
+fn run_db(command: DbCommand, out: &mut dyn Write) -> Result<(), InspectError> {
+    match command {
+        DbCommand::Check { file } => inspect::check(&file, out),
+        DbCommand::Buckets { file, format } => inspect::buckets(&file, encoding(format.hex), out),
+        DbCommand::Keys {
+            file,
+            buckets,
+            format,
+        } => inspect::keys(&file, &parse_all(&buckets)?, encoding(format.hex), out),
+        DbCommand::Get { file, path, format } => {
+            let mut path = parse_all(&path)?;
+            let key = path.pop().unwrap_or_default();
+            inspect::get(&file, &path, &key, encoding(format.hex), out)
+        }
+        DbCommand::Stats { file } => inspect::stats(&file, out),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let result = match args.command {
+        Command::Db(command) => run_db(command, &mut out),
+    };
+    let result = result.and_then(|()| out.flush().map_err(InspectError::from));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(InspectError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = out.flush();
+            eprintln!("keelson: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
