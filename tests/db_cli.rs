@@ -218,6 +218,26 @@ fn damaged_files_get_a_one_line_error_naming_file_and_problem() {
         pages - 2 - free
     );
 
+    // A branch pointing past the end of the file: named as out of range, by check and by readers.
+    let branch = (2..pages)
+        .find(|p| bytes[p * 4096 + 8] == 0x01)
+        .expect("the bucket has a branch page");
+    let mut wild = bytes.clone();
+    wild[branch * 4096 + 16 + 8..branch * 4096 + 16 + 16]
+        .copy_from_slice(&999_999u64.to_le_bytes());
+    let wild = damaged(dir.path(), "wild", &wild);
+    let report = keelson(&["db", "check", &wild]);
+    assert!(
+        stdout(&report).contains("page 999999 (offset 4095995904): out of range"),
+        "{}",
+        stdout(&report)
+    );
+    let err = fails(&["db", "keys", &wild, "b"]);
+    assert!(
+        err.contains(&wild) && err.contains("page 999999 (offset 4095995904): out of range"),
+        "{err}"
+    );
+
     let err = fails(&["db", "check", dir.path().join("absent").to_str().unwrap()]);
     assert!(err.contains("No such file"), "{err}");
 }

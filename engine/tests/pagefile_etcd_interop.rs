@@ -5,8 +5,11 @@
 
 use std::path::Path;
 
+use std::collections::BTreeMap;
+
 use keelson_engine::pagefile::{Db, Options, ReadTxn, Writer};
-use keelson_testkit::etcd::{Etcd, SnapshotStatus, snapshot_status};
+use keelson_testkit::etcd::{Etcd, KeyValue, SnapshotStatus, snapshot_status};
+use prost::Message;
 
 const CASTAGNOLI: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 
@@ -88,9 +91,35 @@ fn keelson_reads_a_snapshot_written_by_etcd() {
     let snap = etcd.dir.path().join("etcd.snapshot");
     etcd.snapshot(&snap);
 
+    let live = etcd.list();
     let expected = snapshot_status(&snap);
     assert!(expected.total_key > 400, "{expected:?}");
     assert_eq!(status_of_file(&snap), expected);
+
+    // Every revision in the `key` bucket decodes as etcd's KeyValue; replaying them (a revision key
+    // ending in `t` is a deletion) gives exactly the keys etcd lists, field for field.
+    let db = Db::open_read_only(&snap, Options::default()).unwrap();
+    let read = db.begin_read().unwrap();
+    let mut replayed: BTreeMap<Vec<u8>, KeyValue> = BTreeMap::new();
+    read.bucket(b"key")
+        .unwrap()
+        .unwrap()
+        .for_each(|revision, value| {
+            let kv = KeyValue::decode(value.unwrap()).unwrap();
+            if revision.len() == 18 && revision[17] == b't' {
+                replayed.remove(&kv.key);
+            } else {
+                assert_eq!(
+                    kv.mod_revision,
+                    i64::from_be_bytes(revision[..8].try_into().unwrap())
+                );
+                replayed.insert(kv.key.clone(), kv);
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(replayed.into_values().collect::<Vec<_>>(), live);
+    assert!(live.iter().any(|kv| kv.lease != 0) && live.iter().any(|kv| kv.value.len() == 200_000));
 }
 
 #[test]

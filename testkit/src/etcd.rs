@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub use keelson_proto::mvccpb::KeyValue;
+
 /// A running etcd we started.
 pub struct Etcd {
     child: Child,
@@ -46,6 +48,28 @@ pub fn etcdctl(args: &[&str]) -> Output {
         "etcdctl {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// Decodes standard base64 (etcdctl's JSON encoding of bytes).
+pub fn unbase64(text: &str) -> Vec<u8> {
+    let sextet = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {text}"),
+    };
+    let digits: Vec<u8> = text.bytes().filter(|&c| c != b'=').map(sextet).collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &d)| n | u32::from(d) << (18 - 6 * i));
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
     out
 }
 
@@ -181,6 +205,46 @@ impl Etcd {
         id.parse().unwrap()
     }
 
+    /// Every live key, as `etcdctl get "" --from-key -w json` lists them.
+    pub fn list(&self) -> Vec<KeyValue> {
+        let out = etcdctl(&[
+            "--endpoints",
+            &self.endpoint(),
+            "get",
+            "",
+            "--from-key",
+            "-w",
+            "json",
+        ]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let number = |kv: &serde_json::Value, field: &str| {
+            kv.get(field)
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(0)
+        };
+        let bytes = |kv: &serde_json::Value, field: &str| {
+            kv.get(field)
+                .and_then(|v| v.as_str())
+                .map(unbase64)
+                .unwrap_or_default()
+        };
+        json["kvs"]
+            .as_array()
+            .map(|kvs| {
+                kvs.iter()
+                    .map(|kv| KeyValue {
+                        key: bytes(kv, "key"),
+                        create_revision: number(kv, "create_revision"),
+                        mod_revision: number(kv, "mod_revision"),
+                        version: number(kv, "version"),
+                        value: bytes(kv, "value"),
+                        lease: number(kv, "lease"),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// `etcdctl snapshot save` into `path`.
     pub fn snapshot(&self, path: &Path) {
         etcdctl(&[
@@ -232,5 +296,20 @@ pub fn snapshot_status(path: &Path) -> SnapshotStatus {
         revision: json_number(&json, "revision") as i64,
         total_key: json_number(&json, "totalKey"),
         total_size: json_number(&json, "totalSize"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips() {
+        for len in 0..10 {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 250) as u8).collect();
+            assert_eq!(unbase64(&base64(&bytes)), bytes);
+        }
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(unbase64("Zm9vYg=="), b"foob");
     }
 }

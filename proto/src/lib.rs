@@ -1,0 +1,12 @@
+//! etcd's v3 API messages, wire-compatible with etcd: the same protobuf packages, message names and
+//! field numbers, from `.proto` files written in this crate (`proto/etcd/`) and compiled with
+//! prost at build time.
+//!
+//! - [`mvccpb`]: the records of etcd's MVCC store (`KeyValue`, the value of every revision in the
+//!   `key` bucket) and watch events.
+
+/// etcd's MVCC records (package `mvccpb`).
+#[allow(missing_docs)]
+pub mod mvccpb {
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
+}
