@@ -524,3 +524,74 @@ fn readers_are_undisturbed_when_the_file_outgrows_its_mapping() {
     assert_eq!(contents(&read).len(), 4001);
     assert_clean(&w);
 }
+
+#[test]
+fn a_bucket_containing_its_own_ancestor_is_reported_not_followed_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        // Bucket `a` (one leaf, too big to be inline) holding bucket `n` (with pages of its own).
+        let (_db, mut w) = open(&dir);
+        let mut txn = w.begin().unwrap();
+        let mut a = txn.create_bucket(b"a").unwrap();
+        a.put(b"filler", &[1; 1500]).unwrap();
+        let mut n = a.create_bucket(b"n").unwrap();
+        for i in 0..100 {
+            n.put(&key(i), &value(i, 100)).unwrap();
+        }
+        txn.publish().unwrap();
+        w.sync().unwrap();
+    }
+    // Point bucket `n`'s header at the page holding `a`'s only leaf, which holds `n` itself.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let page_of = |bytes: &[u8], p: usize| bytes[p * 4096..(p + 1) * 4096].to_vec();
+    let (leaf, value_at) = (2..bytes.len() / 4096)
+        .find_map(|p| {
+            let page = page_of(&bytes, p);
+            let count = u16::from_le_bytes([page[10], page[11]]) as usize;
+            (page[8] == 0x02).then_some(())?;
+            (0..count).find_map(|i| {
+                let e = 16 + i * 16;
+                let field = |o: usize| {
+                    u32::from_le_bytes(page[e + o..e + o + 4].try_into().unwrap()) as usize
+                };
+                let (flags, pos, ksize) = (field(0), field(4), field(8));
+                (flags == 1 && &page[e + pos..e + pos + ksize] == b"n")
+                    .then_some((p, p * 4096 + e + pos + ksize))
+            })
+        })
+        .expect("a leaf holding bucket n");
+    bytes[value_at..value_at + 8].copy_from_slice(&(leaf as u64).to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+
+    let db = Db::open_read_only(&path, Options::default()).unwrap();
+    let read = db.begin_read().unwrap();
+    assert!(
+        read.check()
+            .iter()
+            .any(|p| p.contains("nested more than 256 deep")),
+        "{:?}",
+        read.check()
+    );
+    assert!(
+        read.stats()
+            .unwrap_err()
+            .to_string()
+            .contains("nested more than 256 deep")
+    );
+    let err = read
+        .compact_into(&dir.path().join("copy"), 1 << 20)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("nested more than 256 deep"),
+        "{err}"
+    );
+    drop((read, db));
+    let (_db, mut w) = Db::open(&path, Options::default()).unwrap();
+    let mut txn = w.begin().unwrap();
+    let err = txn.delete_bucket(b"a").unwrap_err();
+    assert!(
+        err.to_string().contains("nested more than 256 deep"),
+        "{err}"
+    );
+}

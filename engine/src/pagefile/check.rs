@@ -5,7 +5,8 @@
 
 use super::bucket::{BucketValue, escape, is_bucket};
 use super::db::Writer;
-use super::layout::{BucketHeader, NO_FREELIST, Pgid};
+use super::error::Corruption;
+use super::layout::{BucketHeader, MAX_BUCKET_DEPTH, NO_FREELIST, Pgid};
 use super::read_txn::ReadTxn;
 use super::tree::{NodeView, Pages, Root, TreeSource};
 
@@ -15,6 +16,15 @@ const FREE: u8 = 2;
 
 /// Deeper than any valid tree.
 const MAX_DEPTH: usize = 64;
+
+/// Where the check is: which bucket's tree, how deeply nested.
+struct InBucket<'a, 'n> {
+    tree: TreeSource<'a>,
+    name: &'n str,
+    nesting: usize,
+    /// Depth of the first leaf seen: every leaf of the bucket must be at it.
+    leaf_depth: Option<usize>,
+}
 
 struct Checker<'a> {
     pages: Pages<'a>,
@@ -36,39 +46,38 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn bucket(&mut self, tree: TreeSource<'a>, name: &str) {
+    fn bucket(&mut self, tree: TreeSource<'a>, name: &str, nesting: usize) {
+        if nesting > MAX_BUCKET_DEPTH {
+            let too_deep = Corruption::NestingTooDeep(MAX_BUCKET_DEPTH);
+            self.errors.push(format!("bucket {name}: {too_deep}"));
+            return;
+        }
         let root_pgid = match tree.root {
             Root::Page(pgid) => pgid,
             _ => 0,
         };
         match tree.root_view() {
             Ok(view) => {
-                let mut leaf_depth = None;
-                self.node(
-                    &tree,
-                    view,
-                    root_pgid,
-                    (None, None),
-                    1,
-                    &mut leaf_depth,
+                let mut at = InBucket {
+                    tree,
                     name,
-                );
+                    nesting,
+                    leaf_depth: None,
+                };
+                self.node(&mut at, view, root_pgid, (None, None), 1);
             }
             Err(c) if name.is_empty() => self.errors.push(c.to_string()),
             Err(c) => self.errors.push(format!("bucket {name}: {c}")),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn node(
         &mut self,
-        tree: &TreeSource<'a>,
+        at: &mut InBucket<'a, '_>,
         view: NodeView<'a>,
         pgid: Pgid,
         (lo, hi): (Option<&'a [u8]>, Option<&'a [u8]>),
         depth: usize,
-        leaf_depth: &mut Option<usize>,
-        bucket: &str,
     ) {
         if depth > MAX_DEPTH {
             self.errors.push(format!(
@@ -108,42 +117,7 @@ impl<'a> Checker<'a> {
             ));
         }
         if view.is_leaf() {
-            match *leaf_depth {
-                None => *leaf_depth = Some(depth),
-                Some(d) if d != depth => self.errors.push(format!(
-                    "page {pgid}: leaf at depth {depth}, other leaves of {} at {d}",
-                    if bucket.is_empty() {
-                        "the root bucket".to_string()
-                    } else {
-                        format!("bucket {bucket}")
-                    }
-                )),
-                Some(_) => {}
-            }
-            for i in 0..view.count() {
-                let entry = match view.leaf(i) {
-                    Ok(e) => e,
-                    Err(c) => {
-                        self.errors.push(c.to_string());
-                        continue;
-                    }
-                };
-                if !is_bucket(&entry) {
-                    continue;
-                }
-                let name = format!("{bucket}/{}", escape(entry.key));
-                match BucketValue::parse(entry) {
-                    Ok(v) => self.bucket(
-                        TreeSource {
-                            pages: self.pages,
-                            root: v.root(),
-                            arena: None,
-                        },
-                        &name,
-                    ),
-                    Err(c) => self.errors.push(format!("page {pgid}: {c}")),
-                }
-            }
+            self.leaf(at, view, pgid, depth);
             return;
         }
         if view.count() == 0 {
@@ -151,27 +125,55 @@ impl<'a> Checker<'a> {
                 .push(format!("page {pgid}: branch page with no children"));
         }
         for i in 0..view.count() {
-            let child = match view.child(i) {
-                Ok(c) => c,
+            let child = view
+                .child(i)
+                .and_then(|child| Ok((child, at.tree.child_view(child)?)));
+            match child {
+                Ok((child, child_view)) => {
+                    let bounds = (Some(keys[i]), keys.get(i + 1).copied().or(hi));
+                    self.node(at, child_view, child, bounds, depth + 1);
+                }
+                Err(c) => self.errors.push(c.to_string()),
+            }
+        }
+    }
+
+    /// A leaf's own checks: its depth, and the nested buckets it holds.
+    fn leaf(&mut self, at: &mut InBucket<'a, '_>, view: NodeView<'a>, pgid: Pgid, depth: usize) {
+        match at.leaf_depth {
+            None => at.leaf_depth = Some(depth),
+            Some(d) if d != depth => {
+                let whose = if at.name.is_empty() {
+                    "the root bucket".to_string()
+                } else {
+                    format!("bucket {}", at.name)
+                };
+                self.errors.push(format!(
+                    "page {pgid}: leaf at depth {depth}, other leaves of {whose} at {d}"
+                ));
+            }
+            Some(_) => {}
+        }
+        for i in 0..view.count() {
+            let entry = match view.leaf(i) {
+                Ok(e) if is_bucket(&e) => e,
+                Ok(_) => continue,
                 Err(c) => {
                     self.errors.push(c.to_string());
                     continue;
                 }
             };
-            match tree.child_view(child) {
-                Ok(child_view) => {
-                    let bounds = (Some(keys[i]), keys.get(i + 1).copied().or(hi));
-                    self.node(
-                        tree,
-                        child_view,
-                        child,
-                        bounds,
-                        depth + 1,
-                        leaf_depth,
-                        bucket,
-                    );
+            let name = format!("{}/{}", at.name, escape(entry.key));
+            match BucketValue::parse(entry) {
+                Ok(v) => {
+                    let tree = TreeSource {
+                        pages: self.pages,
+                        root: v.root(),
+                        arena: None,
+                    };
+                    self.bucket(tree, &name, at.nesting + 1);
                 }
-                Err(c) => self.errors.push(c.to_string()),
+                Err(c) => self.errors.push(format!("page {pgid}: {c}")),
             }
         }
     }
@@ -222,6 +224,7 @@ fn check(
             arena: None,
         },
         "",
+        0,
     );
     if let Some(free) = free {
         checker.free_pages(free);

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use super::bucket::Bucket;
 use super::db::{Db, Options};
-use super::error::{Error, Result};
-use super::layout::NO_FREELIST;
+use super::error::{Corruption, Error, Result};
+use super::layout::{MAX_BUCKET_DEPTH, NO_FREELIST};
 use super::meta::Meta;
 use super::read_txn::ReadTxn;
 
@@ -83,6 +83,12 @@ impl Rebuild {
     }
 
     fn copy_bucket(&mut self, src: Bucket<'_>, id: usize) -> Result<()> {
+        if self.paths[id].len() > MAX_BUCKET_DEPTH {
+            return Err(src
+                .tree
+                .pages
+                .corrupt(Corruption::NestingTooDeep(MAX_BUCKET_DEPTH)));
+        }
         let mut cursor = src.cursor();
         let mut at = cursor.first()?;
         while let Some((key, value)) = at {

@@ -141,6 +141,9 @@ pub enum Corruption {
         /// Length of the value.
         len: usize,
     },
+    /// Buckets nest deeper than any real file does (a bucket that contains an ancestor).
+    #[error("buckets nested more than {0} deep (a bucket containing its own ancestor?)")]
+    NestingTooDeep(usize),
     /// The freelist page lists a page it cannot hold.
     #[error("freelist page {pgid}: {detail}")]
     Freelist {

@@ -2,8 +2,8 @@
 //! rebuild on open, statistics and the consistency check's bucket walk.
 
 use super::bucket::Bucket;
-use super::error::Result;
-use super::layout::{BucketHeader, Pgid};
+use super::error::{Corruption, Result};
+use super::layout::{BucketHeader, MAX_BUCKET_DEPTH, Pgid};
 use super::tree::{NodeView, Pages, Root, TreeSource};
 
 /// What [`each_bucket`] calls: the names leading to a bucket, and the bucket.
@@ -21,6 +21,12 @@ fn visit<'a>(
     path: &mut Vec<&'a [u8]>,
     f: &mut BucketVisitor<'_, 'a>,
 ) -> Result<()> {
+    if path.len() > MAX_BUCKET_DEPTH {
+        return Err(bucket
+            .tree
+            .pages
+            .corrupt(Corruption::NestingTooDeep(MAX_BUCKET_DEPTH)));
+    }
     f(path, &bucket)?;
     let mut children = Vec::new();
     bucket.for_each(|k, v| {

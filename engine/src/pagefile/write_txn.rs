@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use super::bucket::{BucketValue, is_bucket};
 use super::db::{Db, Writer};
 use super::error::{Corruption, Error, PageProblem, Result};
-use super::layout::{BucketHeader, LEAF_FLAG_BUCKET, MAX_KEY_SIZE, MAX_VALUE_SIZE, Pgid};
+use super::layout::{
+    BucketHeader, LEAF_FLAG_BUCKET, MAX_BUCKET_DEPTH, MAX_KEY_SIZE, MAX_VALUE_SIZE, Pgid,
+};
 use super::node::{Node, NodeId};
 use super::page::PageView;
 use super::readers::Snapshot;
@@ -319,15 +321,19 @@ impl TxnState {
 
     fn delete_bucket(&mut self, b: usize, name: &[u8]) -> Result<()> {
         let id = self.open_bucket(b, name)?;
-        self.free_bucket(id)?;
+        self.free_bucket(id, 1)?;
         self.buckets[b].children.remove(name);
         self.remove_entry(b, name)
     }
 
-    /// Frees every page of bucket `id` and its nested buckets, and marks them deleted.
-    fn free_bucket(&mut self, id: usize) -> Result<()> {
+    /// Frees every page of bucket `id` (at `nesting` below the root) and its nested buckets, and
+    /// marks them deleted.
+    fn free_bucket(&mut self, id: usize, nesting: usize) -> Result<()> {
         let (runs, nested) = {
             let pages = self.pages();
+            if nesting > MAX_BUCKET_DEPTH {
+                return Err(pages.corrupt(Corruption::NestingTooDeep(MAX_BUCKET_DEPTH)));
+            }
             let tree = self.buckets[id].tree(pages);
             let mut nested = Vec::new();
             let mut c = Cursor::new(tree);
@@ -343,7 +349,7 @@ impl TxnState {
         self.freed.extend(runs);
         for name in nested {
             let child = self.open_bucket(id, &name)?;
-            self.free_bucket(child)?;
+            self.free_bucket(child, nesting + 1)?;
         }
         self.buckets[id].deleted = true;
         Ok(())
