@@ -33,17 +33,27 @@ struct Checker<'a> {
 }
 
 impl<'a> Checker<'a> {
-    fn mark_used(&mut self, pgid: Pgid, count: u64, what: &str) {
+    /// Counts `count` pages from `pgid` as used; false if any was already counted (the caller must
+    /// not descend into it again: a damaged tree could otherwise make the check loop or explode).
+    fn mark_used(&mut self, pgid: Pgid, count: u64, what: &str) -> bool {
+        let mut fresh = true;
         for id in pgid..pgid.saturating_add(count) {
             match self.state.get(id as usize) {
-                None => self.errors.push(format!(
-                    "page {id}: {what} page out of bounds (high-water mark {})",
-                    self.pages.hwm
-                )),
-                Some(&USED) => self.errors.push(format!("page {id}: multiple references")),
+                None => {
+                    self.errors.push(format!(
+                        "page {id}: {what} page out of bounds (high-water mark {})",
+                        self.pages.hwm
+                    ));
+                    fresh = false;
+                }
+                Some(&USED) => {
+                    self.errors.push(format!("page {id}: multiple references"));
+                    fresh = false;
+                }
                 Some(_) => self.state[id as usize] = USED,
             }
         }
+        fresh
     }
 
     fn bucket(&mut self, tree: TreeSource<'a>, name: &str, nesting: usize) {
@@ -90,7 +100,9 @@ impl<'a> Checker<'a> {
                 NodeView::Page(p) => p.header().overflow,
                 NodeView::Node(_) => 0,
             };
-            self.mark_used(pgid, u64::from(overflow) + 1, "tree");
+            if !self.mark_used(pgid, u64::from(overflow) + 1, "tree") {
+                return;
+            }
         }
         let mut keys = Vec::with_capacity(view.count());
         for i in 0..view.count() {

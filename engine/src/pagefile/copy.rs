@@ -11,6 +11,7 @@ use super::error::{Corruption, Error, Result};
 use super::layout::{MAX_BUCKET_DEPTH, NO_FREELIST};
 use super::meta::Meta;
 use super::read_txn::ReadTxn;
+use super::tree::{PageSet, Root};
 
 /// Bytes handed to the writer at a time while streaming.
 const STREAM_CHUNK: usize = 1 << 20;
@@ -38,6 +39,8 @@ struct Rebuild {
     batch: Vec<Op>,
     bytes: u64,
     batch_bytes: u64,
+    /// Root pages of the buckets copied so far: a bucket reached twice is damage.
+    roots: PageSet,
 }
 
 impl Rebuild {
@@ -93,6 +96,10 @@ impl Rebuild {
         let mut at = cursor.first()?;
         while let Some((key, value)) = at {
             match value {
+                Some(_) if id == 0 => {
+                    let key = super::bucket::escape(key);
+                    return Err(src.tree.pages.corrupt(Corruption::KeyInRootBucket(key)));
+                }
                 Some(value) => self.push(Op::Put {
                     bucket: id,
                     key: key.to_vec(),
@@ -102,6 +109,17 @@ impl Rebuild {
                     let Some(child) = src.bucket(key)? else {
                         return Err(Error::BucketNotFound);
                     };
+                    if let Root::Page(pgid) = child.tree.root
+                        && !self.roots.insert(pgid)
+                    {
+                        let offset = pgid.saturating_mul(src.tree.pages.page_size as u64);
+                        let problem = super::error::PageProblem::ReachedTwice;
+                        return Err(src.tree.pages.corrupt(Corruption::Page {
+                            pgid,
+                            offset,
+                            problem,
+                        }));
+                    }
                     let mut path = self.paths[id].clone();
                     path.push(key.to_vec());
                     self.paths.push(path);
@@ -144,7 +162,12 @@ impl ReadTxn {
             };
             w.write_all(&Meta { txid, ..meta }.encode_page(slot))?;
         }
-        for chunk in pages.map[2 * page_size..].chunks(STREAM_CHUNK) {
+        for chunk in pages
+            .map
+            .get(2 * page_size..)
+            .unwrap_or_default()
+            .chunks(STREAM_CHUNK)
+        {
             w.write_all(chunk)?;
         }
         Ok(pages.map.len() as u64)
@@ -161,6 +184,7 @@ impl ReadTxn {
             batch: Vec::new(),
             bytes: 0,
             batch_bytes,
+            roots: PageSet::default(),
         };
         {
             let read = rebuild.writer.db().begin_read()?;

@@ -142,6 +142,20 @@ fn fresh_image(page_size: usize) -> Vec<u8> {
     buf
 }
 
+/// Whether the file holds nothing but (parts of) a fresh image: empty, or an initialization cut
+/// short before its metas were written. Anything else — a real file, however damaged — is not
+/// touched.
+fn never_initialized(file: &File, len: u64) -> std::io::Result<bool> {
+    let fresh = fresh_image(DEFAULT_PAGE_SIZE);
+    if len > fresh.len() as u64 {
+        return Ok(false);
+    }
+    let mut bytes = vec![0u8; len as usize];
+    file.read_exact_at(&mut bytes, 0)?;
+    let metas_unwritten = bytes.iter().take(2 * DEFAULT_PAGE_SIZE).all(|&b| b == 0);
+    Ok(metas_unwritten && bytes.iter().zip(&fresh).all(|(&b, &f)| b == 0 || b == f))
+}
+
 /// Creates `path` as a fresh file, atomically: written to a temporary name, synced, renamed into
 /// place, and the directory synced.
 fn create_fresh(path: &Path) -> Result<()> {
@@ -178,12 +192,8 @@ fn read_meta(file: &File, len: u64, path: &Path) -> Result<(Meta, u64)> {
         corruption: Corruption::NoValidMeta { meta0, meta1 },
     };
     let page_size = meta::probe_page_size(&head, len).map_err(corrupt)? as usize;
-    let meta0 = Meta::decode(&head, len);
-    let meta1 = if head.len() > page_size {
-        Meta::decode(&head[page_size..], len)
-    } else {
-        Err(super::error::MetaProblem::Missing)
-    };
+    let meta0 = meta::decode_slot(&head, 0, page_size, len);
+    let meta1 = meta::decode_slot(&head, 1, page_size, len);
     let slot_of_1 = matches!(&meta1, Ok(m) if meta0.as_ref().map_or(true, |m0| m.txid > m0.txid));
     let chosen = meta::choose(meta0, meta1).map_err(corrupt)?;
     Ok((chosen, u64::from(slot_of_1)))
@@ -211,11 +221,18 @@ impl Db {
             None => Box::new(io_file),
         };
         let mut len = file.metadata().map_err(io_err(path, "stat"))?.len();
-        if len == 0 {
+        if never_initialized(&file, len).map_err(io_err(path, "read"))? {
+            // Data pages first, then the metas that point at them: a crash in between leaves a
+            // file this check still recognizes as never initialized.
             let image = fresh_image(DEFAULT_PAGE_SIZE);
-            io.write_all_at(&image, 0).map_err(io_err(path, "write"))?;
+            let metas = 2 * DEFAULT_PAGE_SIZE;
+            io.write_all_at(&image[metas..], metas as u64)
+                .map_err(io_err(path, "write"))?;
             io.sync_data().map_err(io_err(path, "fdatasync"))?;
-            len = image.len() as u64;
+            io.write_all_at(&image[..metas], 0)
+                .map_err(io_err(path, "write"))?;
+            io.sync_data().map_err(io_err(path, "fdatasync"))?;
+            len = len.max(image.len() as u64);
         }
         let (meta, slot) = read_meta(&file, len, path)?;
         let db = Db::from_parts(path, file, meta, len, &options, false)?;
@@ -336,13 +353,27 @@ impl Db {
                 .and_then(|p| p.expect_freelist())
                 .map_err(|c| pages.corrupt(c))?;
             let ids = page.freelist_ids().map_err(|c| pages.corrupt(c))?;
-            if let Some(&bad) = ids.iter().find(|&&id| id < 2 || id >= meta.hwm) {
+            let own = meta.freelist..=meta.freelist + u64::from(page.header().overflow);
+            let bad =
+                |id: &Pgid| *id < 2 || *id >= meta.hwm || own.contains(id) || *id == meta.root.root;
+            if let Some(&bad) = ids.iter().find(|id| bad(id)) {
                 return Err(pages.corrupt(Corruption::Freelist {
                     pgid: meta.freelist,
-                    detail: format!("lists page {bad}, outside 2..{}", meta.hwm),
+                    detail: format!(
+                        "lists page {bad}, which is a meta, the freelist, the root or beyond {}",
+                        meta.hwm
+                    ),
                 }));
             }
-            return Ok(Freelist::from_ids(ids));
+            let freelist = Freelist::from_ids(ids);
+            if let Some(damage) = freelist.damage() {
+                let detail = damage.to_string();
+                return Err(pages.corrupt(Corruption::Freelist {
+                    pgid: meta.freelist,
+                    detail,
+                }));
+            }
+            return Ok(freelist);
         }
         let mut used = vec![false; meta.hwm as usize];
         walk::reachable_pages(pages, meta.root, &mut |pgid, count| {
@@ -366,7 +397,7 @@ impl Writer {
     /// Begins the write transaction (one at a time, by construction: it borrows the writer).
     pub fn begin(&mut self) -> Result<WriteTxn<'_>> {
         self.check_running()?;
-        self.release_pages();
+        self.release_pages()?;
         let txid = self.current.txid.max(self.durable.txid) + 1;
         Ok(WriteTxn::new(self, txid))
     }
@@ -399,10 +430,25 @@ impl Writer {
         err
     }
 
-    /// Makes reusable the freed pages that no open reader and no durable meta can reach.
-    fn release_pages(&mut self) {
+    /// Makes reusable the freed pages that no open reader and no durable meta can reach. Stops the
+    /// writer if the freelist's accounts no longer add up.
+    fn release_pages(&mut self) -> Result<()> {
         let oldest_reader = self.db.inner.readers.oldest().unwrap_or(u64::MAX);
         self.freelist.release(oldest_reader, self.durable.txid);
+        match self.freelist.damage() {
+            None => Ok(()),
+            Some(damage) => {
+                let corruption = Corruption::Freelist {
+                    pgid: self.durable.freelist,
+                    detail: damage.to_string(),
+                };
+                let err = Error::Corrupt {
+                    path: self.db.inner.path.clone(),
+                    corruption,
+                };
+                Err(self.stop(err))
+            }
+        }
     }
 
     /// Takes `n` contiguous pages: reused ones if a run fits, else from the high-water mark.
@@ -498,7 +544,7 @@ impl Writer {
         if txid % 2 != target_slot {
             txid += 1;
         }
-        self.release_pages();
+        self.release_pages()?;
 
         let page_size = self.db.inner.page_size;
         if self.durable.freelist != NO_FREELIST {

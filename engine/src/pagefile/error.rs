@@ -30,6 +30,17 @@ pub enum MetaProblem {
         /// What its bytes hash to.
         computed: u64,
     },
+    /// The page is not the meta page it is read as (its header names another page).
+    #[error("header says it is page {0}")]
+    WrongPage(u64),
+    /// The root or freelist pointer names a meta page.
+    #[error("{what} page {pgid} is a meta page")]
+    PointsAtMeta {
+        /// Which pointer ("root" or "freelist").
+        what: &'static str,
+        /// Where it points.
+        pgid: Pgid,
+    },
     /// The page size is not a power of two between 1 KiB and 64 KiB.
     #[error("invalid page size {0}")]
     BadPageSize(u32),
@@ -98,6 +109,16 @@ pub enum PageProblem {
         /// Element index.
         index: usize,
     },
+    /// A key does not lie beyond the one before it in a walk of the tree (a subtree reached twice,
+    /// or misplaced).
+    #[error("key of element {index} is out of order in the tree (subtree repeated or misplaced)")]
+    KeyOrder {
+        /// Element index.
+        index: usize,
+    },
+    /// A walk reached this page a second time (a cycle, or a page shared by two parents).
+    #[error("reached twice in one walk (cycle or shared page)")]
+    ReachedTwice,
     /// A branch page has no elements.
     #[error("branch page with no children")]
     EmptyBranch,
@@ -144,6 +165,9 @@ pub enum Corruption {
     /// Buckets nest deeper than any real file does (a bucket that contains an ancestor).
     #[error("buckets nested more than {0} deep (a bucket containing its own ancestor?)")]
     NestingTooDeep(usize),
+    /// The root bucket holds a plain key (bbolt's root holds only buckets).
+    #[error("the root bucket holds key {0}, not a bucket")]
+    KeyInRootBucket(String),
     /// The freelist page lists a page it cannot hold.
     #[error("freelist page {pgid}: {detail}")]
     Freelist {
@@ -223,6 +247,12 @@ pub enum Error {
     /// The operation expects a value where a bucket is, or the other way round.
     #[error("incompatible value")]
     IncompatibleValue,
+    /// Creating the bucket would nest buckets deeper than allowed.
+    #[error("buckets cannot nest more than {max} deep")]
+    NestedTooDeep {
+        /// The limit.
+        max: usize,
+    },
     /// The destination of a compaction already holds data.
     #[error("page file {0}: compaction target is not empty")]
     TargetNotEmpty(PathBuf),

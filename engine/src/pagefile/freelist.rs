@@ -31,6 +31,8 @@ pub(crate) struct Freelist {
     pending_count: u64,
     /// One bit per page: allocated since the last sync.
     fresh: Vec<u64>,
+    /// Set when the accounts stop adding up (a page freed twice).
+    damage: Option<String>,
 }
 
 impl Freelist {
@@ -45,6 +47,11 @@ impl Freelist {
             list.insert_span(id, 1);
         }
         list
+    }
+
+    /// What went wrong with the accounts, if anything (the writer must stop).
+    pub fn damage(&self) -> Option<&str> {
+        self.damage.as_deref()
     }
 
     /// Pages free now.
@@ -151,14 +158,22 @@ impl Freelist {
     }
 
     fn insert_span(&mut self, mut start: Pgid, mut len: u64) {
+        let before = self.free.range(..start).next_back().map(|(&p, &l)| (p, l));
+        let overlaps_before = before.is_some_and(|(p, l)| p + l > start);
+        if overlaps_before || self.free.range(start..start + len).next().is_some() {
+            // A page freed twice: the freelist no longer describes the file. Keep the first
+            // account and let the writer stop before it hands the page out twice.
+            self.damage
+                .get_or_insert(format!("page {start} freed while already free"));
+            return;
+        }
         self.free_count += len;
-        if let Some((&prev, &plen)) = self.free.range(..start).next_back() {
-            debug_assert!(prev + plen <= start, "page {start} freed twice");
-            if prev + plen == start {
-                self.free.remove(&prev);
-                start = prev;
-                len += plen;
-            }
+        if let Some((prev, plen)) = before
+            && prev + plen == start
+        {
+            self.free.remove(&prev);
+            start = prev;
+            len += plen;
         }
         if let Some(next_len) = self.free.remove(&(start + len)) {
             len += next_len;

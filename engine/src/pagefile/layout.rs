@@ -37,9 +37,10 @@ pub(crate) const NO_FREELIST: Pgid = u64::MAX;
 pub const MAX_KEY_SIZE: usize = 32768;
 /// Largest value bbolt accepts.
 pub const MAX_VALUE_SIZE: usize = (1 << 31) - 2;
-/// Deepest nesting of buckets any operation follows: far beyond real use, it stops a damaged file
-/// whose bucket points back at an ancestor from sending a walk round in circles.
-pub(crate) const MAX_BUCKET_DEPTH: usize = 256;
+/// Deepest nesting of buckets: far beyond real use (etcd nests none), it stops a damaged file whose
+/// bucket points back at an ancestor from sending a walk round in circles, and bounds how deep the
+/// walks recurse (nesting × tree depth).
+pub(crate) const MAX_BUCKET_DEPTH: usize = 32;
 /// Fewest keys a split leaves on each side of a page.
 pub(crate) const MIN_KEYS_PER_PAGE: usize = 2;
 

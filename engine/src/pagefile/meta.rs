@@ -58,9 +58,9 @@ impl Meta {
         page
     }
 
-    /// Reads and validates the meta in `page` (at least header + meta bytes), for a file of
-    /// `file_len` bytes.
-    pub fn decode(page: &[u8], file_len: u64) -> Result<Meta, MetaProblem> {
+    /// Reads and validates the meta in `page` (at least header + meta bytes), which is meta page
+    /// `slot` of a file of `file_len` bytes.
+    pub fn decode(page: &[u8], slot: u64, file_len: u64) -> Result<Meta, MetaProblem> {
         if page.len() < PAGE_HEADER_SIZE + META_SIZE {
             return Err(MetaProblem::Missing);
         }
@@ -82,6 +82,9 @@ impl Meta {
         if header.flags != FLAG_META {
             return Err(MetaProblem::NotMeta(header.flags));
         }
+        if header.id != slot {
+            return Err(MetaProblem::WrongPage(header.id));
+        }
         let page_size = get_u32(m, 8);
         if !page_size.is_power_of_two() || !(MIN_PAGE_SIZE..=MAX_PAGE_SIZE).contains(&page_size) {
             return Err(MetaProblem::BadPageSize(page_size));
@@ -93,6 +96,11 @@ impl Meta {
             hwm: get_u64(m, 40),
             txid: get_u64(m, 48),
         };
+        for (what, pgid) in [("root", meta.root.root), ("freelist", meta.freelist)] {
+            if pgid < 2 {
+                return Err(MetaProblem::PointsAtMeta { what, pgid });
+            }
+        }
         if meta.root.root >= meta.hwm {
             return Err(MetaProblem::OutOfRange {
                 what: "root",
@@ -124,7 +132,7 @@ pub(crate) fn probe_page_size(
     head: &[u8],
     file_len: u64,
 ) -> Result<u32, (MetaProblem, MetaProblem)> {
-    let meta0 = Meta::decode(head, file_len);
+    let meta0 = Meta::decode(head, 0, file_len);
     if let Ok(m) = meta0 {
         return Ok(m.page_size);
     }
@@ -133,7 +141,7 @@ pub(crate) fn probe_page_size(
     while size <= MAX_PAGE_SIZE {
         let at = size as usize;
         let found = if head.len() > at {
-            Meta::decode(&head[at..], file_len)
+            Meta::decode(&head[at..], 1, file_len)
         } else {
             Err(MetaProblem::Missing)
         };
@@ -153,6 +161,21 @@ pub(crate) fn probe_page_size(
         size *= 2;
     }
     Err((meta0.err().unwrap_or(MetaProblem::Missing), default_problem))
+}
+
+/// Meta `slot` of a file whose pages are `page_size` bytes: invalid if it says otherwise.
+pub(crate) fn decode_slot(
+    head: &[u8],
+    slot: u64,
+    page_size: usize,
+    file_len: u64,
+) -> Result<Meta, MetaProblem> {
+    let at = slot as usize * page_size;
+    let page = head.get(at..).ok_or(MetaProblem::Missing)?;
+    match Meta::decode(page, slot, file_len)? {
+        m if m.page_size as usize != page_size => Err(MetaProblem::BadPageSize(m.page_size)),
+        m => Ok(m),
+    }
 }
 
 /// Picks the meta to open with: the valid one with the higher txid.
@@ -188,7 +211,7 @@ mod tests {
     #[test]
     fn encode_decode_round_trip() {
         let page = sample().encode_page(1);
-        assert_eq!(Meta::decode(&page, 4 * 4096), Ok(sample()));
+        assert_eq!(Meta::decode(&page, 1, 4 * 4096), Ok(sample()));
     }
 
     #[test]
@@ -204,7 +227,7 @@ mod tests {
             let mut bad = page.clone();
             bad[i] ^= 0x40;
             assert!(
-                Meta::decode(&bad, 4 * 4096).is_err(),
+                Meta::decode(&bad, 0, 4 * 4096).is_err(),
                 "flip at {i} not caught"
             );
         }
@@ -214,7 +237,7 @@ mod tests {
     fn truncated_files_and_wild_pointers_are_rejected() {
         let page = sample().encode_page(0);
         assert_eq!(
-            Meta::decode(&page, 4096),
+            Meta::decode(&page, 0, 4096),
             Err(MetaProblem::Truncated {
                 len: 4096,
                 needed: 4 * 4096
@@ -229,7 +252,7 @@ mod tests {
         }
         .encode_page(0);
         assert!(matches!(
-            Meta::decode(&wild, 1 << 20),
+            Meta::decode(&wild, 0, 1 << 20),
             Err(MetaProblem::OutOfRange { what: "root", .. })
         ));
     }

@@ -5,7 +5,7 @@ use super::bucket::escape;
 use super::error::Result;
 use super::layout::{ELEMENT_SIZE, NO_FREELIST, PAGE_HEADER_SIZE};
 use super::read_txn::ReadTxn;
-use super::tree::{NodeView, Root};
+use super::tree::{NodeView, PageSet, Root};
 use super::walk;
 
 /// Statistics of one bucket's own tree (nested buckets count in their own entry, and in the
@@ -91,6 +91,7 @@ impl ReadTxn {
                 .and_then(|p| p.expect_freelist()?.freelist_ids());
             stats.free_pages = Some(ids.map_err(|c| pages.corrupt(c))?.len() as u64);
         }
+        let mut seen = PageSet::default();
         walk::each_bucket(self.root(), &mut |path, bucket| {
             let mut s = BucketStats {
                 buckets: 1,
@@ -101,37 +102,39 @@ impl ReadTxn {
                 s.inline_inuse = bytes.len() as u64;
             }
             let inline = s.inline_buckets == 1;
-            bucket.tree.for_each_node(&mut |view, _, depth| {
-                let NodeView::Page(page) = view else {
-                    return Ok(());
-                };
-                s.depth = s.depth.max(depth as u64);
-                let count = page.count();
-                let mut used = (PAGE_HEADER_SIZE + count * ELEMENT_SIZE) as u64;
-                let alloc = (u64::from(page.header().overflow) + 1) * page_size;
-                if page.is_leaf() {
-                    s.keys += count as u64;
-                    for i in 0..count {
-                        let e = page.leaf(i).map_err(|c| pages.corrupt(c))?;
-                        used += (e.key.len() + e.value.len()) as u64;
+            bucket
+                .tree
+                .for_each_node(&mut seen, &mut |view, _, depth| {
+                    let NodeView::Page(page) = view else {
+                        return Ok(());
+                    };
+                    s.depth = s.depth.max(depth as u64);
+                    let count = page.count();
+                    let mut used = (PAGE_HEADER_SIZE + count * ELEMENT_SIZE) as u64;
+                    let alloc = (u64::from(page.header().overflow) + 1) * page_size;
+                    if page.is_leaf() {
+                        s.keys += count as u64;
+                        for i in 0..count {
+                            let e = page.leaf(i).map_err(|c| pages.corrupt(c))?;
+                            used += (e.key.len() + e.value.len()) as u64;
+                        }
+                        if !inline {
+                            s.leaf_pages += 1;
+                            s.leaf_overflow += u64::from(page.header().overflow);
+                            s.leaf_alloc += alloc;
+                            s.leaf_inuse += used;
+                        }
+                    } else {
+                        for i in 0..count {
+                            used += page.key(i).map_err(|c| pages.corrupt(c))?.len() as u64;
+                        }
+                        s.branch_pages += 1;
+                        s.branch_overflow += u64::from(page.header().overflow);
+                        s.branch_alloc += alloc;
+                        s.branch_inuse += used;
                     }
-                    if !inline {
-                        s.leaf_pages += 1;
-                        s.leaf_overflow += u64::from(page.header().overflow);
-                        s.leaf_alloc += alloc;
-                        s.leaf_inuse += used;
-                    }
-                } else {
-                    for i in 0..count {
-                        used += page.key(i).map_err(|c| pages.corrupt(c))?.len() as u64;
-                    }
-                    s.branch_pages += 1;
-                    s.branch_overflow += u64::from(page.header().overflow);
-                    s.branch_alloc += alloc;
-                    s.branch_inuse += used;
-                }
-                Ok(())
-            })?;
+                    Ok(())
+                })?;
             stats.total.add(&s);
             if !path.is_empty() {
                 let name = path.iter().map(|p| escape(p)).collect::<Vec<_>>().join("/");

@@ -45,6 +45,25 @@ impl<'a> Pages<'a> {
     }
 }
 
+/// Pages met by a walk, one bit each. A valid tree never reaches a page twice, so a walk that does
+/// has found damage (a cycle, or a subtree shared between parents) and must stop rather than go
+/// round or multiply its work.
+#[derive(Debug, Default)]
+pub(crate) struct PageSet(Vec<u64>);
+
+impl PageSet {
+    /// Records `pgid`; false if it was already there.
+    pub fn insert(&mut self, pgid: Pgid) -> bool {
+        let (word, bit) = ((pgid / 64) as usize, 1u64 << (pgid % 64));
+        if self.0.len() <= word {
+            self.0.resize(word + 1, 0);
+        }
+        let fresh = self.0[word] & bit == 0;
+        self.0[word] |= bit;
+        fresh
+    }
+}
+
 /// The nodes a write transaction materialized in one bucket.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct NodeArena {
@@ -110,12 +129,11 @@ impl<'a> NodeView<'a> {
         Ok(if exact { i } else { i.saturating_sub(1) })
     }
 
-    fn empty_branch(&self) -> Corruption {
+    /// A problem with this node, located.
+    fn problem(&self, problem: PageProblem) -> Corruption {
         match self {
-            NodeView::Page(p) => p.problem(PageProblem::EmptyBranch),
-            NodeView::Node(_) => Corruption::InlinePage {
-                problem: PageProblem::EmptyBranch,
-            },
+            NodeView::Page(p) => p.problem(problem),
+            NodeView::Node(_) => Corruption::InlinePage { problem },
         }
     }
 }
@@ -169,7 +187,7 @@ impl<'a> TreeSource<'a> {
                 };
             }
             if node.count() == 0 {
-                return Err(node.empty_branch());
+                return Err(node.problem(PageProblem::EmptyBranch));
             }
             let i = node.child_index_for(key)?;
             node = self.child_view(node.child(i)?)?;
@@ -181,8 +199,10 @@ impl<'a> TreeSource<'a> {
 
     /// Calls `f` for every node of the tree (page or in memory), parents before children, with the
     /// page id it lives on (0 for an inline root or a node without a page) and its depth (root = 1).
+    /// A page already in `seen` (from this tree or another the caller walked) is corruption.
     pub fn for_each_node(
         &self,
+        seen: &mut PageSet,
         f: &mut dyn FnMut(NodeView<'a>, Pgid, usize) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let root_pgid = match self.root {
@@ -191,7 +211,7 @@ impl<'a> TreeSource<'a> {
             Root::Node(id) => self.arena.map_or(0, |a| a.nodes[id].pgid),
         };
         let root = self.root_view().map_err(|c| self.pages.corrupt(c))?;
-        self.walk(root, root_pgid, 1, f)
+        self.walk(root, root_pgid, 1, seen, f)
     }
 
     fn walk(
@@ -199,8 +219,18 @@ impl<'a> TreeSource<'a> {
         node: NodeView<'a>,
         pgid: Pgid,
         depth: usize,
+        seen: &mut PageSet,
         f: &mut dyn FnMut(NodeView<'a>, Pgid, usize) -> Result<(), Error>,
     ) -> Result<(), Error> {
+        if pgid != 0 && !seen.insert(pgid) {
+            let problem = PageProblem::ReachedTwice;
+            let offset = pgid.saturating_mul(self.pages.page_size as u64);
+            return Err(self.pages.corrupt(Corruption::Page {
+                pgid,
+                offset,
+                problem,
+            }));
+        }
         if depth > MAX_DEPTH {
             return Err(self.pages.corrupt(Corruption::InlinePage {
                 problem: PageProblem::TooDeep(MAX_DEPTH),
@@ -211,7 +241,7 @@ impl<'a> TreeSource<'a> {
             for i in 0..node.count() {
                 let child = node.child(i).map_err(|c| self.pages.corrupt(c))?;
                 let view = self.child_view(child).map_err(|c| self.pages.corrupt(c))?;
-                self.walk(view, child, depth + 1, f)?;
+                self.walk(view, child, depth + 1, seen, f)?;
             }
         }
         Ok(())
@@ -242,6 +272,9 @@ struct Frame<'a> {
 pub struct Cursor<'a> {
     tree: TreeSource<'a>,
     stack: Vec<Frame<'a>>,
+    /// The key last returned: each step must move strictly past it (a damaged tree that repeats a
+    /// subtree is caught here rather than iterated over and over).
+    last: Option<&'a [u8]>,
 }
 
 impl<'a> Cursor<'a> {
@@ -249,6 +282,7 @@ impl<'a> Cursor<'a> {
         Cursor {
             tree,
             stack: Vec::new(),
+            last: None,
         }
     }
 
@@ -267,6 +301,7 @@ impl<'a> Cursor<'a> {
     /// Moves to the first entry with key ≥ `key`.
     pub fn seek(&mut self, key: &[u8]) -> Result<Option<Item<'a>>> {
         self.stack.clear();
+        self.last = None;
         let mut node = self.tree.root_view().map_err(|c| self.corrupt(c))?;
         loop {
             self.check_depth()?;
@@ -276,7 +311,7 @@ impl<'a> Cursor<'a> {
                 return self.settle_forward();
             }
             if node.count() == 0 {
-                return Err(self.corrupt(node.empty_branch()));
+                return Err(self.corrupt(node.problem(PageProblem::EmptyBranch)));
             }
             let index = node.child_index_for(key).map_err(|c| self.corrupt(c))?;
             self.stack.push(Frame { node, index });
@@ -305,8 +340,29 @@ impl<'a> Cursor<'a> {
         self.settle_backward()
     }
 
+    /// Returns the entry the cursor landed on, after checking it lies strictly beyond the last one
+    /// in the direction of travel.
+    fn land(&mut self, top: Frame<'a>, forward: bool) -> Result<Option<Item<'a>>> {
+        let entry = top.node.leaf(top.index).map_err(|c| self.corrupt(c))?;
+        if let Some(last) = self.last {
+            let moved_on = if forward {
+                entry.key > last
+            } else {
+                entry.key < last
+            };
+            if !moved_on {
+                return Err(
+                    self.corrupt(top.node.problem(PageProblem::KeyOrder { index: top.index }))
+                );
+            }
+        }
+        self.last = Some(entry.key);
+        Ok(Some(item(entry)))
+    }
+
     fn start(&mut self, at_end: bool) -> Result<()> {
         self.stack.clear();
+        self.last = None;
         let root = self.tree.root_view().map_err(|c| self.corrupt(c))?;
         let index = if at_end { root.count() } else { 0 };
         self.stack.push(Frame { node: root, index });
@@ -341,11 +397,7 @@ impl<'a> Cursor<'a> {
                 continue;
             }
             if top.node.is_leaf() {
-                return top
-                    .node
-                    .leaf(top.index)
-                    .map(|e| Some(item(e)))
-                    .map_err(|c| self.corrupt(c));
+                return self.land(top, true);
             }
             self.check_depth()?;
             let child = top.node.child(top.index).map_err(|c| self.corrupt(c))?;
@@ -368,11 +420,7 @@ impl<'a> Cursor<'a> {
             top.index -= 1;
             let top = *top;
             if top.node.is_leaf() {
-                return top
-                    .node
-                    .leaf(top.index)
-                    .map(|e| Some(item(e)))
-                    .map_err(|c| self.corrupt(c));
+                return self.land(top, false);
             }
             self.check_depth()?;
             let child = top.node.child(top.index).map_err(|c| self.corrupt(c))?;

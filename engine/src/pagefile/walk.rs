@@ -4,7 +4,7 @@
 use super::bucket::Bucket;
 use super::error::{Corruption, Result};
 use super::layout::{BucketHeader, MAX_BUCKET_DEPTH, Pgid};
-use super::tree::{NodeView, Pages, Root, TreeSource};
+use super::tree::{NodeView, PageSet, Pages, Root, TreeSource};
 
 /// What [`each_bucket`] calls: the names leading to a bucket, and the bucket.
 pub(crate) type BucketVisitor<'f, 'a> = dyn FnMut(&[&'a [u8]], &Bucket<'a>) -> Result<()> + 'f;
@@ -64,10 +64,13 @@ pub(crate) fn reachable_pages(
     root: BucketHeader,
     f: &mut dyn FnMut(Pgid, u64) -> Result<()>,
 ) -> Result<()> {
+    let mut seen = PageSet::default();
     each_bucket(root_bucket(pages, root), &mut |_, bucket| {
-        bucket.tree.for_each_node(&mut |view, pgid, _| match view {
-            NodeView::Page(p) if pgid != 0 => f(pgid, u64::from(p.header().overflow) + 1),
-            _ => Ok(()),
-        })
+        bucket
+            .tree
+            .for_each_node(&mut seen, &mut |view, pgid, _| match view {
+                NodeView::Page(p) if pgid != 0 => f(pgid, u64::from(p.header().overflow) + 1),
+                _ => Ok(()),
+            })
     })
 }

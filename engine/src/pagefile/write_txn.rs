@@ -18,7 +18,7 @@ use super::node::{Node, NodeId};
 use super::page::PageView;
 use super::readers::Snapshot;
 use super::spill;
-use super::tree::{Cursor, NodeArena, NodeView, Pages, Root, TreeSource};
+use super::tree::{Cursor, NodeArena, NodeView, PageSet, Pages, Root, TreeSource};
 
 /// bbolt's default: split nodes at half a page.
 const DEFAULT_FILL_PERCENT: f64 = 0.5;
@@ -38,11 +38,14 @@ pub(crate) struct BucketState {
     pub children: BTreeMap<Vec<u8>, usize>,
     pub fill: f64,
     pub deleted: bool,
+    /// How deep below the root bucket (the root is 0).
+    pub nesting: usize,
 }
 
 impl BucketState {
-    fn opened(header: BucketHeader, inline: Option<Vec<u8>>) -> Self {
+    fn opened(header: BucketHeader, inline: Option<Vec<u8>>, nesting: usize) -> Self {
         BucketState {
+            nesting,
             header,
             inline,
             arena: NodeArena::default(),
@@ -53,8 +56,8 @@ impl BucketState {
         }
     }
 
-    fn created() -> Self {
-        let mut state = BucketState::opened(BucketHeader::default(), None);
+    fn created(nesting: usize) -> Self {
+        let mut state = BucketState::opened(BucketHeader::default(), None, nesting);
         state.arena.nodes.push(Node::empty_leaf());
         state.root_node = Some(0);
         state
@@ -147,7 +150,7 @@ impl BucketState {
 pub(crate) fn tree_page_runs(tree: &TreeSource<'_>) -> Result<Vec<(Pgid, u64)>> {
     let pages = tree.pages;
     let mut runs = Vec::new();
-    tree.for_each_node(&mut |view, pgid, _| {
+    tree.for_each_node(&mut PageSet::default(), &mut |view, pgid, _| {
         if pgid != 0 {
             let overflow = match view {
                 NodeView::Page(p) => p.header().overflow,
@@ -282,7 +285,11 @@ impl TxnState {
             Some(e) if !is_bucket(&e) => return Err(Error::IncompatibleValue),
             Some(e) => {
                 let v = BucketValue::parse(e).map_err(|c| pages.corrupt(c))?;
-                BucketState::opened(v.header, v.inline.map(<[u8]>::to_vec))
+                BucketState::opened(
+                    v.header,
+                    v.inline.map(<[u8]>::to_vec),
+                    self.buckets[b].nesting + 1,
+                )
             }
         };
         let id = self.buckets.len();
@@ -293,6 +300,11 @@ impl TxnState {
 
     fn create_bucket(&mut self, b: usize, name: &[u8]) -> Result<usize> {
         check_bucket_name(name)?;
+        if self.buckets[b].nesting + 1 > MAX_BUCKET_DEPTH {
+            return Err(Error::NestedTooDeep {
+                max: MAX_BUCKET_DEPTH,
+            });
+        }
         let pages = self.db.pages(&self.snapshot);
         match self.buckets[b]
             .tree(pages)
@@ -307,7 +319,8 @@ impl TxnState {
         let leaf = bucket.leaf_for(pages, name).map_err(|c| pages.corrupt(c))?;
         bucket.arena.nodes[leaf].put(name, name, &empty_bucket_value(), LEAF_FLAG_BUCKET, 0);
         let id = self.buckets.len();
-        self.buckets.push(BucketState::created());
+        self.buckets
+            .push(BucketState::created(self.buckets[b].nesting + 1));
         self.buckets[b].children.insert(name.to_vec(), id);
         Ok(id)
     }
@@ -319,17 +332,32 @@ impl TxnState {
         }
     }
 
+    /// Deletes nested bucket `name` of `b`, all or nothing: every page of it and of its nested
+    /// buckets is found first, and only when nothing failed is anything freed or changed.
     fn delete_bucket(&mut self, b: usize, name: &[u8]) -> Result<()> {
         let id = self.open_bucket(b, name)?;
-        self.free_bucket(id, 1)?;
+        let mut doomed = Vec::new();
+        let mut runs = Vec::new();
+        self.collect_bucket(id, self.buckets[b].nesting + 1, &mut doomed, &mut runs)?;
+        self.remove_entry(b, name)?;
         self.buckets[b].children.remove(name);
-        self.remove_entry(b, name)
+        self.freed.extend(runs);
+        for d in doomed {
+            self.buckets[d].deleted = true;
+        }
+        Ok(())
     }
 
-    /// Frees every page of bucket `id` (at `nesting` below the root) and its nested buckets, and
-    /// marks them deleted.
-    fn free_bucket(&mut self, id: usize, nesting: usize) -> Result<()> {
-        let (runs, nested) = {
+    /// Collects bucket `id` (at `nesting` below the root) and its nested buckets, and the runs of
+    /// pages they use.
+    fn collect_bucket(
+        &mut self,
+        id: usize,
+        nesting: usize,
+        doomed: &mut Vec<usize>,
+        runs: &mut Vec<(Pgid, u64)>,
+    ) -> Result<()> {
+        let nested = {
             let pages = self.pages();
             if nesting > MAX_BUCKET_DEPTH {
                 return Err(pages.corrupt(Corruption::NestingTooDeep(MAX_BUCKET_DEPTH)));
@@ -344,14 +372,14 @@ impl TxnState {
                 }
                 at = c.next()?;
             }
-            (tree_page_runs(&tree)?, nested)
+            runs.extend(tree_page_runs(&tree)?);
+            nested
         };
-        self.freed.extend(runs);
+        doomed.push(id);
         for name in nested {
             let child = self.open_bucket(id, &name)?;
-            self.free_bucket(child, nesting + 1)?;
+            self.collect_bucket(child, nesting + 1, doomed, runs)?;
         }
-        self.buckets[id].deleted = true;
         Ok(())
     }
 
@@ -386,7 +414,7 @@ impl<'w> WriteTxn<'w> {
             map: writer.db.inner.maps.newest(),
             ..writer.current
         };
-        let root = BucketState::opened(writer.current.root, None);
+        let root = BucketState::opened(writer.current.root, None, 0);
         let state = TxnState {
             db: writer.db.clone(),
             txid,
