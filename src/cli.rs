@@ -1,5 +1,5 @@
-//! The command line of the `keelson` binary (clap). Today: `keelson db …`, the page-file inspector;
-//! the server's etcd-compatible flags join it with the server.
+//! The command line of the `keelson` binary (clap). Today: `keelson db …` and `keelson wal …`, the
+//! inspectors; the server's etcd-compatible flags join them with the server.
 
 use std::path::PathBuf;
 
@@ -20,6 +20,24 @@ pub enum Command {
     /// Inspect a page file (keelson's or etcd's member/snap/db, or a snapshot), like bbolt's CLI.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Inspect a write-ahead log directory (member/wal), like etcd-dump-logs.
+    #[command(subcommand)]
+    Wal(WalCommand),
+}
+
+/// `keelson wal` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// Print every record, one line each: segment, offset, type, index, term, summary.
+    Dump {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// Skip entries with a lower index.
+        #[arg(long, value_name = "INDEX", default_value_t = 0)]
+        from: u64,
+        #[command(flatten)]
+        format: Format,
+    },
 }
 
 /// How keys and values are shown.

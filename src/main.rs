@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Args, Command, DbCommand};
+use cli::{Args, Command, DbCommand, WalCommand};
 use inspect::{Encoding, InspectError};
 
 fn encoding(hex: bool) -> Encoding {
@@ -23,20 +23,21 @@ fn parse_all(args: &[String]) -> Result<Vec<Vec<u8>>, InspectError> {
 }
 
 fn run_db(command: DbCommand, out: &mut dyn Write) -> Result<(), InspectError> {
+    use inspect::db;
     match command {
-        DbCommand::Check { file } => inspect::check(&file, out),
-        DbCommand::Buckets { file, format } => inspect::buckets(&file, encoding(format.hex), out),
+        DbCommand::Check { file } => db::check(&file, out),
+        DbCommand::Buckets { file, format } => db::buckets(&file, encoding(format.hex), out),
         DbCommand::Keys {
             file,
             buckets,
             format,
-        } => inspect::keys(&file, &parse_all(&buckets)?, encoding(format.hex), out),
+        } => db::keys(&file, &parse_all(&buckets)?, encoding(format.hex), out),
         DbCommand::Get { file, path, format } => {
             let mut path = parse_all(&path)?;
             let key = path.pop().unwrap_or_default();
-            inspect::get(&file, &path, &key, encoding(format.hex), out)
+            db::get(&file, &path, &key, encoding(format.hex), out)
         }
-        DbCommand::Stats { file } => inspect::stats(&file, out),
+        DbCommand::Stats { file } => db::stats(&file, out),
     }
 }
 
@@ -46,6 +47,9 @@ fn main() -> ExitCode {
     let mut out = io::BufWriter::new(stdout.lock());
     let result = match args.command {
         Command::Db(command) => run_db(command, &mut out),
+        Command::Wal(WalCommand::Dump { dir, from, format }) => {
+            inspect::wal::dump_wal(&dir, from, encoding(format.hex), &mut out)
+        }
     };
     let result = result.and_then(|()| out.flush().map_err(InspectError::from));
     match result {

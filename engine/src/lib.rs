@@ -2,9 +2,12 @@
 //!
 //! - [`pagefile`]: the state machine's copy-on-write B+tree, in bbolt's on-disk format, with one
 //!   writer and lock-free readers on any thread.
+//! - [`wal`]: the write-ahead log, segmented and CRC-framed, written with O_DIRECT on a glommio
+//!   executor with one fdatasync per gathered batch.
 //!
 //! The byte formats are specified in `engine/docs/format.md`.
 
 #![deny(missing_docs)]
 
 pub mod pagefile;
+pub mod wal;

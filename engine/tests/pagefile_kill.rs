@@ -3,14 +3,12 @@
 //! consistency check, and requires every reported round (and nothing half-done) to be there. Then
 //! it starts the child again on the same file, which carries on from what it finds.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use keelson_engine::pagefile::{Db, Options};
-use rand::Rng;
 
 const CHILD_ENV: &str = "KEELSON_PAGEFILE_KILL_CHILD";
 const KEYS_PER_ROUND: u64 = 40;
@@ -97,39 +95,15 @@ fn kill_nine_never_loses_a_synced_round() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let mut rng = rand::rng();
     let mut total_rounds = 0;
     for kill in 0..12 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "kill_nine_never_loses_a_synced_round",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, &path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(n) = line.strip_prefix("synced ") {
-                    let _ = tx.send(n.parse::<u64>().unwrap());
-                }
-            }
-        });
-        // Let it get going, then kill it at a random moment.
-        let first = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("child reports its first sync");
-        std::thread::sleep(Duration::from_millis(rng.random_range(1..150)));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        reader.join().unwrap();
-        let reported = rx.try_iter().last().unwrap_or(first);
+        let reported = support::kill::run_then_kill(
+            "kill_nine_never_loses_a_synced_round",
+            CHILD_ENV,
+            &path,
+            "synced ",
+            Duration::from_millis(150),
+        );
         let last = verify(&path);
         assert!(
             last >= reported,

@@ -2,4 +2,6 @@
 #![allow(dead_code)]
 
 pub mod crashfs;
+pub mod executor;
+pub mod kill;
 pub mod model;
