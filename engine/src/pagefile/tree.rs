@@ -272,9 +272,11 @@ struct Frame<'a> {
 pub struct Cursor<'a> {
     tree: TreeSource<'a>,
     stack: Vec<Frame<'a>>,
-    /// The key last returned: each step must move strictly past it (a damaged tree that repeats a
-    /// subtree is caught here rather than iterated over and over).
-    last: Option<&'a [u8]>,
+    /// The key the cursor landed on when it last entered a leaf (or was placed): the next leaf it
+    /// enters must lie strictly beyond it in the direction of travel, so a damaged tree that
+    /// repeats or misplaces a subtree is caught rather than walked again and again. Checked once
+    /// per leaf; order within a leaf is `check`'s business.
+    boundary: Option<&'a [u8]>,
 }
 
 impl<'a> Cursor<'a> {
@@ -282,7 +284,7 @@ impl<'a> Cursor<'a> {
         Cursor {
             tree,
             stack: Vec::new(),
-            last: None,
+            boundary: None,
         }
     }
 
@@ -301,7 +303,7 @@ impl<'a> Cursor<'a> {
     /// Moves to the first entry with key ≥ `key`.
     pub fn seek(&mut self, key: &[u8]) -> Result<Option<Item<'a>>> {
         self.stack.clear();
-        self.last = None;
+        self.boundary = None;
         let mut node = self.tree.root_view().map_err(|c| self.corrupt(c))?;
         loop {
             self.check_depth()?;
@@ -340,29 +342,37 @@ impl<'a> Cursor<'a> {
         self.settle_backward()
     }
 
-    /// Returns the entry the cursor landed on, after checking it lies strictly beyond the last one
-    /// in the direction of travel.
+    /// Returns the entry the cursor landed on; when that entered a new leaf, first checks the leaf
+    /// lies strictly beyond the boundary in the direction of travel.
     fn land(&mut self, top: Frame<'a>, forward: bool) -> Result<Option<Item<'a>>> {
         let entry = top.node.leaf(top.index).map_err(|c| self.corrupt(c))?;
-        if let Some(last) = self.last {
-            let moved_on = if forward {
-                entry.key > last
-            } else {
-                entry.key < last
-            };
-            if !moved_on {
-                return Err(
-                    self.corrupt(top.node.problem(PageProblem::KeyOrder { index: top.index }))
-                );
+        let entered = if forward {
+            top.index == 0
+        } else {
+            top.index + 1 == top.node.count()
+        };
+        match self.boundary {
+            Some(boundary) if entered => {
+                let beyond = if forward {
+                    entry.key > boundary
+                } else {
+                    entry.key < boundary
+                };
+                if !beyond {
+                    let problem = PageProblem::KeyOrder { index: top.index };
+                    return Err(self.corrupt(top.node.problem(problem)));
+                }
+                self.boundary = Some(entry.key);
             }
+            Some(_) => {}
+            None => self.boundary = Some(entry.key),
         }
-        self.last = Some(entry.key);
         Ok(Some(item(entry)))
     }
 
     fn start(&mut self, at_end: bool) -> Result<()> {
         self.stack.clear();
-        self.last = None;
+        self.boundary = None;
         let root = self.tree.root_view().map_err(|c| self.corrupt(c))?;
         let index = if at_end { root.count() } else { 0 };
         self.stack.push(Frame { node: root, index });
