@@ -131,7 +131,7 @@ async fn wal(dir: &Path, appenders: usize) -> Row {
     }
     let elapsed = start.elapsed();
     let stats = wal.stats();
-    drop(wal);
+    wal.close().await;
     let _ = std::fs::remove_dir_all(&wal_dir);
     let latency = Rc::try_unwrap(latency)
         .map(RefCell::into_inner)

@@ -71,7 +71,7 @@ fn every_record_kind_survives_reopen() {
         ])
         .await
         .unwrap();
-        drop(wal);
+        wal.close().await;
 
         let (_wal, replay) = Wal::open(&path, 0, small(1 << 20)).await.unwrap();
         assert_eq!(
@@ -107,7 +107,7 @@ fn replay_starts_after_the_given_index_and_resolves_overwrites() {
         wal.append_durably(&second.iter().map(Record::Entry).collect::<Vec<_>>())
             .await
             .unwrap();
-        drop(wal);
+        wal.close().await;
 
         let (wal, replay) = Wal::open(&path, 4, small(1 << 20)).await.unwrap();
         let expected: Vec<Entry> = first[4..6].iter().chain(&second).cloned().collect();
@@ -116,9 +116,10 @@ fn replay_starts_after_the_given_index_and_resolves_overwrites() {
         wal.append_durably(&[Record::Entry(&entry(9, 2, 5))])
             .await
             .unwrap();
-        drop(wal);
-        let (_wal, replay) = Wal::open(&path, 8, small(1 << 20)).await.unwrap();
+        wal.close().await;
+        let (wal, replay) = Wal::open(&path, 8, small(1 << 20)).await.unwrap();
         assert_eq!(replay.entries, vec![entry(9, 2, 5)]);
+        wal.close().await;
         let (_wal, replay) = Wal::open(&path, 100, small(1 << 20)).await.unwrap();
         assert!(replay.entries.is_empty());
     });
@@ -159,9 +160,9 @@ fn segments_roll_over_and_released_ones_are_gone() {
         for s in &segments[..2] {
             assert!(!on_disk.contains(&s.file_name()), "{on_disk:?}");
         }
-        drop(wal);
+        wal.close().await;
 
-        let (_wal, replay) = Wal::open(&path, cut - 1, small(64 << 10)).await.unwrap();
+        let (wal, replay) = Wal::open(&path, cut - 1, small(64 << 10)).await.unwrap();
         assert_eq!(replay.entries.first().map(|e| e.index), Some(cut));
         assert_eq!(replay.entries.len() as u64, 300 - cut + 1);
         assert_eq!(
@@ -173,6 +174,7 @@ fn segments_roll_over_and_released_ones_are_gone() {
             Some(&b"m"[..]),
             "and the metadata"
         );
+        wal.close().await;
         let err = Wal::open(&path, 0, small(64 << 10)).await.unwrap_err();
         assert!(
             matches!(err, WalError::Gap { after: 0, next, .. } if next == cut),
@@ -212,7 +214,7 @@ fn concurrent_appenders_share_fsyncs() {
         let stats = wal.stats();
         assert_eq!(stats.appends, 1000);
         assert!(stats.fsyncs * 10 < stats.appends, "group commit: {stats:?}");
-        drop(wal);
+        wal.close().await;
         let (_wal, replay) = Wal::open(&path, 0, Options::default()).await.unwrap();
         assert_eq!(replay.entries.len(), 1000);
         assert!(
@@ -276,7 +278,7 @@ fn a_failed_fsync_stops_the_wal() {
                 .contains("wal stopped after a failed write or fsync"),
             "{again}"
         );
-        drop(wal);
+        wal.close().await;
         // Everything acknowledged before the failure is there.
         let (_wal, replay) = Wal::open(&path, 0, Options::default()).await.unwrap();
         assert!(replay.entries.len() as u64 >= index - 1);
@@ -291,6 +293,26 @@ fn a_failed_fsync_stops_the_wal() {
 }
 
 #[test]
+fn a_directory_holds_one_open_wal_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let wal = Wal::create(&path, b"m", 1, small(64 << 10)).await.unwrap();
+        let err = Wal::open(&path, 0, small(64 << 10)).await.unwrap_err();
+        assert!(
+            err.to_string().contains("in use by another open WAL"),
+            "{err}"
+        );
+        // Dropping a handle stops the WAL in the background; the directory is free once it has.
+        let clone = wal.clone();
+        drop(wal);
+        clone.close().await;
+        let (wal, _) = Wal::open(&path, 0, small(64 << 10)).await.unwrap();
+        wal.close().await;
+    });
+}
+
+#[test]
 fn create_refuses_an_existing_wal_and_open_an_empty_directory() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
@@ -301,7 +323,11 @@ fn create_refuses_an_existing_wal_and_open_an_empty_directory() {
             Wal::open(&empty, 0, Options::default()).await,
             Err(WalError::Directory { .. })
         ));
-        drop(Wal::create(&path, b"m", 1, small(64 << 10)).await.unwrap());
+        Wal::create(&path, b"m", 1, small(64 << 10))
+            .await
+            .unwrap()
+            .close()
+            .await;
         assert!(matches!(
             Wal::create(&path, b"m", 1, small(64 << 10)).await,
             Err(WalError::Directory { .. })
@@ -350,7 +376,7 @@ fn round_trip(dir: &Path, batches: Vec<Batch>, after: u64) {
             }
             wal.append_durably(&records).await.unwrap();
         }
-        drop(wal);
+        wal.close().await;
         let (_wal, replay) = Wal::open(&path, after, options).await.unwrap();
         assert_eq!(replay.hard_state, hard_state);
         let expected: Vec<Entry> = written.into_iter().filter(|e| e.index > after).collect();

@@ -35,7 +35,8 @@ fn options() -> Options {
 
 /// The entries in the WAL, checked to be exactly `1..=n` as written.
 async fn replay(dir: &Path) -> u64 {
-    let (_wal, replay) = Wal::open(dir, 0, options()).await.unwrap();
+    let (wal, replay) = Wal::open(dir, 0, options()).await.unwrap();
+    wal.close().await;
     for (i, e) in replay.entries.iter().enumerate() {
         assert!(
             *e == entry(i as u64 + 1),

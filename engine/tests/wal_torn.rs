@@ -67,9 +67,9 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 async fn replayed(dir: &Path) -> Result<Vec<Entry>, WalError> {
-    Wal::open(dir, 0, options())
-        .await
-        .map(|(_, replay)| replay.entries)
+    let (wal, replay) = Wal::open(dir, 0, options()).await?;
+    wal.close().await;
+    Ok(replay.entries)
 }
 
 /// Replays a copy of the WAL in `original`, made in `scratch`, whose `segment` holds `bytes`.
@@ -225,7 +225,7 @@ fn a_torn_tail_is_cut_back_and_the_log_goes_on_after_it() {
                 .await
                 .unwrap();
         }
-        drop(wal);
+        wal.close().await;
         let (_wal, replay) = Wal::open(&dir, 0, options()).await.unwrap();
         assert_eq!(
             replay.entries,

@@ -1,6 +1,7 @@
 //! Segment files: their names (`<seq:016x>-<index:016x>.wal`, and `<seq:016x>.tmp` while being
-//! prepared) and the listing of a WAL directory. Listing uses plain (blocking) file system calls:
-//! callers on an executor run it on glommio's blocking pool.
+//! prepared), the listing of a WAL directory, and the lock that keeps a directory to one open WAL.
+//! These use plain (blocking) file system calls: callers on an executor run them on glommio's
+//! blocking pool.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,17 @@ pub(crate) fn prepared_name(seq: u64) -> String {
 
 /// What a WAL directory holds.
 pub(crate) type Listing = (Vec<(SegmentName, PathBuf)>, Vec<PathBuf>);
+
+/// Takes the exclusive `flock` on the directory itself that an open WAL holds until it has
+/// stopped; `Ok(None)` if another open WAL (in this or another process) holds it.
+pub(crate) fn lock(dir: &Path) -> io::Result<Option<std::fs::File>> {
+    let handle = std::fs::File::open(dir)?;
+    match handle.try_lock() {
+        Ok(()) => Ok(Some(handle)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
 
 /// The segments in `dir`, oldest first, and any leftover prepared (`.tmp`) files.
 pub fn list(dir: &Path) -> io::Result<Listing> {

@@ -12,6 +12,10 @@
 //! Fail-stop: after a failed write or fsync the WAL records why, fails every waiter and every later
 //! append with that reason, and writes nothing more.
 //!
+//! Close a WAL ([`Wal::close`]) before opening its directory again: opening removes leftover
+//! `.tmp` files, and one that a still-running flusher is preparing must not vanish under it
+//! (glommio `statfs`es a file's path right after opening it, and panics if it is gone).
+//!
 //! Everything here must run on a glommio executor; shared state is `Rc`/`RefCell`, never borrowed
 //! across an await.
 
@@ -287,6 +291,8 @@ impl Shared {
 pub struct Wal {
     shared: Rc<Shared>,
     kick: Rc<LocalSender<()>>,
+    /// Never sent on: `recv` ends when the flusher has stopped and dropped its sender.
+    stopped: Rc<LocalReceiver<()>>,
 }
 
 /// Resolves when the append it came from is durable, or fails with the error that stopped the
@@ -411,13 +417,27 @@ async fn prepare(dir: PathBuf, seq: u64, size: u64) -> Result<DmaFile> {
     Ok(file)
 }
 
-/// The flusher: one write and one fdatasync for everything gathered, until the WAL is dropped or
-/// stops.
+/// The flusher: one write and one fdatasync for everything gathered, until the WAL is closed or
+/// stops. It lets the segment being prepared finish before it ends, so nothing of this WAL touches
+/// the directory once `stopped` is dropped.
 async fn flusher(
     shared: Rc<Shared>,
     kick: LocalReceiver<()>,
-    mut active: Active,
+    active: Active,
     mut next: Task<Result<DmaFile>>,
+    stopped: LocalSender<()>,
+    lock: std::fs::File,
+) {
+    flush_until_closed(&shared, kick, active, &mut next).await;
+    let _ = next.await;
+    drop((lock, stopped));
+}
+
+async fn flush_until_closed(
+    shared: &Shared,
+    kick: LocalReceiver<()>,
+    mut active: Active,
+    next: &mut Task<Result<DmaFile>>,
 ) {
     loop {
         let open = kick.recv().await.is_some();
@@ -430,7 +450,7 @@ async fn flusher(
             )
         };
         if !chunks.is_empty() {
-            let outcome = flush(&shared, &mut active, &mut next, chunks).await;
+            let outcome = flush(shared, &mut active, next, chunks).await;
             let mut state = shared.state.borrow_mut();
             match outcome {
                 Ok(()) => state.durable = target,
@@ -505,6 +525,25 @@ async fn read_file(path: PathBuf) -> Result<Vec<u8>> {
         .map_err(io_err(&path, "read segment"))
 }
 
+/// Locks `dir` for this WAL (creating it first if asked) and lists it.
+async fn claim(dir: &Path, create: bool) -> Result<(std::fs::File, segment::Listing)> {
+    let owned = dir.to_path_buf();
+    let (lock, listing) = executor()
+        .spawn_blocking(move || {
+            if create {
+                std::fs::create_dir_all(&owned)?;
+            }
+            Ok::<_, io::Error>((segment::lock(&owned)?, segment::list(&owned)?))
+        })
+        .await
+        .map_err(io_err(dir, "lock and list"))?;
+    let lock = lock.ok_or_else(|| WalError::Directory {
+        dir: dir.to_path_buf(),
+        what: "is in use by another open WAL",
+    })?;
+    Ok((lock, listing))
+}
+
 async fn open_directory(dir: &Path) -> Result<Directory> {
     Directory::open(dir)
         .await
@@ -512,7 +551,7 @@ async fn open_directory(dir: &Path) -> Result<Directory> {
 }
 
 impl Wal {
-    fn start(shared: Shared, active: Active) -> Wal {
+    fn start(shared: Shared, active: Active, lock: std::fs::File) -> Wal {
         let shared = Rc::new(shared);
         let (kick, kicked) = local_channel::new_bounded(1);
         let next = spawn_local(prepare(
@@ -520,10 +559,20 @@ impl Wal {
             active.name.seq + 1,
             shared.segment_size,
         ));
-        spawn_local(flusher(shared.clone(), kicked, active, next)).detach();
+        let (stopping, stopped) = local_channel::new_bounded(1);
+        spawn_local(flusher(
+            shared.clone(),
+            kicked,
+            active,
+            next,
+            stopping,
+            lock,
+        ))
+        .detach();
         Wal {
             shared,
             kick: Rc::new(kick),
+            stopped: Rc::new(stopped),
         }
     }
 
@@ -548,15 +597,7 @@ impl Wal {
         options: Options,
     ) -> Result<Wal> {
         Self::check_options(dir, &options)?;
-        let listing = {
-            let owned = dir.to_path_buf();
-            executor()
-                .spawn_blocking(move || {
-                    std::fs::create_dir_all(&owned).and_then(|()| segment::list(&owned))
-                })
-                .await
-                .map_err(io_err(dir, "list"))?
-        };
+        let (lock, listing) = claim(dir, true).await?;
         if !listing.0.is_empty() {
             return Err(WalError::Directory {
                 dir: dir.to_path_buf(),
@@ -595,7 +636,7 @@ impl Wal {
             .await
             .map_err(|e| io_err(&path, "rename")(glommio_io(e)))?;
         shared.sync_directory().await?;
-        Ok(Wal::start(shared, active))
+        Ok(Wal::start(shared, active, lock))
     }
 
     /// Opens the WAL in `dir` and replays it: metadata, last hard state, and the entries after
@@ -603,13 +644,7 @@ impl Wal {
     /// corruption anywhere else fails with the segment file and offset.
     pub async fn open(dir: &Path, after_index: u64, options: Options) -> Result<(Wal, Replay)> {
         Self::check_options(dir, &options)?;
-        let (names, leftovers) = {
-            let owned = dir.to_path_buf();
-            executor()
-                .spawn_blocking(move || segment::list(&owned))
-                .await
-                .map_err(io_err(dir, "list"))?
-        };
+        let (lock, (names, leftovers)) = claim(dir, false).await?;
         for path in leftovers {
             glommio::io::remove(&path)
                 .await
@@ -668,7 +703,7 @@ impl Wal {
             active.sync(&shared).await?;
             (active.end, active.tail_block) = (end, tail_block);
         }
-        Ok((Wal::start(shared, active), replay))
+        Ok((Wal::start(shared, active, lock), replay))
     }
 
     /// Appends `records`, in order, after everything appended before (they may span segments; a
@@ -713,6 +748,19 @@ impl Wal {
             shared: shared.clone(),
             target,
         })
+    }
+
+    /// Closes the WAL: what was appended is flushed, later appends fail, and once this returns no
+    /// task of this WAL touches its directory any more (open it again only after that). Waits for
+    /// every clone of this handle to be dropped too.
+    pub async fn close(self) {
+        let Wal {
+            shared,
+            kick,
+            stopped,
+        } = self;
+        drop((shared, kick));
+        let _ = stopped.recv().await;
     }
 
     /// Appends `records` and waits until they are durable.
