@@ -3,5 +3,12 @@
 
 fn main() -> std::io::Result<()> {
     println!("cargo:rerun-if-changed=etcd");
-    prost_build::Config::new().compile_protos(&["etcd/mvccpb/kv.proto"], &["."])
+    prost_build::Config::new().compile_protos(
+        &[
+            "etcd/mvccpb/kv.proto",
+            "etcd/leasepb/lease.proto",
+            "etcd/etcdserverpb/rpc.proto",
+        ],
+        &["."],
+    )
 }

@@ -9,5 +9,6 @@
 
 #![deny(missing_docs)]
 
+pub mod mvcc;
 pub mod pagefile;
 pub mod wal;

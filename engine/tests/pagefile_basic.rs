@@ -125,10 +125,14 @@ fn overflow_values_and_large_keys_round_trip() {
     for i in 0..50u32 {
         b.put(&key(i), &value(i, 1000 + i as usize * 997)).unwrap();
     }
-    b.put(&vec![b'k'; 32768], b"largest key").unwrap();
+    b.put(
+        &vec![b'k'; 100_000],
+        b"a key larger than bbolt's 32 KiB limit",
+    )
+    .unwrap();
     assert!(matches!(
-        b.put(&vec![b'k'; 32769], b"x"),
-        Err(Error::KeyTooLarge { len: 32769 })
+        b.put(&vec![b'k'; (1 << 24) + 1], b"x"),
+        Err(Error::KeyTooLarge { len: 16777217 })
     ));
     assert!(matches!(b.put(b"", b"x"), Err(Error::KeyRequired)));
     txn.publish().unwrap();
@@ -147,8 +151,8 @@ fn overflow_values_and_large_keys_round_trip() {
         );
     }
     assert_eq!(
-        b.get(&vec![b'k'; 32768]).unwrap(),
-        Some(&b"largest key"[..])
+        b.get(&vec![b'k'; 100_000]).unwrap(),
+        Some(&b"a key larger than bbolt's 32 KiB limit"[..])
     );
     assert!(read.stats().unwrap().total.leaf_overflow > 0);
 }
@@ -589,5 +593,41 @@ fn a_bucket_containing_its_own_ancestor_is_reported_not_followed_forever() {
     assert!(
         err.to_string().contains("nested more than 32 deep"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_write_transaction_can_view_several_buckets_as_it_has_changed_them() {
+    use keelson_engine::pagefile::View;
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, mut w) = open(&dir);
+    let mut txn = w.begin().unwrap();
+    txn.create_bucket(b"a").unwrap().put(b"k", b"1").unwrap();
+    txn.create_bucket(b"b").unwrap().put(b"k", b"2").unwrap();
+    txn.publish().unwrap();
+    let mut txn = w.begin().unwrap();
+    txn.bucket(b"a").unwrap().put(b"k", b"changed").unwrap();
+    txn.delete_bucket(b"b").unwrap();
+    txn.create_bucket(b"c").unwrap().put(b"x", b"y").unwrap();
+    {
+        let (a, c) = (
+            txn.view(b"a").unwrap().unwrap(),
+            View::view(&txn, b"c").unwrap().unwrap(),
+        );
+        assert_eq!(a.get(b"k").unwrap(), Some(&b"changed"[..]));
+        assert_eq!(
+            c.cursor().first().unwrap(),
+            Some((&b"x"[..], Some(&b"y"[..])))
+        );
+        assert!(
+            txn.view(b"b").unwrap().is_none(),
+            "deleted in this transaction"
+        );
+    }
+    drop(txn);
+    let read = _db.begin_read().unwrap();
+    assert_eq!(
+        View::view(&read, b"b").unwrap().unwrap().get(b"k").unwrap(),
+        Some(&b"2"[..])
     );
 }

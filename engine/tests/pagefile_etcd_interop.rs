@@ -165,6 +165,10 @@ fn write_etcd_shaped(w: &mut Writer) -> u64 {
         .unwrap()
         .put(b"consistent_index", &7u64.to_be_bytes())
         .unwrap();
+    // keelson's own buckets hold keys beyond bbolt's 32 KiB API limit; bbolt must still read them.
+    let mut big = txn.create_bucket(b"keelson_big_keys").unwrap();
+    big.put(&vec![b'k'; 100_000], b"v").unwrap();
+    big.put(b"small", b"v").unwrap();
     txn.publish().unwrap();
     let mut main = 1u64;
     for round in 0..40u64 {

@@ -1,5 +1,6 @@
 //! A real etcd 3.4 (Debian's `etcd-server`) for interop tests: started on free loopback ports in a
-//! temporary directory, written to through its JSON gateway, stopped (by its own pid) on drop.
+//! temporary directory (new, or restored from a snapshot), written to through its JSON gateway,
+//! stopped (by its own pid) on drop.
 //! `etcdctl` runs against it or on files. Missing binaries are a test failure that says what to
 //! install, never a skip.
 
@@ -96,17 +97,46 @@ pub fn base64(bytes: &[u8]) -> String {
 }
 
 impl Etcd {
-    /// Starts etcd and waits until it answers.
+    /// Starts etcd on a new data directory and waits until it answers.
     pub fn start() -> Etcd {
+        Etcd::launch(|_, _| {})
+    }
+
+    /// Restores the snapshot (or data file) at `snapshot` with `etcdctl snapshot restore
+    /// --skip-hash-check`, starts etcd on the result and waits until it answers.
+    pub fn restore(snapshot: &Path) -> Etcd {
+        Etcd::launch(|data, peer| {
+            etcdctl(&[
+                "snapshot",
+                "restore",
+                snapshot.to_str().unwrap(),
+                "--skip-hash-check",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--name",
+                "interop",
+                "--initial-cluster",
+                &format!("interop={peer}"),
+                "--initial-advertise-peer-urls",
+                peer,
+            ]);
+        })
+    }
+
+    /// Starts etcd on free ports, after `prepare` (given the data directory and the peer URL) has
+    /// set up its data directory.
+    fn launch(prepare: impl Fn(&Path, &str)) -> Etcd {
         let etcd = need("etcd");
         for _attempt in 0..5 {
             let dir = tempfile::tempdir().unwrap();
+            let data = dir.path().join("data");
             let (client_port, peer_port) = (free_port(), free_port());
             let client = format!("http://127.0.0.1:{client_port}");
             let peer = format!("http://127.0.0.1:{peer_port}");
+            prepare(&data, &peer);
             let child = Command::new(&etcd)
                 .args(["--name", "interop", "--data-dir"])
-                .arg(dir.path().join("data"))
+                .arg(&data)
                 .args([
                     "--listen-client-urls",
                     &client,

@@ -63,7 +63,26 @@ pub(crate) fn is_bucket(entry: &LeafEntry<'_>) -> bool {
     entry.flags & LEAF_FLAG_BUCKET != 0
 }
 
-/// A bucket in a read transaction.
+/// Anything top-level buckets can be read from: a read transaction, or a write transaction as it
+/// stands (its own changes included).
+pub trait View {
+    /// The top-level bucket `name`, if it exists.
+    fn view(&self, name: &[u8]) -> Result<Option<Bucket<'_>>>;
+}
+
+impl View for super::read_txn::ReadTxn {
+    fn view(&self, name: &[u8]) -> Result<Option<Bucket<'_>>> {
+        self.bucket(name)
+    }
+}
+
+impl View for super::write_txn::WriteTxn<'_> {
+    fn view(&self, name: &[u8]) -> Result<Option<Bucket<'_>>> {
+        super::write_txn::WriteTxn::view(self, name)
+    }
+}
+
+/// A bucket, read-only: in a read transaction, or viewed in a write transaction.
 #[derive(Debug, Clone, Copy)]
 pub struct Bucket<'a> {
     pub(crate) tree: TreeSource<'a>,

@@ -509,10 +509,10 @@ impl Writer {
             let written = if end == i + 1 {
                 self.io.write_all_at(&pages[i].1, start * page_size)
             } else {
-                let run: Vec<u8> = pages[i..end]
-                    .iter()
-                    .flat_map(|(_, image)| image.iter().copied())
-                    .collect();
+                let mut run = Vec::with_capacity(bytes);
+                for (_, image) in &pages[i..end] {
+                    run.extend_from_slice(image);
+                }
                 self.io.write_all_at(&run, start * page_size)
             };
             written.map_err(io_err(path, "write"))?;

@@ -33,8 +33,10 @@ pub(crate) const VERSION: u32 = 2;
 /// `meta.freelist` when the freelist is not stored in the file.
 pub(crate) const NO_FREELIST: Pgid = u64::MAX;
 
-/// Largest key bbolt accepts.
-pub const MAX_KEY_SIZE: usize = 32768;
+/// Largest key keelson accepts. bbolt's own API stops at 32 KiB, but its format does not:
+/// keelson's index holds etcd keys, which etcd bounds only by the request size, and bbolt (and
+/// so etcd's tools) reads files with larger keys without complaint.
+pub const MAX_KEY_SIZE: usize = 1 << 24;
 /// Largest value bbolt accepts.
 pub const MAX_VALUE_SIZE: usize = (1 << 31) - 2;
 /// Deepest nesting of buckets: far beyond real use (etcd nests none), it stops a damaged file whose

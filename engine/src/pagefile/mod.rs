@@ -42,7 +42,7 @@ mod tree;
 mod walk;
 mod write_txn;
 
-pub use bucket::{Bucket, escape};
+pub use bucket::{Bucket, View, escape};
 pub use db::{Db, Options, Writer};
 pub use error::{Corruption, Error, MetaProblem, PageProblem, Result};
 pub use io::{FileIo, IoLayer};

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use super::bucket::{BucketValue, is_bucket};
+use super::bucket::{Bucket, BucketValue, is_bucket};
 use super::db::{Db, Writer};
 use super::error::{Corruption, Error, PageProblem, Result};
 use super::layout::{
@@ -208,20 +208,23 @@ impl TxnState {
         self.db.pages(&self.snapshot)
     }
 
-    fn get(&self, b: usize, key: &[u8]) -> Result<Option<&[u8]>> {
-        let pages = self.pages();
-        match self.buckets[b]
-            .tree(pages)
-            .get(key)
-            .map_err(|c| pages.corrupt(c))?
-        {
-            Some(e) if !is_bucket(&e) => Ok(Some(e.value)),
-            _ => Ok(None),
+    /// Bucket `b` as the transaction has changed it, read-only.
+    fn bucket_view(&self, b: usize) -> Bucket<'_> {
+        let state = &self.buckets[b];
+        Bucket {
+            tree: state.tree(self.pages()),
+            sequence: state.header.sequence,
         }
     }
 
-    fn cursor(&self, b: usize) -> Cursor<'_> {
-        Cursor::new(self.buckets[b].tree(self.pages()))
+    /// Nested bucket `name` of `b` as the transaction has changed it, read-only, without opening
+    /// it for writing.
+    fn nested_view(&self, b: usize, name: &[u8]) -> Result<Option<Bucket<'_>>> {
+        match self.buckets[b].children.get(name) {
+            Some(&id) if self.buckets[id].deleted => Ok(None),
+            Some(&id) => Ok(Some(self.bucket_view(id))),
+            None => self.bucket_view(b).bucket(name),
+        }
     }
 
     fn put(&mut self, b: usize, key: &[u8], value: &[u8]) -> Result<()> {
@@ -432,7 +435,13 @@ impl<'w> WriteTxn<'w> {
 
     /// A cursor over the top-level bucket names (values are `None`).
     pub fn cursor(&self) -> Cursor<'_> {
-        self.state.cursor(0)
+        self.state.bucket_view(0).cursor()
+    }
+
+    /// The top-level bucket `name` as this transaction has changed it, read-only (several can be
+    /// held at once, unlike [`WriteTxn::bucket`]).
+    pub fn view(&self, name: &[u8]) -> Result<Option<Bucket<'_>>> {
+        self.state.nested_view(0, name)
     }
 
     /// The top-level bucket `name`. Fails with `BucketNotFound` if there is none.
@@ -499,12 +508,12 @@ pub struct BucketMut<'t> {
 impl BucketMut<'_> {
     /// The value of `key`; `None` if absent or if `key` names a nested bucket.
     pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
-        self.state.get(self.id, key)
+        self.state.bucket_view(self.id).get(key)
     }
 
     /// A cursor over this bucket as the transaction has changed it.
     pub fn cursor(&self) -> Cursor<'_> {
-        self.state.cursor(self.id)
+        self.state.bucket_view(self.id).cursor()
     }
 
     /// Sets `key` to `value`.

@@ -2,6 +2,9 @@
 #![allow(dead_code)]
 
 pub mod crashfs;
+pub mod differential;
 pub mod executor;
 pub mod kill;
 pub mod model;
+pub mod mvcc_model;
+pub mod requests;

@@ -1,0 +1,48 @@
+//! Where the MVCC store keeps things: etcd's buckets and meta keys (so etcd's tools and etcd itself
+//! read the file), and keelson's own buckets beside them (etcd ignores buckets it does not know).
+
+/// etcd: revision key → `mvccpb.KeyValue`.
+pub(crate) const KEY: &[u8] = b"key";
+/// etcd: consistent index, term, compaction revisions.
+pub(crate) const META: &[u8] = b"meta";
+/// etcd: lease id (8-byte big-endian) → `leasepb.Lease`.
+pub(crate) const LEASE: &[u8] = b"lease";
+/// Every bucket of etcd's schema, created in a new file so it is a complete etcd data file.
+pub(crate) const ETCD_BUCKETS: [&[u8]; 10] = [
+    KEY,
+    META,
+    LEASE,
+    b"members",
+    b"members_removed",
+    b"cluster",
+    b"auth",
+    b"authUsers",
+    b"authRoles",
+    b"alarm",
+];
+
+/// `meta` key: index of the last raft entry applied (8-byte big-endian).
+pub(crate) const CONSISTENT_INDEX: &[u8] = b"consistent_index";
+/// `meta` key: term of that entry (8-byte big-endian; etcd 3.5 writes it, 3.4 ignores it).
+pub(crate) const TERM: &[u8] = b"term";
+/// `meta` key: revision (as a `key` bucket key) of the latest compaction requested.
+pub(crate) const SCHEDULED_COMPACT: &[u8] = b"scheduledCompactRev";
+/// `meta` key: revision (as a `key` bucket key) of the latest compaction completed.
+pub(crate) const FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
+
+/// keelson: every version by user key (see `index_key.rs`) → [`super::version::Version`].
+pub(crate) const INDEX: &[u8] = b"keelson_index";
+/// keelson: lease id (8-byte big-endian) then user key → empty: the keys attached to each lease.
+pub(crate) const LEASE_KEYS: &[u8] = b"keelson_lease_keys";
+/// keelson: the store's own state, below.
+pub(crate) const STATE: &[u8] = b"keelson";
+
+/// `keelson` key: the store's current revision, written with every change. Compared with the
+/// `key` bucket on open: if etcd changed the file meanwhile, keelson's buckets are rebuilt.
+pub(crate) const STATE_REVISION: &[u8] = b"revision";
+/// `keelson` key: the finished compaction keelson's buckets reflect.
+pub(crate) const STATE_COMPACTED: &[u8] = b"compacted";
+/// `keelson` key: the layout version of keelson's buckets.
+pub(crate) const STATE_FORMAT: &[u8] = b"format";
+/// The layout version written now.
+pub(crate) const FORMAT: i64 = 1;

@@ -1,0 +1,342 @@
+//! The MVCC store as the raft core drives it: [`Store::apply`] applies committed entries in order,
+//! a batch per page-file write transaction, and returns each one's response and events;
+//! [`Store::compact_step`] does a compaction's physical work a batch at a time between them.
+//! Readers on any core read the published file through [`Store::db`] (see [`super::range`]).
+//!
+//! Invariants:
+//! - The `meta` bucket's consistent index is the index of the last entry applied, written in the
+//!   same transaction as the entry's changes. An entry at or below it is skipped, so replaying the
+//!   WAL after a crash converges to the same state.
+//! - A request that fails (a missing lease, a compacted revision…) fails before it writes
+//!   anything: its entry changes only the consistent index.
+//! - keelson's state record holds the current revision, written with every change.
+
+use std::path::Path;
+
+use keelson_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
+    PutResponse, TxnRequest, TxnResponse,
+};
+use keelson_proto::mvccpb::Event;
+
+use super::error::Result;
+use super::ops::{self, Checked};
+use super::read::{Revisions, bucket, corrupt, revisions};
+use super::rebuild;
+use super::revision::Revision;
+use super::schema::{
+    CONSISTENT_INDEX, ETCD_BUCKETS, FINISHED_COMPACT, FORMAT, INDEX, KEY, LEASE_KEYS, META,
+    SCHEDULED_COMPACT, STATE, STATE_COMPACTED, STATE_FORMAT, STATE_REVISION, TERM,
+};
+use super::write::Writes;
+use super::{compact, lease, txn};
+use crate::pagefile::{self, Db, View, Writer};
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The page file's options.
+    pub pagefile: pagefile::Options,
+    /// Shortest lease time to live granted, in seconds (etcd: 1.5 election timeouts, rounded up;
+    /// 2 with its default timings).
+    pub min_lease_ttl: i64,
+    /// Versions visited per compaction batch, and records per batch when rebuilding the index
+    /// (etcd's `--experimental-compaction-batch-limit` defaults to 1000).
+    pub batch: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            pagefile: pagefile::Options::default(),
+            min_lease_ttl: 2,
+            batch: 1000,
+        }
+    }
+}
+
+/// A request the raft log carries to the store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// etcd's Put.
+    Put(PutRequest),
+    /// etcd's DeleteRange.
+    DeleteRange(DeleteRangeRequest),
+    /// etcd's Txn.
+    Txn(TxnRequest),
+    /// etcd's Compact.
+    Compaction(CompactionRequest),
+    /// etcd's LeaseGrant, with the id already chosen.
+    LeaseGrant(LeaseGrantRequest),
+    /// etcd's LeaseRevoke (also how a lease expires).
+    LeaseRevoke(LeaseRevokeRequest),
+    /// An entry with nothing for the store (raft's own entries), applied only as an index.
+    Nothing,
+}
+
+/// A committed raft entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Its raft index.
+    pub index: u64,
+    /// Its raft term.
+    pub term: u64,
+    /// What it asks of the store.
+    pub request: Request,
+}
+
+/// The response to a [`Request`]. Headers carry only the revision; the server fills the rest.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    /// To a Put.
+    Put(PutResponse),
+    /// To a DeleteRange.
+    DeleteRange(DeleteRangeResponse),
+    /// To a Txn.
+    Txn(TxnResponse),
+    /// To a Compact: the compaction is accepted; see [`Store::compacted_through`] for its end.
+    Compaction(CompactionResponse),
+    /// To a LeaseGrant.
+    LeaseGrant(LeaseGrantResponse),
+    /// To a LeaseRevoke.
+    LeaseRevoke(LeaseRevokeResponse),
+    /// To [`Request::Nothing`].
+    Nothing,
+}
+
+/// One entry applied.
+#[derive(Debug)]
+pub struct Applied {
+    /// The entry's raft index.
+    pub index: u64,
+    /// Its response, or the error etcd would answer with (the store is unchanged by it).
+    pub response: Result<Response>,
+    /// Its changes as watchers see them, in revision order.
+    pub events: Vec<Event>,
+}
+
+/// A compaction accepted whose physical work is not done.
+#[derive(Debug, Clone)]
+struct Pending {
+    at: i64,
+    /// The encoded user key to continue from.
+    from: Vec<u8>,
+}
+
+/// The MVCC store, owned by the raft core.
+pub struct Store {
+    writer: Writer,
+    revs: Revisions,
+    /// The last compaction finished (-1: none).
+    finished: i64,
+    pending: Option<Pending>,
+    applied_index: u64,
+    applied_term: u64,
+    options: Options,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.writer.db().path())
+            .field("revs", &self.revs)
+            .field("finished", &self.finished)
+            .field("applied_index", &self.applied_index)
+            .finish()
+    }
+}
+
+/// A `meta` value written as etcd writes numbers there: 8 bytes, big-endian.
+fn meta_number(view: &dyn View, name: &[u8]) -> Result<u64> {
+    match bucket(view, META)?.get(name)? {
+        Some(b) => Ok(u64::from_be_bytes(
+            b.try_into()
+                .map_err(|_| corrupt("a meta number is not 8 bytes"))?,
+        )),
+        None => Ok(0),
+    }
+}
+
+/// The main revision of a `meta` compaction record (-1 if absent).
+fn meta_revision(view: &dyn View, name: &[u8]) -> Result<i64> {
+    match bucket(view, META)?.get(name)? {
+        Some(k) => Ok(Revision::parse_key(k)
+            .ok_or_else(|| corrupt("a compaction record is not a revision"))?
+            .0
+            .main),
+        None => Ok(-1),
+    }
+}
+
+impl Store {
+    /// Opens (creating if missing) the store at `path`: a page file that etcd can read as its own
+    /// data file, and can be one etcd wrote (keelson's index is then built once, and logged).
+    pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store> {
+        let (db, mut writer) = Db::open(path, options.pagefile.clone())?;
+        let mut txn = writer.begin()?;
+        for name in ETCD_BUCKETS.iter().chain(&[INDEX, LEASE_KEYS, STATE]) {
+            txn.create_bucket_if_missing(name)?;
+        }
+        txn.publish()?;
+        let view = db.begin_read()?;
+        let finished = meta_revision(&view, FINISHED_COMPACT)?;
+        let current = if rebuild::is_current(&view, finished)? {
+            revisions(&view)?.current
+        } else {
+            let has_history = bucket(&view, KEY)?.cursor().first()?.is_some();
+            drop(view);
+            let started = std::time::Instant::now();
+            if has_history {
+                tracing::info!(path = %db.path().display(), "keelson's index is missing or stale: building it from the key bucket");
+            }
+            let rebuilt = rebuild::rebuild(&mut writer, options.batch)?;
+            let current = rebuilt.newest.max(finished).max(1);
+            let mut txn = writer.begin()?;
+            let mut state = txn.bucket(STATE)?;
+            state.put(STATE_FORMAT, &FORMAT.to_le_bytes())?;
+            state.put(STATE_COMPACTED, &finished.to_le_bytes())?;
+            state.put(STATE_REVISION, &current.to_le_bytes())?;
+            txn.publish()?;
+            writer.sync()?;
+            if has_history {
+                tracing::info!(records = rebuilt.records, revision = current, elapsed = ?started.elapsed(), "keelson's index is built");
+            }
+            current
+        };
+        let view = db.begin_read()?;
+        let scheduled = meta_revision(&view, SCHEDULED_COMPACT)?;
+        let pending = (scheduled > finished).then(|| Pending {
+            at: scheduled,
+            from: Vec::new(),
+        });
+        Ok(Store {
+            revs: Revisions {
+                current,
+                compacted: scheduled.max(finished),
+            },
+            finished,
+            pending,
+            applied_index: meta_number(&view, CONSISTENT_INDEX)?,
+            applied_term: meta_number(&view, TERM)?,
+            writer,
+            options,
+        })
+    }
+
+    /// The reader handle: read transactions on any core see what has been applied.
+    pub fn db(&self) -> &Db {
+        self.writer.db()
+    }
+
+    /// The current and compacted revisions.
+    pub fn revisions(&self) -> Revisions {
+        self.revs
+    }
+
+    /// The index and term of the last entry applied (0, 0 before any).
+    pub fn applied(&self) -> (u64, u64) {
+        (self.applied_index, self.applied_term)
+    }
+
+    /// The revision through which compaction has physically finished (-1: none yet).
+    pub fn compacted_through(&self) -> i64 {
+        self.finished
+    }
+
+    /// Applies committed entries, in order, in one write transaction published at the end (durable
+    /// at the next [`Store::sync`]; the WAL holds them until then). Entries at or below the applied
+    /// index are skipped. An `Err` is a storage failure: nothing of the batch is applied.
+    pub fn apply(&mut self, entries: &[Entry]) -> Result<Vec<Applied>> {
+        let mut revs = self.revs;
+        let (mut index, mut term) = (self.applied_index, self.applied_term);
+        let mut scheduled = None;
+        let mut out = Vec::new();
+        let mut txn = self.writer.begin()?;
+        for entry in entries {
+            if entry.index <= index {
+                continue;
+            }
+            let mut w = Writes::new(&mut txn, revs.current);
+            let response = match &entry.request {
+                Request::Put(p) => ops::put(&mut w, p, Checked::No).map(Response::Put),
+                Request::DeleteRange(d) => ops::delete_range(&mut w, d).map(Response::DeleteRange),
+                Request::Txn(t) => txn::apply(&mut w, t, revs.compacted).map(Response::Txn),
+                Request::Compaction(c) => {
+                    compact::schedule(w.txn, c, revs).map(Response::Compaction)
+                }
+                Request::LeaseGrant(g) => {
+                    lease::grant(&mut w, g, self.options.min_lease_ttl).map(Response::LeaseGrant)
+                }
+                Request::LeaseRevoke(r) => lease::revoke(&mut w, r).map(Response::LeaseRevoke),
+                Request::Nothing => Ok(Response::Nothing),
+            };
+            let response = match response {
+                Err(e) if e.is_storage() => return Err(e),
+                answered => answered,
+            };
+            if w.changes > 0 {
+                revs.current = w.main;
+            }
+            if let (Request::Compaction(c), Ok(_)) = (&entry.request, &response) {
+                revs.compacted = c.revision;
+                scheduled = Some(c.revision);
+            }
+            (index, term) = (entry.index, entry.term);
+            out.push(Applied {
+                index: entry.index,
+                response,
+                events: w.events,
+            });
+        }
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let mut meta = txn.bucket(META)?;
+        meta.put(CONSISTENT_INDEX, &index.to_be_bytes())?;
+        meta.put(TERM, &term.to_be_bytes())?;
+        txn.bucket(STATE)?
+            .put(STATE_REVISION, &revs.current.to_le_bytes())?;
+        txn.publish()?;
+        self.revs = revs;
+        (self.applied_index, self.applied_term) = (index, term);
+        if let Some(at) = scheduled {
+            // A later compaction subsumes an unfinished earlier one: start over at the later one.
+            self.pending = Some(Pending {
+                at,
+                from: Vec::new(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Does one batch of the pending compaction's physical work, if any. Returns whether work
+    /// remains.
+    pub fn compact_step(&mut self) -> Result<bool> {
+        let Some(pending) = &self.pending else {
+            return Ok(false);
+        };
+        let mut txn = self.writer.begin()?;
+        let next = compact::step(&mut txn, pending.at, &pending.from, self.options.batch)?;
+        txn.publish()?;
+        match next {
+            Some(from) => {
+                self.pending = Some(Pending {
+                    at: pending.at,
+                    from,
+                });
+                Ok(true)
+            }
+            None => {
+                self.finished = pending.at;
+                self.pending = None;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Makes everything applied durable.
+    pub fn sync(&mut self) -> Result<()> {
+        Ok(self.writer.sync()?)
+    }
+}

@@ -1,0 +1,146 @@
+//! One request's changes, inside the raft core's write transaction. Every change of a request
+//! shares its main revision (the store revision + 1) and takes the next sub revision. A change
+//! writes etcd's record in the `key` bucket, keelson's version in its index, keeps the
+//! lease → keys links, and records the event watchers will see (in etcd's form: a PUT carries the
+//! record as stored, a DELETE only the key and the deletion's revision; `prev_kv` is left for
+//! [`super::history::prev_kv`] to fill in for watchers that ask).
+
+use keelson_proto::mvccpb::event::EventType;
+use keelson_proto::mvccpb::{Event, KeyValue};
+use prost::Message;
+
+use super::error::Result;
+use super::index_key::index_key;
+use super::read;
+use super::revision::Revision;
+use super::schema::{INDEX, KEY, LEASE_KEYS};
+use super::version::Version;
+use crate::pagefile::{BucketMut, WriteTxn};
+
+/// The lease → key link of `key` to `lease`: lease id (big-endian, so a lease's keys are adjacent
+/// and in key order), then the key.
+pub(crate) fn lease_link(lease: i64, key: &[u8]) -> Vec<u8> {
+    let mut k = lease.to_be_bytes().to_vec();
+    k.extend_from_slice(key);
+    k
+}
+
+/// Moves `key` from lease `old` to lease `new` (0: none) in the lease → keys links.
+pub(crate) fn relink(txn: &mut WriteTxn<'_>, key: &[u8], old: i64, new: i64) -> Result<()> {
+    if old == new {
+        return Ok(());
+    }
+    let mut links = txn.bucket(LEASE_KEYS)?;
+    if old != 0 {
+        links.delete(&lease_link(old, key))?;
+    }
+    if new != 0 {
+        links.put(&lease_link(new, key), &[])?;
+    }
+    Ok(())
+}
+
+/// etcd's `key` bucket, packed as etcd packs it: revisions only grow, so pages split nearly full
+/// (half-full splits would leave every page behind the newest half empty for good).
+fn revision_bucket<'a>(txn: &'a mut WriteTxn<'_>) -> Result<BucketMut<'a>> {
+    let mut keys = txn.bucket(KEY)?;
+    keys.set_fill_percent(0.9);
+    Ok(keys)
+}
+
+/// The changes of one request in progress.
+pub(crate) struct Writes<'t, 'w> {
+    pub txn: &'t mut WriteTxn<'w>,
+    /// The request's main revision.
+    pub main: i64,
+    /// Changes so far (the next sub revision).
+    pub changes: i64,
+    /// The events of the changes so far, in sub revision order.
+    pub events: Vec<Event>,
+}
+
+impl<'t, 'w> Writes<'t, 'w> {
+    pub fn new(txn: &'t mut WriteTxn<'w>, current: i64) -> Self {
+        Writes {
+            txn,
+            main: current + 1,
+            changes: 0,
+            events: Vec::new(),
+        }
+    }
+
+    /// The revision reads inside this request see: its own changes once it has made some.
+    pub fn read_revision(&self) -> i64 {
+        if self.changes > 0 {
+            self.main
+        } else {
+            self.main - 1
+        }
+    }
+
+    fn next_revision(&mut self) -> Revision {
+        let rev = Revision::new(self.main, self.changes);
+        self.changes += 1;
+        rev
+    }
+
+    /// Sets `key` to `value` under `lease`; returns the record stored.
+    pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<KeyValue> {
+        let prior = read::latest(&*self.txn, key)?.filter(|(_, v)| !v.tombstone);
+        let (create_revision, version) = match prior {
+            Some((_, v)) => (v.create_revision, v.version + 1),
+            None => (self.main, 1),
+        };
+        let rev = self.next_revision();
+        let kv = KeyValue {
+            key: key.to_vec(),
+            create_revision,
+            mod_revision: self.main,
+            version,
+            value,
+            lease,
+        };
+        revision_bucket(self.txn)?.put(&rev.key(false), &kv.encode_to_vec())?;
+        let indexed = Version {
+            tombstone: false,
+            create_revision,
+            version,
+            lease,
+        };
+        self.txn
+            .bucket(INDEX)?
+            .put(&index_key(key, rev), &indexed.encode())?;
+        relink(self.txn, key, prior.map_or(0, |(_, v)| v.lease), lease)?;
+        self.events.push(Event {
+            r#type: EventType::Put as i32,
+            kv: Some(kv.clone()),
+            prev_kv: None,
+        });
+        Ok(kv)
+    }
+
+    /// Deletes `key`, whose live version was attached to `lease`.
+    pub fn delete(&mut self, key: &[u8], lease: i64) -> Result<()> {
+        let rev = self.next_revision();
+        let record = KeyValue {
+            key: key.to_vec(),
+            ..KeyValue::default()
+        };
+        revision_bucket(self.txn)?.put(&rev.key(true), &record.encode_to_vec())?;
+        self.txn
+            .bucket(INDEX)?
+            .put(&index_key(key, rev), &Version::tombstone().encode())?;
+        relink(self.txn, key, lease, 0)?;
+        let kv = KeyValue {
+            key: key.to_vec(),
+            mod_revision: self.main,
+            ..KeyValue::default()
+        };
+        self.events.push(Event {
+            r#type: EventType::Delete as i32,
+            kv: Some(kv),
+            prev_kv: None,
+        });
+        Ok(())
+    }
+}
