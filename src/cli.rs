@@ -1,17 +1,103 @@
-//! The command line of the `keelson` binary (clap). Today: `keelson db …` and `keelson wal …`, the
-//! inspectors; the server's etcd-compatible flags join them with the server.
+//! The command line of the `keelson` binary (clap): with no subcommand, a member with etcd's flags
+//! ([`crate::config::Flags`]); `keelson db …` and `keelson wal …` are the file inspectors.
+//!
+//! Like etcd (Go's `flag` package), a long flag may be written with one dash (`-name x`); an
+//! unknown flag is refused with etcd's wording and exit status 2.
 
 use std::path::PathBuf;
 
-use clap::{Args as ClapArgs, Parser, Subcommand};
+use clap::{
+    Arg, ArgAction, ArgMatches, Args as ClapArgs, CommandFactory, FromArgMatches, Parser,
+    Subcommand,
+};
 
-/// An etcd-compatible, strongly consistent key-value store for control planes.
+use crate::config::{Flags, INERT_FLAGS};
+
+/// An etcd-compatible, strongly consistent key-value store for control planes. With no
+/// subcommand, runs a member; its flags are etcd's.
 #[derive(Debug, Parser)]
-#[command(name = "keelson", version)]
+#[command(name = "keelson", version, args_conflicts_with_subcommands = true)]
 pub struct Args {
-    /// What to do.
+    /// Inspect files instead of running a member.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// The member's flags.
+    #[command(flatten)]
+    pub flags: Flags,
+}
+
+/// The parsed command line, and the etcd flags given that keelson does not act on yet.
+pub struct Parsed {
+    /// What to do.
+    pub args: Args,
+    /// `--flag` names given that keelson accepts and ignores.
+    pub inert: Vec<String>,
+}
+
+fn with_inert_flags(command: clap::Command) -> clap::Command {
+    INERT_FLAGS.iter().fold(command, |command, name| {
+        let env = format!("ETCD_{}", name.to_uppercase().replace('-', "_"));
+        command.arg(
+            Arg::new(*name)
+                .long(*name)
+                .env(env)
+                .num_args(0..=1)
+                .require_equals(false)
+                .action(ArgAction::Set)
+                .hide(true),
+        )
+    })
+}
+
+/// Go's flag syntax allows `-name`; clap wants `--name`.
+fn normalize(arg: String) -> String {
+    let single_dash_long = arg.starts_with('-')
+        && !arg.starts_with("--")
+        && arg.len() > 2
+        && arg[1..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic());
+    if single_dash_long {
+        format!("-{arg}")
+    } else {
+        arg
+    }
+}
+
+/// Parses the process's command line, or exits as etcd does on a bad one.
+pub fn parse() -> Parsed {
+    let argv = std::env::args()
+        .enumerate()
+        .map(|(i, a)| if i == 0 { a } else { normalize(a) });
+    let command = with_inert_flags(Args::command());
+    let matches: ArgMatches = match command.try_get_matches_from(argv) {
+        Ok(m) => m,
+        Err(e) => {
+            if e.kind() == clap::error::ErrorKind::UnknownArgument {
+                let flag = e
+                    .get(clap::error::ContextKind::InvalidArg)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                let flag = flag
+                    .split('=')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches('-');
+                eprintln!("flag provided but not defined: -{flag}");
+                eprintln!("Try 'keelson --help' for the flags (etcd's).");
+                std::process::exit(2);
+            }
+            e.exit()
+        }
+    };
+    let inert = INERT_FLAGS
+        .iter()
+        .filter(|name| matches.value_source(name).is_some())
+        .map(|name| name.to_string())
+        .collect();
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    Parsed { args, inert }
 }
 
 /// The subcommands.

@@ -1,13 +1,21 @@
-//! The `keelson` binary. See `keelson --help`; the README's first command starts here.
+//! The `keelson` binary: a member (etcd's flags), or the file inspectors (`keelson db`, `keelson
+//! wal`). See `keelson --help`; the README's first command starts here.
 
+mod api;
 mod cli;
+mod config;
+mod cores;
+mod ids;
 mod inspect;
+mod link;
+mod raft;
+mod server;
+mod status;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
 
-use clap::Parser;
-use cli::{Args, Command, DbCommand, WalCommand};
+use cli::{Command, DbCommand, WalCommand};
 use inspect::{Encoding, InspectError};
 
 fn encoding(hex: bool) -> Encoding {
@@ -41,11 +49,48 @@ fn run_db(command: DbCommand, out: &mut dyn Write) -> Result<(), InspectError> {
     }
 }
 
+/// Logs to stderr at `--log-level` (etcd's levels: panic and fatal log errors only).
+fn init_logging(level: &str) {
+    let level = match level {
+        "debug" => tracing::Level::DEBUG,
+        "warn" => tracing::Level::WARN,
+        "error" | "panic" | "fatal" => tracing::Level::ERROR,
+        _ => tracing::Level::INFO,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+        .init();
+}
+
+/// Runs a member until it is stopped.
+fn run_member(flags: &config::Flags, inert: &[String]) -> ExitCode {
+    init_logging(&flags.log_level);
+    for flag in inert {
+        tracing::warn!("--{flag} is an etcd flag keelson does not act on yet; ignored");
+    }
+    let result = config::Config::from_flags(flags)
+        .map_err(|e| e.to_string())
+        .and_then(|config| server::run(config).map_err(|e| e.to_string()));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("keelson: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let cli::Parsed { args, inert } = cli::parse();
+    let Some(command) = args.command else {
+        return run_member(&args.flags, &inert);
+    };
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
-    let result = match args.command {
+    let result = match command {
         Command::Db(command) => run_db(command, &mut out),
         Command::Wal(WalCommand::Dump { dir, from, format }) => {
             inspect::wal::dump_wal(&dir, from, encoding(format.hex), &mut out)

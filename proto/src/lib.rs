@@ -1,11 +1,15 @@
-//! etcd's v3 API messages, wire-compatible with etcd: the same protobuf packages, message names and
-//! field numbers, from `.proto` files written in this crate (`proto/etcd/`) and compiled with
-//! prost at build time.
+//! etcd's v3 API, wire-compatible with etcd: the same protobuf packages, message names and field
+//! numbers, from `.proto` files written in this crate (`proto/etcd/`), compiled with prost, and
+//! the gRPC services with tonic's code generator (server traits; unimplemented methods answer
+//! `Unimplemented`).
 //!
 //! - [`mvccpb`]: the records of etcd's MVCC store (`KeyValue`, the value of every revision in the
 //!   `key` bucket) and watch events.
-//! - [`etcdserverpb`]: the v3 API's requests and responses (key-value and lease, so far).
+//! - [`etcdserverpb`]: the v3 API (KV, Watch, Lease, Cluster, Maintenance, Auth), the raft log's
+//!   `InternalRaftRequest`, and the WAL's `Metadata`.
 //! - [`leasepb`]: the lease record of the `lease` bucket.
+//! - [`authpb`]: users and roles.
+//! - [`v3lockpb`], [`v3electionpb`]: the lock and election services.
 
 /// etcd's MVCC records (package `mvccpb`).
 #[allow(missing_docs)]
@@ -23,4 +27,22 @@ pub mod etcdserverpb {
 #[allow(missing_docs)]
 pub mod leasepb {
     include!(concat!(env!("OUT_DIR"), "/leasepb.rs"));
+}
+
+/// etcd's users and roles (package `authpb`).
+#[allow(missing_docs)]
+pub mod authpb {
+    include!(concat!(env!("OUT_DIR"), "/authpb.rs"));
+}
+
+/// etcd's lock service (package `v3lockpb`).
+#[allow(missing_docs)]
+pub mod v3lockpb {
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
+}
+
+/// etcd's election service (package `v3electionpb`).
+#[allow(missing_docs)]
+pub mod v3electionpb {
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
 }

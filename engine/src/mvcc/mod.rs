@@ -34,4 +34,4 @@ pub use lease::{keys_of as lease_keys, leases};
 pub use read::{Revisions, range, revisions};
 pub use revision::Revision;
 pub use store::{Applied, Entry, Options, Request, Response, Store};
-pub use txn::read_only as read_only_txn;
+pub use txn::{is_read_only as is_read_only_txn, read_only as read_only_txn};

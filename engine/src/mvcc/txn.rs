@@ -242,6 +242,12 @@ fn only_ranges(ops: &[RequestOp]) -> Option<Vec<&RangeRequest>> {
         .collect()
 }
 
+/// Whether a Txn only reads (its branches hold only ranges, as etcd decides it): such a txn is
+/// answered by [`read_only`] instead of being proposed.
+pub fn is_read_only(req: &TxnRequest) -> bool {
+    only_ranges(&req.success).is_some() && only_ranges(&req.failure).is_some()
+}
+
 /// Answers a read-only Txn — one whose branches hold only ranges, as etcd decides it — from any
 /// [`View`] at `revs`, as etcd does without going through raft. `None` if the txn writes (or
 /// nests a txn): it must be proposed.

@@ -1,0 +1,415 @@
+//! The server's configuration: etcd's flags, names and defaults (also read from `ETCD_*`
+//! environment variables, as etcd does), plus keelson's own `--cores`. [`Config::from_flags`]
+//! checks them and derives what the rest of the server needs (addresses, members, ids), so an
+//! invalid combination is refused before anything starts.
+//!
+//! etcd flags keelson recognises but does not act on yet are accepted with a warning
+//! ([`INERT_FLAGS`]); any other flag is an error worded as etcd words it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args as ClapArgs;
+
+use crate::ids;
+
+/// etcd's defaults that the flags below refer to.
+const DEFAULT_NAME: &str = "default";
+const DEFAULT_CLIENT_URL: &str = "http://localhost:2379";
+const DEFAULT_PEER_URL: &str = "http://localhost:2380";
+
+/// The flags of `keelson` (no subcommand): etcd's, with etcd's names and defaults.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct Flags {
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = DEFAULT_NAME)]
+    pub name: String,
+    /// Path to the data directory (default: `<name>.etcd`).
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Path to the dedicated WAL directory (default: `<data-dir>/member/wal`).
+    #[arg(long, env = "ETCD_WAL_DIR")]
+    pub wal_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic (comma-separated).
+    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", default_value = DEFAULT_CLIENT_URL)]
+    pub listen_client_urls: String,
+    /// This member's client URLs to advertise to the rest of the cluster.
+    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", default_value = DEFAULT_CLIENT_URL)]
+    pub advertise_client_urls: String,
+    /// URLs to listen on for peer traffic.
+    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = DEFAULT_PEER_URL)]
+    pub listen_peer_urls: String,
+    /// This member's peer URLs to advertise to the rest of the cluster.
+    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", default_value = DEFAULT_PEER_URL)]
+    pub initial_advertise_peer_urls: String,
+    /// Initial cluster configuration for bootstrapping: `name=peerURL,...`
+    /// (default: `<name>=<initial-advertise-peer-urls>`).
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Initial cluster state ('new' or 'existing').
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new")]
+    pub initial_cluster_state: String,
+    /// Initial cluster token for the etcd cluster during bootstrap.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
+    pub initial_cluster_token: String,
+    /// Number of committed transactions to trigger a snapshot to disk.
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub snapshot_count: u64,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    pub quota_backend_bytes: u64,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    pub max_request_bytes: u32,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: u32,
+    /// Log level: debug, info, warn, error, panic or fatal.
+    #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// keelson: the CPUs to run on, one executor pinned to each — a count (the first N CPUs of the
+    /// process's affinity mask) or a list like `0,2-3` (default: every CPU in the mask).
+    #[arg(long, env = "KEELSON_CORES")]
+    pub cores: Option<String>,
+}
+
+/// etcd 3.4 flags keelson accepts but does not act on yet: each is taken (with or without a value)
+/// and logged as ignored, so existing command lines and unit files keep working.
+pub const INERT_FLAGS: &[&str] = &[
+    "logger",
+    "log-outputs",
+    "enable-log-rotation",
+    "log-rotation-config-json",
+    "debug",
+    "listen-metrics-urls",
+    "metrics",
+    "max-snapshots",
+    "max-wals",
+    "grpc-keepalive-min-time",
+    "grpc-keepalive-interval",
+    "grpc-keepalive-timeout",
+    "initial-election-tick-advance",
+    "pre-vote",
+    "strict-reconfig-check",
+    "auto-compaction-retention",
+    "auto-compaction-mode",
+    "enable-v2",
+    "enable-pprof",
+    "cors",
+    "host-whitelist",
+    "discovery",
+    "discovery-fallback",
+    "discovery-proxy",
+    "discovery-srv",
+    "discovery-srv-name",
+    "cert-file",
+    "key-file",
+    "client-cert-auth",
+    "client-crl-file",
+    "client-cert-allowed-hostname",
+    "trusted-ca-file",
+    "auto-tls",
+    "peer-cert-file",
+    "peer-key-file",
+    "peer-client-cert-auth",
+    "peer-trusted-ca-file",
+    "peer-auto-tls",
+    "peer-cert-allowed-cn",
+    "peer-cert-allowed-hostname",
+    "peer-crl-file",
+    "cipher-suites",
+    "auth-token",
+    "bcrypt-cost",
+    "experimental-initial-corrupt-check",
+    "experimental-corrupt-check-time",
+    "experimental-enable-v2v3",
+    "experimental-backend-bbolt-freelist-type",
+    "experimental-enable-lease-checkpoint",
+    "experimental-compaction-batch-limit",
+    "experimental-peer-skip-client-san-verification",
+    "experimental-watch-progress-notify-interval",
+    "unsafe-no-fsync",
+    "force-new-cluster",
+    "proxy",
+    "enable-grpc-gateway",
+    "backend-batch-interval",
+    "backend-batch-limit",
+];
+
+/// A configuration that cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A URL flag holds something that is not `http://host:port`.
+    #[error("--{flag}: {url:?} is not a URL keelson can serve (expected http://host:port)")]
+    Url {
+        /// The flag.
+        flag: &'static str,
+        /// The offending URL.
+        url: String,
+    },
+    /// `--initial-cluster` is malformed or does not name this member.
+    #[error("--initial-cluster: {0}")]
+    InitialCluster(String),
+    /// A flag value is out of range.
+    #[error("--{flag}: {why}")]
+    Invalid {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// One member of the initial cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its name.
+    pub name: String,
+    /// Its id, derived as etcd derives it.
+    pub id: u64,
+    /// Its peer URLs.
+    pub peer_urls: Vec<String>,
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This member's name.
+    pub name: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The WAL directory.
+    pub wal_dir: PathBuf,
+    /// Client listen addresses.
+    pub client_addrs: Vec<SocketAddr>,
+    /// Client URLs advertised in the member list.
+    pub advertise_client_urls: Vec<String>,
+    /// Every member of the initial cluster, this one included.
+    pub members: Vec<Member>,
+    /// This member's id.
+    pub member_id: u64,
+    /// The cluster's id.
+    pub cluster_id: u64,
+    /// Raft tick (the heartbeat interval).
+    pub tick: Duration,
+    /// Election timeout in ticks.
+    pub election_ticks: usize,
+    /// Largest request accepted, in bytes.
+    pub max_request_bytes: usize,
+    /// Most operations in one txn.
+    pub max_txn_ops: usize,
+    /// CPUs to run on (None: every CPU in the affinity mask).
+    pub cores: Option<String>,
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Resolves `http://host:port` to the socket addresses to listen on.
+fn listen_addrs(flag: &'static str, url: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    use std::net::ToSocketAddrs;
+    let bad = || ConfigError::Url {
+        flag,
+        url: url.to_string(),
+    };
+    let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+    let host_port = rest.trim_end_matches('/');
+    if host_port.contains('/') {
+        return Err(bad());
+    }
+    let addrs: Vec<SocketAddr> = host_port.to_socket_addrs().map_err(|_| bad())?.collect();
+    if addrs.is_empty() {
+        return Err(bad());
+    }
+    Ok(addrs)
+}
+
+impl Config {
+    /// Checks `flags` and derives the configuration.
+    pub fn from_flags(flags: &Flags) -> Result<Config, ConfigError> {
+        // Absolute, so nothing depends on the working directory later (glommio opens directories
+        // relative to none).
+        let absolute = |path: PathBuf, flag: &'static str| {
+            std::path::absolute(&path).map_err(|e| ConfigError::Invalid {
+                flag,
+                why: format!("{}: {e}", path.display()),
+            })
+        };
+        let data_dir = absolute(
+            flags
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", flags.name))),
+            "data-dir",
+        )?;
+        let wal_dir = match &flags.wal_dir {
+            Some(dir) => absolute(dir.clone(), "wal-dir")?,
+            None => data_dir.join("member").join("wal"),
+        };
+        let mut client_addrs = Vec::new();
+        for url in split_list(&flags.listen_client_urls) {
+            for addr in listen_addrs("listen-client-urls", &url)? {
+                if !client_addrs.contains(&addr) {
+                    client_addrs.push(addr);
+                }
+            }
+        }
+        if client_addrs.is_empty() {
+            return Err(ConfigError::Invalid {
+                flag: "listen-client-urls",
+                why: "no URL given".into(),
+            });
+        }
+        if flags.initial_cluster_state != "new" && flags.initial_cluster_state != "existing" {
+            return Err(ConfigError::Invalid {
+                flag: "initial-cluster-state",
+                why: format!(
+                    "invalid value {:?} (expected new or existing)",
+                    flags.initial_cluster_state
+                ),
+            });
+        }
+        let initial_cluster = flags.initial_cluster.clone().unwrap_or_else(|| {
+            split_list(&flags.initial_advertise_peer_urls)
+                .iter()
+                .map(|u| format!("{}={u}", flags.name))
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+        let members = parse_initial_cluster(&initial_cluster, &flags.initial_cluster_token)?;
+        let member_id = members
+            .iter()
+            .find(|m| m.name == flags.name)
+            .map(|m| m.id)
+            .ok_or_else(|| {
+                ConfigError::InitialCluster(format!(
+                    "this member's name {:?} is not in {initial_cluster:?}",
+                    flags.name
+                ))
+            })?;
+        if flags.heartbeat_interval == 0 {
+            return Err(ConfigError::Invalid {
+                flag: "heartbeat-interval",
+                why: "must be at least 1 ms".into(),
+            });
+        }
+        if flags.election_timeout < 5 * flags.heartbeat_interval {
+            // etcd's own rule (etcdmain: "election-timeout should be at least 5 times
+            // heartbeat-interval").
+            return Err(ConfigError::Invalid {
+                flag: "election-timeout",
+                why: format!(
+                    "{} ms must be at least 5 times --heartbeat-interval ({} ms)",
+                    flags.election_timeout, flags.heartbeat_interval
+                ),
+            });
+        }
+        let cluster_id = ids::cluster_id(members.iter().map(|m| m.id));
+        Ok(Config {
+            name: flags.name.clone(),
+            data_dir,
+            wal_dir,
+            client_addrs,
+            advertise_client_urls: split_list(&flags.advertise_client_urls),
+            members,
+            member_id,
+            cluster_id,
+            tick: Duration::from_millis(flags.heartbeat_interval),
+            election_ticks: (flags.election_timeout / flags.heartbeat_interval) as usize,
+            max_request_bytes: flags.max_request_bytes as usize,
+            max_txn_ops: flags.max_txn_ops as usize,
+            cores: flags.cores.clone(),
+        })
+    }
+
+    /// The page file: `<data-dir>/member/snap/db`, as etcd lays it out.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("member").join("snap").join("db")
+    }
+}
+
+/// Parses `name=url,name=url,...` (a name may repeat, one URL each) into members with etcd's ids.
+fn parse_initial_cluster(spec: &str, token: &str) -> Result<Vec<Member>, ConfigError> {
+    let mut members: Vec<Member> = Vec::new();
+    for part in split_list(spec) {
+        let (name, url) = part
+            .split_once('=')
+            .ok_or_else(|| ConfigError::InitialCluster(format!("{part:?} is not name=peerURL")))?;
+        if !url.starts_with("http://") && !url.starts_with("https://") {
+            return Err(ConfigError::InitialCluster(format!(
+                "{url:?} is not a peer URL"
+            )));
+        }
+        match members.iter_mut().find(|m| m.name == name) {
+            Some(m) => m.peer_urls.push(url.to_string()),
+            None => members.push(Member {
+                name: name.to_string(),
+                id: 0,
+                peer_urls: vec![url.to_string()],
+            }),
+        }
+    }
+    if members.is_empty() {
+        return Err(ConfigError::InitialCluster("no members".into()));
+    }
+    for m in &mut members {
+        m.id = ids::member_id(&m.peer_urls, token);
+    }
+    Ok(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        flags: Flags,
+    }
+
+    fn config(args: &[&str]) -> Result<Config, ConfigError> {
+        let cli = Cli::try_parse_from(std::iter::once("keelson").chain(args.iter().copied()))
+            .expect("flags parse");
+        Config::from_flags(&cli.flags)
+    }
+
+    #[test]
+    fn defaults_are_etcds() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.name, "default");
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(c.data_dir, here.join("default.etcd"));
+        assert_eq!(c.wal_dir, here.join("default.etcd/member/wal"));
+        assert_eq!(c.db_path(), here.join("default.etcd/member/snap/db"));
+        assert_eq!(c.members.len(), 1);
+        assert_eq!(c.members[0].peer_urls, vec!["http://localhost:2380"]);
+        assert_eq!(c.election_ticks, 10);
+        assert_eq!(c.max_request_bytes, 1_572_864);
+    }
+
+    #[test]
+    fn bad_combinations_are_refused() {
+        assert!(config(&["--listen-client-urls", "127.0.0.1:2379"]).is_err());
+        assert!(config(&["--initial-cluster", "other=http://127.0.0.1:2380"]).is_err());
+        assert!(config(&["--initial-cluster-state", "old"]).is_err());
+        assert!(config(&["--election-timeout", "200"]).is_err());
+    }
+}

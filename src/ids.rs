@@ -1,0 +1,38 @@
+//! Member and cluster ids, derived exactly as etcd derives them, so the same flags give the same
+//! ids as etcd (clients and tools print and compare them).
+//!
+//! - member id: the first 8 bytes (big-endian) of SHA-1 over the member's peer URLs, sorted and
+//!   concatenated, followed by the `--initial-cluster-token`;
+//! - cluster id: the first 8 bytes (big-endian) of SHA-1 over the sorted member ids, each as 8
+//!   big-endian bytes.
+
+use sha1::{Digest, Sha1};
+
+fn leading_u64(digest: &[u8]) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// The id of a member with these peer URLs, bootstrapped with `token`.
+pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
+    let mut urls = peer_urls.to_vec();
+    urls.sort();
+    let mut hash = Sha1::new();
+    for url in &urls {
+        hash.update(url.as_bytes());
+    }
+    hash.update(token.as_bytes());
+    leading_u64(&hash.finalize())
+}
+
+/// The id of a cluster of these members.
+pub fn cluster_id(members: impl IntoIterator<Item = u64>) -> u64 {
+    let mut ids: Vec<u64> = members.into_iter().collect();
+    ids.sort_unstable();
+    let mut hash = Sha1::new();
+    for id in ids {
+        hash.update(id.to_be_bytes());
+    }
+    leading_u64(&hash.finalize())
+}

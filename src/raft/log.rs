@@ -1,0 +1,174 @@
+//! The raft log as raft-rs sees it ([`raft::Storage`]): the hard state, the voters, and the entries
+//! since the page file's last sync, in memory. The WAL holds the same entries durably — the raft
+//! core writes them there before it hands them to this log — and the page file holds everything
+//! before them, applied; so this log starts right after the store's consistent index at startup
+//! and is trimmed behind each page-file sync.
+//!
+//! Invariants: `entries` are contiguous, starting at `first`; `first - 1` is the index whose term
+//! is `before_term` (the last entry the page file had applied when the log was trimmed or opened).
+
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, Storage, StorageError};
+
+/// The in-memory tail of the raft log.
+#[derive(Debug, Default)]
+pub struct RaftLog {
+    hard_state: HardState,
+    conf_state: ConfState,
+    /// Index of `entries[0]`.
+    first: u64,
+    /// Term of the entry at `first - 1`.
+    before_term: u64,
+    entries: Vec<Entry>,
+}
+
+impl RaftLog {
+    /// A log whose entries start after `applied` (of `applied_term`), with these voters.
+    pub fn new(applied: u64, applied_term: u64, hard_state: HardState, voters: Vec<u64>) -> Self {
+        RaftLog {
+            hard_state,
+            conf_state: ConfState {
+                voters,
+                ..ConfState::default()
+            },
+            first: applied + 1,
+            before_term: applied_term,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Appends `entries` (contiguous), replacing any suffix they overwrite.
+    pub fn append(&mut self, entries: &[Entry]) {
+        let Some(head) = entries.first() else { return };
+        if head.index < self.first {
+            // Only a snapshot could take the log below what is applied; a member never
+            // overwrites applied entries.
+            return;
+        }
+        let keep = (head.index - self.first) as usize;
+        self.entries.truncate(keep);
+        self.entries.extend_from_slice(entries);
+    }
+
+    /// Records the hard state.
+    pub fn set_hard_state(&mut self, hard_state: HardState) {
+        self.hard_state = hard_state;
+    }
+
+    /// Records the commit index alone.
+    pub fn set_commit(&mut self, commit: u64) {
+        self.hard_state.commit = commit;
+    }
+
+    /// Drops the entries up to and including `index` (the page file holds them now).
+    pub fn trim_through(&mut self, index: u64) {
+        if index < self.first {
+            return;
+        }
+        let last = self.first + self.entries.len() as u64 - 1;
+        let index = index.min(last);
+        let n = (index + 1 - self.first) as usize;
+        self.before_term = self.entries[n - 1].term;
+        self.entries.drain(..n);
+        self.first = index + 1;
+    }
+
+    fn last(&self) -> u64 {
+        self.first + self.entries.len() as u64 - 1
+    }
+}
+
+impl Storage for RaftLog {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState {
+            hard_state: self.hard_state.clone(),
+            conf_state: self.conf_state.clone(),
+        })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low < self.first {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let from = (low - self.first) as usize;
+        let to = (high - self.first) as usize;
+        let mut out = self.entries[from..to].to_vec();
+        raft::util::limit_size(&mut out, max_size.into());
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx + 1 == self.first {
+            return Ok(self.before_term);
+        }
+        if idx < self.first {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        match self.entries.get((idx - self.first) as usize) {
+            Some(e) => Ok(e.term),
+            None => Err(raft::Error::Store(StorageError::Unavailable)),
+        }
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.first)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last())
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Sending the page file to a lagging follower comes with the cluster; one member never
+        // asks.
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn appends_overwrite_and_trim() {
+        let mut log = RaftLog::new(10, 2, HardState::default(), vec![1]);
+        assert_eq!(log.first_index().unwrap(), 11);
+        assert_eq!(log.last_index().unwrap(), 10);
+        assert_eq!(log.term(10).unwrap(), 2);
+        log.append(&[entry(11, 2), entry(12, 2), entry(13, 2)]);
+        log.append(&[entry(12, 3)]);
+        assert_eq!(log.last_index().unwrap(), 12);
+        assert_eq!(log.term(12).unwrap(), 3);
+        let got = log
+            .entries(11, 13, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(got, vec![entry(11, 2), entry(12, 3)]);
+        log.trim_through(11);
+        assert_eq!(log.first_index().unwrap(), 12);
+        assert_eq!(log.term(11).unwrap(), 2);
+        assert!(log.term(10).is_err());
+        assert!(
+            log.entries(11, 13, None, GetEntriesContext::empty(false))
+                .is_err()
+        );
+    }
+}

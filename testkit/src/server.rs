@@ -1,0 +1,170 @@
+//! A server speaking etcd's API, started with etcd's flags on free loopback ports: real etcd 3.4, or
+//! the `keelson` binary under test — the same command line for both, so tests can run the same
+//! steps against each and compare. It logs to `<dir>/log`, can be stopped with SIGTERM or killed
+//! with SIGKILL and started again on the same data, and is killed (by its own pid) on drop.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A server process we started.
+pub struct Server {
+    binary: PathBuf,
+    child: Option<Child>,
+    /// The client port (127.0.0.1).
+    pub client_port: u16,
+    /// The peer URL it was started with (and its id derives from).
+    pub peer_url: String,
+    /// Holds `data/` and `log`.
+    pub dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+/// A free loopback port (free when asked; the server binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The loopback ports of a server (the same ports give the same member id and client URLs).
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    /// Client port.
+    pub client: u16,
+    /// Peer port (etcd binds it; keelson's id derives from it).
+    pub peer: u16,
+}
+
+impl Ports {
+    /// Two free ports.
+    pub fn free() -> Ports {
+        Ports {
+            client: free_port(),
+            peer: free_port(),
+        }
+    }
+}
+
+impl Server {
+    /// Starts `binary` with etcd's flags for a one-member cluster named `node` on `ports`, plus
+    /// `extra` flags, and waits until it answers.
+    pub fn start(binary: &Path, ports: Ports, extra: &[&str]) -> Server {
+        let mut server = Server {
+            binary: binary.to_path_buf(),
+            child: None,
+            client_port: ports.client,
+            peer_url: format!("http://127.0.0.1:{}", ports.peer),
+            dir: tempfile::tempdir().unwrap(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.launch();
+        server
+    }
+
+    /// Real etcd 3.4.
+    pub fn etcd(ports: Ports) -> Server {
+        Server::start(Path::new("/usr/bin/etcd"), ports, &[])
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// `127.0.0.1:<client port>`, for `--endpoints`.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    /// Starts the process (again) on the same data directory and ports, and waits until it
+    /// answers a read.
+    pub fn launch(&mut self) {
+        assert!(
+            self.binary.exists(),
+            "{} not found (etcd: apt-get install -y etcd-server etcd-client, or run .ci/run)",
+            self.binary.display()
+        );
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("log"))
+            .unwrap();
+        let child = Command::new(&self.binary)
+            .args(["--name", "node", "--data-dir"])
+            .arg(self.data_dir())
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &self.peer_url])
+            .args(["--initial-advertise-peer-urls", &self.peer_url])
+            .args(["--initial-cluster", &format!("node={}", self.peer_url)])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "{} exited ({status}) before serving:\n{}",
+                    self.binary.display(),
+                    self.log()
+                );
+            }
+            let probe = Command::new("/usr/bin/etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &self.endpoint(), "--command-timeout=1s"])
+                .args(["get", "readiness-probe"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("etcdctl runs (apt-get install -y etcd-client)");
+            if probe.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not serve within 30 s:\n{}",
+                self.binary.display(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        child.wait().unwrap()
+    }
+
+    /// Kills the process with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

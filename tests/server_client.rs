@@ -1,0 +1,312 @@
+//! The `etcd-client` crate against the real keelson binary: every KV call (count_only included,
+//! which etcdctl 3.4 cannot send), many concurrent clients on many connections, etcd's errors for
+//! bad input, and durability — writers killed with SIGKILL at random moments lose no acknowledged
+//! write, and the page file passes `keelson db check` afterwards.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use etcd_client::{
+    Client, Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+};
+use keelson_testkit::server::{Ports, Server};
+
+fn keelson() -> Server {
+    Server::start(Path::new(env!("CARGO_BIN_EXE_keelson")), Ports::free(), &[])
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn connect(server: &Server) -> Client {
+    Client::connect([server.endpoint()], None).await.unwrap()
+}
+
+fn code_and_message(e: etcd_client::Error) -> (tonic::Code, String) {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => (s.code(), s.message().to_string()),
+        other => panic!("not a gRPC status: {other}"),
+    }
+}
+
+#[test]
+fn every_kv_call_and_option() {
+    let mut server = keelson();
+    runtime().block_on(async {
+        let mut c = connect(&server).await;
+        for i in 0..10 {
+            c.put(format!("k{i}"), format!("v{i}"), None).await.unwrap();
+        }
+        let prev = c
+            .put("k0", "again", Some(PutOptions::new().with_prev_key()))
+            .await
+            .unwrap();
+        assert_eq!(prev.prev_key().unwrap().value(), b"v0");
+
+        let all = GetOptions::new().with_prefix();
+        let counted = c
+            .get("k", Some(all.clone().with_count_only()))
+            .await
+            .unwrap();
+        assert_eq!((counted.count(), counted.kvs().len()), (10, 0));
+        let limited = c
+            .get("k", Some(all.clone().with_limit(3).with_keys_only()))
+            .await
+            .unwrap();
+        assert_eq!((limited.count(), limited.kvs().len()), (10, 3));
+        assert!(limited.more());
+        assert!(limited.kvs().iter().all(|kv| kv.value().is_empty()));
+        let sorted = c
+            .get(
+                "k",
+                Some(
+                    all.clone()
+                        .with_sort(SortTarget::Mod, SortOrder::Descend)
+                        .with_limit(1),
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(sorted.kvs()[0].key(), b"k0");
+        let old = c
+            .get("k0", Some(GetOptions::new().with_revision(2)))
+            .await
+            .unwrap();
+        assert_eq!(old.kvs()[0].value(), b"v0");
+        assert_eq!(old.header().unwrap().revision(), 12);
+        let serializable = c
+            .get("k1", Some(GetOptions::new().with_serializable()))
+            .await
+            .unwrap();
+        assert_eq!(serializable.kvs()[0].value(), b"v1");
+
+        let txn = Txn::new()
+            .when([Compare::version("k1", CompareOp::Equal, 1)])
+            .and_then([
+                TxnOp::put("k1", "txn", None),
+                TxnOp::get("k1", None),
+                TxnOp::delete("k2", None),
+            ])
+            .or_else([TxnOp::get("k1", None)]);
+        let done = c.txn(txn).await.unwrap();
+        assert!(done.succeeded());
+        assert_eq!(done.header().unwrap().revision(), 13);
+        let read_only = Txn::new()
+            .when([Compare::value("k1", CompareOp::Equal, "nope")])
+            .or_else([TxnOp::get("k1", None)]);
+        let answered = c.txn(read_only).await.unwrap();
+        assert!(!answered.succeeded());
+        assert_eq!(answered.header().unwrap().revision(), 13);
+
+        let deleted = c
+            .delete("k", Some(etcd_client::DeleteOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        assert_eq!(deleted.deleted(), 9);
+        c.compact(10, None).await.unwrap();
+        let compacted = c
+            .get("k0", Some(GetOptions::new().with_revision(5)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            code_and_message(compacted),
+            (
+                tonic::Code::OutOfRange,
+                "etcdserver: mvcc: required revision has been compacted".into()
+            )
+        );
+    });
+    assert!(server.terminate().success(), "{}", server.log());
+}
+
+#[test]
+fn bad_input_gets_etcds_errors_and_the_server_goes_on() {
+    let mut server = keelson();
+    runtime().block_on(async {
+        let mut c = connect(&server).await;
+        let cases: Vec<(etcd_client::Error, tonic::Code, &str)> = vec![
+            (
+                c.put("", "v", None).await.unwrap_err(),
+                tonic::Code::InvalidArgument,
+                "etcdserver: key is not provided",
+            ),
+            (
+                c.put("big", vec![b'x'; 1_600_000], None).await.unwrap_err(),
+                tonic::Code::InvalidArgument,
+                "etcdserver: request is too large",
+            ),
+            (
+                c.put("k", "v", Some(PutOptions::new().with_lease(77)))
+                    .await
+                    .unwrap_err(),
+                tonic::Code::NotFound,
+                "etcdserver: requested lease not found",
+            ),
+            (
+                c.get("k", Some(GetOptions::new().with_revision(99)))
+                    .await
+                    .unwrap_err(),
+                tonic::Code::OutOfRange,
+                "etcdserver: mvcc: required revision is a future revision",
+            ),
+            (
+                c.txn(
+                    Txn::new().and_then(
+                        (0..129)
+                            .map(|i| TxnOp::put(format!("k{i}"), "v", None))
+                            .collect::<Vec<_>>(),
+                    ),
+                )
+                .await
+                .unwrap_err(),
+                tonic::Code::InvalidArgument,
+                "etcdserver: too many operations in txn request",
+            ),
+            (
+                c.txn(
+                    Txn::new().and_then([TxnOp::put("d", "1", None), TxnOp::put("d", "2", None)]),
+                )
+                .await
+                .unwrap_err(),
+                tonic::Code::InvalidArgument,
+                "etcdserver: duplicate key given in txn request",
+            ),
+        ];
+        for (error, code, message) in cases {
+            assert_eq!(code_and_message(error), (code, message.to_string()));
+        }
+        // Garbage on a socket closes that connection only.
+        use std::io::{Read, Write};
+        let mut raw = std::net::TcpStream::connect(server.endpoint()).unwrap();
+        raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\xff garbage garbage")
+            .unwrap();
+        let mut sink = Vec::new();
+        let _ = raw.read_to_end(&mut sink);
+        c.put("still", "here", None).await.unwrap();
+        assert_eq!(
+            c.get("still", None).await.unwrap().kvs()[0].value(),
+            b"here"
+        );
+    });
+    assert!(server.terminate().success(), "{}", server.log());
+}
+
+#[test]
+fn concurrent_clients_on_many_connections_all_land() {
+    let mut server = keelson();
+    let endpoint = server.endpoint();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let endpoint = endpoint.clone();
+            std::thread::spawn(move || {
+                runtime().block_on(async move {
+                    let mut c = Client::connect([endpoint], None).await.unwrap();
+                    let tasks: Vec<_> = (0..16)
+                        .map(|w| {
+                            let mut c = c.clone();
+                            tokio::spawn(async move {
+                                for i in 0..25 {
+                                    let key = format!("c/{t}/{w}/{i}");
+                                    c.put(key.clone(), "v", None).await.unwrap();
+                                    let got = c.get(key, None).await.unwrap();
+                                    assert_eq!(got.kvs().len(), 1, "a read sees its own write");
+                                }
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                    let all = c
+                        .get(format!("c/{t}/"), Some(GetOptions::new().with_prefix()))
+                        .await
+                        .unwrap();
+                    assert_eq!(all.count(), 16 * 25);
+                })
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    runtime().block_on(async {
+        let mut c = connect(&server).await;
+        let all = c
+            .get(
+                "c/",
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(all.count(), 8 * 16 * 25);
+        assert_eq!(all.header().unwrap().revision(), 1 + 8 * 16 * 25);
+    });
+    assert!(server.terminate().success(), "{}", server.log());
+}
+
+#[test]
+fn kill_nine_loses_no_acknowledged_write() {
+    let mut server = keelson();
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    for round in 0..5u64 {
+        let endpoint = server.endpoint();
+        let acked = acknowledged.clone();
+        let writers = std::thread::spawn(move || {
+            runtime().block_on(async move {
+                let c = Client::connect([endpoint], None).await.unwrap();
+                let tasks: Vec<_> = (0..32)
+                    .map(|w| {
+                        let (mut c, acked) = (c.clone(), acked.clone());
+                        tokio::spawn(async move {
+                            for i in 0.. {
+                                let key = format!("r{round}/w{w}/{i}");
+                                if c.put(key.clone(), "v", None).await.is_err() {
+                                    return;
+                                }
+                                acked.lock().unwrap().push(key);
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    let _ = task.await;
+                }
+            })
+        });
+        // A different moment each round, some right after a page-file sync, some between.
+        std::thread::sleep(std::time::Duration::from_millis(150 + 70 * round));
+        server.kill();
+        writers.join().unwrap();
+        server.launch();
+    }
+    let acked = acknowledged.lock().unwrap().clone();
+    assert!(
+        acked.len() > 100,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+    runtime().block_on(async {
+        let mut c = connect(&server).await;
+        for key in &acked {
+            let got = c.get(key.as_str(), None).await.unwrap();
+            assert_eq!(got.kvs().len(), 1, "acknowledged write {key} lost");
+        }
+    });
+    assert!(server.terminate().success(), "{}", server.log());
+    let db = server.data_dir().join("member/snap/db");
+    let check = Command::new(env!("CARGO_BIN_EXE_keelson"))
+        .args(["db", "check"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "keelson db check: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}

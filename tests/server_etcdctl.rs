@@ -1,0 +1,194 @@
+//! `etcdctl` (Debian's etcd-client, 3.4) against the real keelson binary, step by step beside a
+//! real etcd 3.4 started with the same flags (so member and cluster ids must match too): every
+//! step's exit status, output and error line must be the same on both. Only the raft term and
+//! index, the version and sizes in `endpoint status`, and timings are set aside — they describe the
+//! implementation, not the data.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use keelson_testkit::server::{Ports, Server};
+
+/// One etcdctl invocation: arguments, and what goes to its standard input.
+struct Step {
+    args: Vec<String>,
+    stdin: Option<&'static str>,
+}
+
+fn step(args: &str) -> Step {
+    Step {
+        args: args.split(' ').map(str::to_string).collect(),
+        stdin: None,
+    }
+}
+
+/// The session both servers go through.
+fn session() -> Vec<Step> {
+    let mut steps: Vec<Step> = [
+        "put foo bar",
+        "put foo2 bar2",
+        "put a 1",
+        "put b 2",
+        "put c 3",
+        "put a 11 --prev-kv",
+        "get foo",
+        "get foo -w json",
+        "get foo --prefix",
+        "get b --from-key",
+        "get a c",
+        "get a c -w json",
+        "get a --from-key --limit 2",
+        "get a --from-key --limit 2 -w json",
+        "get a --from-key --keys-only",
+        "get a --from-key --sort-by=MODIFY --order=DESCEND",
+        "get a --from-key --sort-by=VALUE --order=ASCEND -w json",
+        "get a --from-key --sort-by=CREATE --order=DESCEND --limit 3",
+        "get a --from-key --sort-by=VERSION",
+        "get foo --rev 2",
+        "get foo --rev 2 -w json",
+        "get foo --print-value-only",
+        "get a --consistency=s",
+        "get missing",
+        "get missing -w json",
+        "del a",
+        "del foo --prefix",
+        "del b --prev-kv -w json",
+        "del nothing",
+        "put x y -w json",
+        "get x -w fields",
+        "compaction 4",
+        "get foo --rev 2",
+        "get foo --rev 3",
+        "get foo --rev 4",
+        "get x --rev 1000",
+        "compaction 3",
+        "compaction 1000",
+        "put --ignore-value missing",
+        "put --lease=1234 k v",
+        "member list",
+        "member list -w json",
+    ]
+    .into_iter()
+    .map(step)
+    .collect();
+    steps.push(Step {
+        args: vec!["put".into(), String::new(), "empty-key".into()],
+        stdin: None,
+    });
+    steps.push(Step {
+        args: vec!["txn".into()],
+        stdin: Some("mod(\"x\") > \"0\"\n\nput x changed\nget x\n\nput y nope\n\n"),
+    });
+    steps.push(Step {
+        args: vec!["txn".into(), "-w".into(), "json".into()],
+        stdin: Some("value(\"x\") = \"nope\"\n\nput x nope\n\nget x\nget c\n\n"),
+    });
+    steps.push(Step {
+        args: vec!["txn".into()],
+        stdin: Some("create(\"c\") = \"5\"\n\nput z 1\nput z 2\n\n\n"),
+    });
+    steps.push(step("get x --from-key -w json"));
+    steps
+}
+
+/// What a step printed, with the implementation's own numbers taken out.
+fn run(endpoint: &str, step: &Step) -> String {
+    let mut child = Command::new("/usr/bin/etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoint])
+        .args(&step.args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("etcdctl runs (apt-get install -y etcd-client)");
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(input) = step.stdin {
+        stdin.write_all(input.as_bytes()).unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    // etcdctl's client logs warnings with timestamps and client ids; the last line is its verdict.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let error = stderr
+        .lines()
+        .filter(|l| !l.starts_with('{'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let stdout = normalize(&String::from_utf8_lossy(&out.stdout));
+    format!("status {:?}\n{stdout}\n{error}", out.status.code())
+}
+
+/// Blanks `"raft_term":N` (etcd's first term is 2, after its bootstrap entries; keelson's is 1) and
+/// the raft term column of `-w fields`.
+fn normalize(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("\"raft_term\":") {
+        let (head, tail) = rest.split_at(at + "\"raft_term\":".len());
+        out.push_str(head);
+        out.push('T');
+        rest = tail.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    out.push_str(rest);
+    out.lines()
+        .map(|l| {
+            if l.starts_with("\"RaftTerm\" : ") {
+                "\"RaftTerm\" : T"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn etcdctl_sees_keelson_as_it_sees_etcd() {
+    let ports = Ports::free();
+    let steps = session();
+    let mut etcd = Server::etcd(ports);
+    let expected: Vec<String> = steps.iter().map(|s| run(&etcd.endpoint(), s)).collect();
+    etcd.terminate();
+    drop(etcd);
+
+    let mut keelson = Server::start(Path::new(env!("CARGO_BIN_EXE_keelson")), ports, &[]);
+    for (step, expected) in steps.iter().zip(&expected) {
+        let got = run(&keelson.endpoint(), step);
+        assert_eq!(
+            &got,
+            expected,
+            "etcdctl {:?} differs from etcd (left: keelson, right: etcd); keelson's log:\n{}",
+            step.args,
+            keelson.log()
+        );
+    }
+    let status = keelson.terminate();
+    assert!(status.success(), "SIGTERM: {status}\n{}", keelson.log());
+}
+
+#[test]
+fn endpoint_status_and_health_describe_this_member() {
+    let mut keelson = Server::start(Path::new(env!("CARGO_BIN_EXE_keelson")), Ports::free(), &[]);
+    let endpoint = keelson.endpoint();
+    run(&endpoint, &step("put k v"));
+    let status = run(&endpoint, &step("endpoint status -w json"));
+    let members = run(&endpoint, &step("member list -w json"));
+    let member_id = members
+        .split("\"member_id\":")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap()
+        .to_string();
+    assert!(status.contains("status Some(0)"), "{status}");
+    assert!(
+        status.contains(&format!("\"leader\":{member_id}")),
+        "{status}"
+    );
+    assert!(status.contains("\"version\":\"3.4.23\""), "{status}");
+    assert!(status.contains("\"raftAppliedIndex\":"), "{status}");
+    let health = run(&endpoint, &step("endpoint health"));
+    assert!(health.contains("is healthy"), "{health}");
+    keelson.terminate();
+}
