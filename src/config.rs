@@ -18,6 +18,8 @@ use crate::ids;
 const DEFAULT_NAME: &str = "default";
 const DEFAULT_CLIENT_URL: &str = "http://localhost:2379";
 const DEFAULT_PEER_URL: &str = "http://localhost:2380";
+/// etcd's `--snapshot-count` default.
+pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
 
 /// The flags of `keelson` (no subcommand): etcd's, with etcd's names and defaults.
 #[derive(Debug, Clone, ClapArgs)]
@@ -58,7 +60,7 @@ pub struct Flags {
     )]
     pub initial_cluster_token: String,
     /// Number of committed transactions to trigger a snapshot to disk.
-    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = DEFAULT_SNAPSHOT_COUNT)]
     pub snapshot_count: u64,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use keelson_engine::mvcc;
 
+use crate::metrics::RaftMetrics;
+
 /// A serving core's name for one of its outstanding requests.
 pub type Token = u64;
 
@@ -73,6 +75,8 @@ pub struct Published {
     pub applied: AtomicU64,
     /// Set once this member has a leader and serves clients.
     pub ready: AtomicBool,
+    /// The raft core's measurements.
+    pub metrics: RaftMetrics,
 }
 
 impl Published {

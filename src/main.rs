@@ -8,6 +8,7 @@ mod cores;
 mod ids;
 mod inspect;
 mod link;
+mod metrics;
 mod raft;
 mod server;
 mod status;
@@ -67,6 +68,14 @@ fn init_logging(level: &str) {
 /// Runs a member until it is stopped.
 fn run_member(flags: &config::Flags, inert: &[String]) -> ExitCode {
     init_logging(&flags.log_level);
+    let mut inert = inert.to_vec();
+    if flags.snapshot_count != config::DEFAULT_SNAPSHOT_COUNT {
+        // The page file syncs on time (every 100 ms), not on a count of entries.
+        inert.push("snapshot-count".into());
+    }
+    if flags.quota_backend_bytes != 0 {
+        inert.push("quota-backend-bytes".into());
+    }
     for flag in inert {
         tracing::warn!("--{flag} is an etcd flag keelson does not act on yet; ignored");
     }

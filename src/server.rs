@@ -24,6 +24,7 @@ use crate::api::context::{Identity, Serving};
 use crate::config::Config;
 use crate::cores;
 use crate::link::{FromRaft, Published, ToRaft};
+use crate::metrics::GrpcCounters;
 use crate::raft::log::RaftLog;
 use crate::raft::node::{Inbox, RaftCore, RaftCoreError};
 use crate::raft::{entry, logger};
@@ -179,19 +180,24 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     } else {
         None
     };
+    let shared = ServingShared {
+        identity,
+        published: published.clone(),
+        db,
+        grpc: (0..serving_cpus.len())
+            .map(|_| GrpcCounters::default())
+            .collect(),
+        addrs: config.client_addrs.clone(),
+    };
     {
-        let identity = identity.clone();
-        let published = published.clone();
-        let db = db.clone();
-        let addrs = config.client_addrs.clone();
+        let shared = shared.clone();
         handles.push(
             LocalExecutorBuilder::new(Placement::Fixed(cpus[0]))
                 .name("keelson-raft")
                 .io_memory(IO_MEMORY)
                 .spawn(move || async move {
-                    let serving = first_serving.map(|(core, ends)| {
-                        glommio::spawn_local(serve(core, ends, identity, published, db, addrs))
-                    });
+                    let serving = first_serving
+                        .map(|(core, ends)| glommio::spawn_local(serve(core, ends, shared)));
                     let result = run_raft(raft_setup).await;
                     if let Some(task) = serving {
                         task.await;
@@ -203,15 +209,12 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     }
     let mut serving_handles = Vec::new();
     for (core, ends) in serving_ends {
-        let identity = identity.clone();
-        let published = published.clone();
-        let db = db.clone();
-        let addrs = config.client_addrs.clone();
+        let shared = shared.clone();
         serving_handles.push(
             LocalExecutorBuilder::new(Placement::Fixed(serving_cpus[core]))
                 .name(&format!("keelson-serve-{core}"))
                 .io_memory(IO_MEMORY)
-                .spawn(move || serve(core, ends, identity, published, db, addrs))
+                .spawn(move || serve(core, ends, shared))
                 .map_err(|e| ServerError::Executor(e.to_string()))?,
         );
     }
@@ -243,6 +246,16 @@ fn install_signal_handler() -> Result<(), ServerError> {
         .map_err(io_error(Path::new("signal handler")))?;
     }
     Ok(())
+}
+
+/// What every serving core starts with.
+#[derive(Clone)]
+struct ServingShared {
+    identity: Arc<Identity>,
+    published: Arc<Published>,
+    db: Db,
+    grpc: Arc<[GrpcCounters]>,
+    addrs: Vec<std::net::SocketAddr>,
 }
 
 /// What the raft core starts from.
@@ -364,16 +377,20 @@ async fn run_raft(setup: RaftSetup) -> Result<(), ServerError> {
 async fn serve(
     core: usize,
     ends: (SharedSender<Vec<ToRaft>>, SharedReceiver<Vec<FromRaft>>),
-    identity: Arc<Identity>,
-    published: Arc<Published>,
-    db: Db,
-    addrs: Vec<std::net::SocketAddr>,
+    shared: ServingShared,
 ) {
+    let ServingShared {
+        identity,
+        published,
+        db,
+        grpc,
+        addrs,
+    } = shared;
     let (to_raft, from_raft) = ends;
     let to_raft = to_raft.connect().await;
     let from_raft = from_raft.connect().await;
     let (kick, kicked) = local_channel::new_bounded(1);
-    let serving = Serving::install(core, identity.clone(), published.clone(), db, kick);
+    let serving = Serving::install(core, identity.clone(), published.clone(), db, grpc, kick);
     let forwarder = {
         let serving = serving.clone();
         glommio::spawn_local(async move {

@@ -4,7 +4,7 @@
 //! index, the version and sizes in `endpoint status`, and timings are set aside — they describe the
 //! implementation, not the data.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -64,6 +64,8 @@ fn session() -> Vec<Step> {
         "get x --rev 1000",
         "compaction 3",
         "compaction 1000",
+        "compaction --physical 5",
+        "get foo --rev 4",
         "put --ignore-value missing",
         "put --lease=1234 k v",
         "member list",
@@ -144,12 +146,36 @@ fn normalize(text: &str) -> String {
         .join("\n")
 }
 
+/// `GET path` over plain HTTP/1 on the client port: status code and body.
+fn http_get(endpoint: &str, path: &str) -> (String, String) {
+    let mut s = std::net::TcpStream::connect(endpoint).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().to_string();
+    (status, body.to_string())
+}
+
+/// The HTTP answers both servers must give alike.
+fn http_session(endpoint: &str) -> Vec<(String, String)> {
+    ["/health", "/version", "/nope"]
+        .iter()
+        .map(|path| http_get(endpoint, path))
+        .collect()
+}
+
 #[test]
 fn etcdctl_sees_keelson_as_it_sees_etcd() {
     let ports = Ports::free();
     let steps = session();
     let mut etcd = Server::etcd(ports);
     let expected: Vec<String> = steps.iter().map(|s| run(&etcd.endpoint(), s)).collect();
+    let expected_http = http_session(&etcd.endpoint());
     etcd.terminate();
     drop(etcd);
 
@@ -164,8 +190,32 @@ fn etcdctl_sees_keelson_as_it_sees_etcd() {
             keelson.log()
         );
     }
+    assert_eq!(http_session(&keelson.endpoint()), expected_http);
     let status = keelson.terminate();
     assert!(status.success(), "SIGTERM: {status}\n{}", keelson.log());
+}
+
+#[test]
+fn metrics_use_etcds_names() {
+    let mut keelson = Server::start(Path::new(env!("CARGO_BIN_EXE_keelson")), Ports::free(), &[]);
+    let endpoint = keelson.endpoint();
+    run(&endpoint, &step("put k v"));
+    run(&endpoint, &step("get k --rev 99"));
+    let (status, text) = http_get(&endpoint, "/metrics");
+    assert_eq!(status, "200");
+    for line in [
+        "etcd_server_has_leader 1",
+        "etcd_server_leader_changes_seen_total 1",
+        "etcd_disk_wal_fsync_duration_seconds_count",
+        "etcd_disk_backend_commit_duration_seconds_count",
+        "etcd_mvcc_db_total_size_in_bytes",
+        "etcd_server_proposals_committed_total",
+        "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 1",
+        "grpc_server_handled_total{grpc_code=\"OutOfRange\",grpc_method=\"Range\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 1",
+    ] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+    keelson.terminate();
 }
 
 #[test]

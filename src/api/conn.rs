@@ -1,15 +1,17 @@
 //! Client connections on a serving core: accept on the client port (one `SO_REUSEPORT` listener per
 //! core, so the kernel spreads connections over cores), speak HTTP/2 with hyper's server
 //! connection on this core's glommio executor, and route each gRPC call by its path to the
-//! tonic-generated service. A connection that sends garbage fails alone: hyper closes it and the
-//! error is logged at debug level.
+//! tonic-generated service, counting it by method and status. A connection that does not open with
+//! the HTTP/2 preface is plain HTTP/1 ([`super::http`]). A connection that sends garbage fails
+//! alone: hyper closes it and the error is logged at debug level.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 
-use glommio::net::TcpListener;
+use futures_lite::AsyncReadExt;
+use glommio::net::{TcpListener, TcpStream};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use keelson_proto::etcdserverpb::cluster_server::ClusterServer;
@@ -20,7 +22,10 @@ use tonic::server::NamedService;
 use tower_service::Service;
 
 use super::io::Io;
-use super::{cluster::ClusterApi, kv::KvApi, maintenance::MaintenanceApi};
+use super::{cluster::ClusterApi, context, http as plain, kv::KvApi, maintenance::MaintenanceApi};
+
+/// What every HTTP/2 connection opens with.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// gRPC's allowance on top of etcd's `--max-request-bytes` for the rest of a message (etcd's
 /// `grpcOverheadBytes`).
@@ -58,21 +63,31 @@ impl Services {
     }
 
     async fn call(mut self, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-        let service = request
-            .uri()
-            .path()
+        let path = request.uri().path().to_string();
+        let service = path
             .trim_start_matches('/')
             .split('/')
             .next()
-            .unwrap_or_default()
-            .to_string();
-        let response = match service.as_str() {
+            .unwrap_or_default();
+        let response = match service {
             KvServer::<KvApi>::NAME => self.kv.call(request).await,
             MaintenanceServer::<MaintenanceApi>::NAME => self.maintenance.call(request).await,
             ClusterServer::<ClusterApi>::NAME => self.cluster.call(request).await,
             _ => Ok(tonic::Status::unimplemented(format!("unknown service {service}")).into_http()),
         };
-        Ok(response.unwrap_or_else(|never| match never {}))
+        let response = response.unwrap_or_else(|never| match never {});
+        // An error comes back "trailers-only": its status in the headers; success puts it in the
+        // trailers, after the body.
+        let code = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0);
+        let _ = context::with(|s| {
+            s.count_handled(&path, code);
+            Ok(())
+        });
+        Ok(response)
     }
 }
 
@@ -104,16 +119,48 @@ pub async fn listen(addr: SocketAddr, max_request_bytes: usize) -> std::io::Resu
             }
         };
         let _ = stream.set_nodelay(true);
-        let services = services.clone();
-        glommio::spawn_local(async move {
-            let service = hyper::service::service_fn(move |request| services.clone().call(request));
-            let result = hyper::server::conn::http2::Builder::new(LocalExec)
-                .serve_connection(Io::new(stream), service)
-                .await;
-            if let Err(e) = result {
-                tracing::debug!("client connection closed: {e}");
-            }
-        })
-        .detach();
+        glommio::spawn_local(serve(stream, services.clone())).detach();
+    }
+}
+
+/// Reads the start of a connection, as far as it could be the HTTP/2 preface: whether it is, and
+/// the bytes read.
+async fn sniff(stream: &mut TcpStream) -> std::io::Result<(bool, Vec<u8>)> {
+    let mut seen = Vec::with_capacity(PREFACE.len());
+    let mut chunk = [0u8; PREFACE.len()];
+    while seen.len() < PREFACE.len() && PREFACE.starts_with(&seen) {
+        let n = stream
+            .read(&mut chunk[..PREFACE.len() - seen.len()])
+            .await?;
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    Ok((seen == PREFACE, seen))
+}
+
+/// Serves one client connection: gRPC over HTTP/2, or plain HTTP/1.
+async fn serve(mut stream: TcpStream, services: Services) {
+    let (http2, read) = match sniff(&mut stream).await {
+        Ok(sniffed) => sniffed,
+        Err(e) => {
+            tracing::debug!("client connection closed: {e}");
+            return;
+        }
+    };
+    let io = Io::new(stream, read);
+    let result = if http2 {
+        let service = hyper::service::service_fn(move |request| services.clone().call(request));
+        hyper::server::conn::http2::Builder::new(LocalExec)
+            .serve_connection(io, service)
+            .await
+    } else {
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, hyper::service::service_fn(plain::handle))
+            .await
+    };
+    if let Err(e) = result {
+        tracing::debug!("client connection closed: {e}");
     }
 }

@@ -21,6 +21,7 @@ use keelson_proto::etcdserverpb::ResponseHeader;
 use tonic::Status;
 
 use crate::link::{FromRaft, Outcome, Published, ToRaft, Token};
+use crate::metrics::GrpcCounters;
 use crate::raft::entry;
 use crate::server::Member;
 use crate::status;
@@ -59,6 +60,8 @@ pub struct Serving {
     pub published: Arc<Published>,
     /// The page file, for reads.
     pub db: Db,
+    /// Every serving core's call counters (this core writes only its own).
+    pub grpc: Arc<[GrpcCounters]>,
     outbox: RefCell<Vec<ToRaft>>,
     kick: LocalSender<()>,
     proposals: RefCell<HashMap<Token, oneshot::Sender<Outcome>>>,
@@ -87,6 +90,7 @@ impl Serving {
         identity: Arc<Identity>,
         published: Arc<Published>,
         db: Db,
+        grpc: Arc<[GrpcCounters]>,
         kick: LocalSender<()>,
     ) -> Rc<Serving> {
         // Request ids as etcd makes them unique: the member in the top 16 bits, then this core,
@@ -102,6 +106,7 @@ impl Serving {
             identity,
             published,
             db,
+            grpc,
             outbox: RefCell::new(Vec::new()),
             kick,
             proposals: RefCell::new(HashMap::new()),
@@ -199,6 +204,13 @@ impl Serving {
                     }
                 }
             }
+        }
+    }
+
+    /// Counts a gRPC call handled on this core.
+    pub fn count_handled(&self, path: &str, code: usize) {
+        if let Some(counters) = self.grpc.get(self.core) {
+            counters.handled(path, code);
         }
     }
 

@@ -1,6 +1,7 @@
 //! A glommio TCP stream as hyper's I/O: hyper 1.x reads and writes through its own `rt` traits;
 //! glommio's stream speaks `futures` I/O. Reads go through a small owned buffer so no
 //! uninitialised memory is ever handed out (one copy per read, far cheaper than the syscall).
+//! Bytes already read off the socket (to tell HTTP/2 from HTTP/1) are handed out first.
 
 use std::io;
 use std::pin::Pin;
@@ -16,14 +17,17 @@ const READ_CHUNK: usize = 16 << 10;
 pub struct Io {
     stream: TcpStream,
     scratch: Vec<u8>,
+    /// Read already, not yet handed out.
+    unread: Vec<u8>,
 }
 
 impl Io {
-    /// Wraps an accepted stream.
-    pub fn new(stream: TcpStream) -> Io {
+    /// Wraps an accepted stream from which `unread` was read already.
+    pub fn new(stream: TcpStream, unread: Vec<u8>) -> Io {
         Io {
             stream,
             scratch: vec![0; READ_CHUNK],
+            unread,
         }
     }
 }
@@ -35,6 +39,12 @@ impl hyper::rt::Read for Io {
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.unread.is_empty() {
+            let n = buf.remaining().min(this.unread.len());
+            buf.put_slice(&this.unread[..n]);
+            this.unread.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
         let want = buf.remaining().min(READ_CHUNK);
         match Pin::new(&mut this.stream).poll_read(cx, &mut this.scratch[..want]) {
             Poll::Ready(Ok(n)) => {

@@ -12,6 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel::LocalReceiver;
@@ -69,6 +70,12 @@ pub struct RaftCore {
     last_sync: Instant,
     /// A compaction has batches left to do: the next turn comes without waiting.
     compacting: bool,
+    /// Answers to physical compactions, sent when no compaction work is left.
+    after_compaction: Vec<(usize, FromRaft)>,
+    /// Page-file transactions published (applies and compaction steps), and how many of them the
+    /// last sync covered.
+    published_txns: u64,
+    synced_txns: u64,
 }
 
 impl RaftCore {
@@ -97,6 +104,9 @@ impl RaftCore {
             next_read: 1,
             last_sync: Instant::now(),
             compacting: false,
+            after_compaction: Vec::new(),
+            published_txns: 0,
+            synced_txns: 0,
         }
     }
 
@@ -152,10 +162,16 @@ impl RaftCore {
                     Ok(()) => {
                         self.proposed.insert(id, (core, token));
                     }
-                    Err(_) => self.replies[core].push(FromRaft::Applied {
-                        token,
-                        outcome: Err(status::no_leader()),
-                    }),
+                    Err(_) => {
+                        self.published
+                            .metrics
+                            .proposals_failed
+                            .fetch_add(1, Ordering::Relaxed);
+                        self.replies[core].push(FromRaft::Applied {
+                            token,
+                            outcome: Err(status::no_leader()),
+                        });
+                    }
                 },
                 ToRaft::ReadIndex { core, token } => reads.push((core, token)),
             }
@@ -170,7 +186,18 @@ impl RaftCore {
         if self.last_sync.elapsed() >= SYNC_INTERVAL {
             self.sync().await?;
         }
-        self.compacting = self.store().compact_step()?;
+        if self.store().compacted_through() < self.store().revisions().compacted {
+            self.compacting = self.store().compact_step()?;
+            self.published_txns += 1;
+        } else {
+            self.compacting = false;
+        }
+        if !self.compacting && !self.after_compaction.is_empty() {
+            for (core, answer) in std::mem::take(&mut self.after_compaction) {
+                self.replies[core].push(answer);
+            }
+            self.send_replies().await;
+        }
         Ok(())
     }
 
@@ -243,7 +270,9 @@ impl RaftCore {
                 commit: hs.commit,
             }));
         }
+        let started = Instant::now();
         self.wal.append_durably(&records).await?;
+        self.published.metrics.wal_fsync.observe(started.elapsed());
         let log = self.node.mut_store();
         log.append(entries);
         if let Some(hs) = hard_state {
@@ -257,6 +286,7 @@ impl RaftCore {
             return Ok(());
         }
         let mut ids = HashMap::new();
+        let mut physical = Vec::new();
         let batch: Vec<mvcc::Entry> = committed
             .iter()
             .map(|e| {
@@ -264,10 +294,14 @@ impl RaftCore {
                 if let Some(id) = id {
                     ids.insert(e.index, id);
                 }
+                if matches!(&applied.request, mvcc::Request::Compaction(c) if c.physical) {
+                    physical.push(e.index);
+                }
                 applied
             })
             .collect();
         let applied = self.store().apply(&batch)?;
+        self.published_txns += 1;
         for result in applied {
             let Some(waiter) = ids
                 .get(&result.index)
@@ -276,10 +310,16 @@ impl RaftCore {
                 continue;
             };
             let (core, token) = waiter;
-            self.replies[core].push(FromRaft::Applied {
+            let answer = FromRaft::Applied {
                 token,
                 outcome: result.response.map_err(|e| status::of_mvcc(&e)),
-            });
+            };
+            if physical.contains(&result.index) {
+                // A physical compaction is answered once its work is done.
+                self.after_compaction.push((core, answer));
+            } else {
+                self.replies[core].push(answer);
+            }
         }
         let (index, _) = self.store().applied();
         Published::set(&self.published.applied, index);
@@ -305,13 +345,18 @@ impl RaftCore {
 
     fn publish_state(&self) {
         let raft = &self.node.raft;
+        let metrics = &self.published.metrics;
+        if Published::get(&self.published.leader) != raft.leader_id && raft.leader_id != 0 {
+            metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
+        }
+        metrics
+            .proposals_pending
+            .store(self.proposed.len() as u64, Ordering::Relaxed);
         Published::set(&self.published.term, raft.term);
         Published::set(&self.published.leader, raft.leader_id);
         Published::set(&self.published.committed, raft.raft_log.committed);
         if raft.state == StateRole::Leader && raft.commit_to_current_term() {
-            self.published
-                .ready
-                .store(true, std::sync::atomic::Ordering::Release);
+            self.published.ready.store(true, Ordering::Release);
         }
     }
 
@@ -330,6 +375,11 @@ impl RaftCore {
     /// in-memory log behind it.
     async fn sync(&mut self) -> Result<(), RaftCoreError> {
         self.last_sync = Instant::now();
+        let started = self.last_sync;
+        if self.published_txns == self.synced_txns {
+            return Ok(());
+        }
+        let covered = self.published_txns;
         let mut store = self.store.take().expect("one sync at a time");
         let (store, result) = executor()
             .spawn_blocking(move || {
@@ -339,7 +389,12 @@ impl RaftCore {
             .await;
         self.store = Some(store);
         result?;
+        self.published
+            .metrics
+            .backend_commit
+            .observe(started.elapsed());
         let (applied, _) = self.store().applied();
+        self.synced_txns = covered;
         self.wal.release_before(applied + 1).await?;
         self.node.mut_store().trim_through(applied);
         Ok(())
