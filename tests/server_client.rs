@@ -310,3 +310,74 @@ fn kill_nine_loses_no_acknowledged_write() {
         String::from_utf8_lossy(&check.stdout)
     );
 }
+
+#[test]
+fn flags_are_read_as_etcd_reads_them() {
+    // One CPU: the raft core and the serving core share an executor. Go's single-dash flags, an
+    // ETCD_* variable, and an etcd flag keelson does not act on yet.
+    let mut server = Server::start_with_env(
+        Path::new(env!("CARGO_BIN_EXE_keelson")),
+        Ports::free(),
+        &[
+            "--cores",
+            "1",
+            "-max-request-bytes",
+            "2048",
+            "--logger",
+            "zap",
+        ],
+        &[("ETCD_MAX_TXN_OPS", "3")],
+    );
+    runtime().block_on(async {
+        let mut c = connect(&server).await;
+        let ops = |n: usize| {
+            Txn::new().and_then(
+                (0..n)
+                    .map(|i| TxnOp::put(format!("t{i}"), "v", None))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        c.txn(ops(3)).await.unwrap();
+        let (code, message) = code_and_message(c.txn(ops(4)).await.unwrap_err());
+        assert_eq!(
+            (code, message.as_str()),
+            (
+                tonic::Code::InvalidArgument,
+                "etcdserver: too many operations in txn request"
+            )
+        );
+        let (_, message) =
+            code_and_message(c.put("big", vec![b'x'; 3000], None).await.unwrap_err());
+        assert_eq!(message, "etcdserver: request is too large");
+        c.put("small", vec![b'x'; 1000], None).await.unwrap();
+    });
+    assert!(server.terminate().success(), "{}", server.log());
+    assert!(
+        server
+            .log()
+            .contains("--logger is an etcd flag keelson does not act on yet"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn an_unknown_flag_is_refused_as_etcd_refuses_it() {
+    let run = |binary: &str| {
+        let out = Command::new(binary).arg("--no-such-flag").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        (
+            out.status.code(),
+            stderr.lines().next().unwrap_or_default().to_string(),
+        )
+    };
+    let etcd = run("/usr/bin/etcd");
+    assert_eq!(
+        etcd,
+        (
+            Some(2),
+            "flag provided but not defined: -no-such-flag".to_string()
+        )
+    );
+    assert_eq!(run(env!("CARGO_BIN_EXE_keelson")), etcd);
+}

@@ -41,6 +41,7 @@ async fn write(dir: &Path, n: u64) {
             .await
             .unwrap();
     }
+    wal.close().await;
 }
 
 /// (segment file, frame offset, entry index) of every entry, and where each segment's data ends.

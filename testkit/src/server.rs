@@ -19,6 +19,7 @@ pub struct Server {
     /// Holds `data/` and `log`.
     pub dir: tempfile::TempDir,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 /// A free loopback port (free when asked; the server binds it right after).
@@ -53,6 +54,16 @@ impl Server {
     /// Starts `binary` with etcd's flags for a one-member cluster named `node` on `ports`, plus
     /// `extra` flags, and waits until it answers.
     pub fn start(binary: &Path, ports: Ports, extra: &[&str]) -> Server {
+        Server::start_with_env(binary, ports, extra, &[])
+    }
+
+    /// [`Server::start`], with these environment variables set for the process.
+    pub fn start_with_env(
+        binary: &Path,
+        ports: Ports,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut server = Server {
             binary: binary.to_path_buf(),
             child: None,
@@ -60,6 +71,10 @@ impl Server {
             peer_url: format!("http://127.0.0.1:{}", ports.peer),
             dir: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         server.launch();
         server
@@ -108,6 +123,7 @@ impl Server {
             .args(["--initial-advertise-peer-urls", &self.peer_url])
             .args(["--initial-cluster", &format!("node={}", self.peer_url)])
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
