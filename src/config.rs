@@ -18,6 +18,9 @@ use crate::ids;
 const DEFAULT_NAME: &str = "default";
 const DEFAULT_CLIENT_URL: &str = "http://localhost:2379";
 const DEFAULT_PEER_URL: &str = "http://localhost:2380";
+/// The largest `--max-request-bytes` keelson takes: a proposal is one WAL record, and a record must
+/// fit in a 64 MiB segment.
+const MAX_REQUEST_BYTES: u32 = 32 << 20;
 /// etcd's `--snapshot-count` default.
 pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
 
@@ -322,6 +325,23 @@ impl Config {
                 ),
             });
         }
+        if members.len() > 1 {
+            // Peer transport and membership come with the cluster; until then a second member
+            // would wait for a quorum that can never form.
+            return Err(ConfigError::InitialCluster(format!(
+                "{} members given; keelson runs a single member for now",
+                members.len()
+            )));
+        }
+        if flags.max_request_bytes > MAX_REQUEST_BYTES {
+            return Err(ConfigError::Invalid {
+                flag: "max-request-bytes",
+                why: format!(
+                    "{} is more than keelson takes ({MAX_REQUEST_BYTES}: one WAL record must fit a segment)",
+                    flags.max_request_bytes
+                ),
+            });
+        }
         let cluster_id = ids::cluster_id(members.iter().map(|m| m.id));
         Ok(Config {
             name: flags.name.clone(),
@@ -413,5 +433,8 @@ mod tests {
         assert!(config(&["--initial-cluster", "other=http://127.0.0.1:2380"]).is_err());
         assert!(config(&["--initial-cluster-state", "old"]).is_err());
         assert!(config(&["--election-timeout", "200"]).is_err());
+        assert!(config(&["--max-request-bytes", "100000000"]).is_err());
+        let two = "node=http://127.0.0.1:2380,other=http://127.0.0.1:2381";
+        assert!(config(&["--name", "node", "--initial-cluster", two]).is_err());
     }
 }

@@ -226,8 +226,6 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             Err(e) => outcome = Err(ServerError::Executor(e.to_string())),
         }
     }
-    // The raft core has stopped (shutdown, or a failure): nothing more can be answered.
-    STOPPING.store(true, Ordering::Release);
     for handle in serving_handles {
         if let Err(e) = handle.join() {
             outcome = Err(ServerError::Executor(e.to_string()));
@@ -268,7 +266,22 @@ struct RaftSetup {
     from_raft_tx: Vec<SharedSender<Vec<FromRaft>>>,
 }
 
+/// Set once the raft core has stopped and sent its last answers.
+static RAFT_DONE: AtomicBool = AtomicBool::new(false);
+
+/// Runs the raft core; however it ends, the serving cores then stop too (after delivering what it
+/// answered).
 async fn run_raft(setup: RaftSetup) -> Result<(), ServerError> {
+    let result = raft_core(setup).await;
+    if let Err(e) = &result {
+        tracing::error!("the raft core stopped: {e}");
+    }
+    STOPPING.store(true, Ordering::Release);
+    RAFT_DONE.store(true, Ordering::Release);
+    result
+}
+
+async fn raft_core(setup: RaftSetup) -> Result<(), ServerError> {
     let RaftSetup {
         config,
         store,
@@ -364,12 +377,7 @@ async fn run_raft(setup: RaftSetup) -> Result<(), ServerError> {
     let core = RaftCore::new(node, wal, store, published, inbox, senders);
     let result = core.run(kicked).await;
     drop(ticker);
-    // However the raft core ended, the serving cores have nothing more to serve.
-    STOPPING.store(true, Ordering::Release);
-    result.map_err(|e| {
-        tracing::error!("the raft core stopped: {e}");
-        ServerError::from(e)
-    })
+    Ok(result?)
 }
 
 /// A serving core: connects its channels, waits until the member has a leader, listens on the
@@ -430,10 +438,11 @@ async fn serve(
             identity.cluster_id
         );
     }
-    while !STOPPING.load(Ordering::Acquire) {
+    // Serve until the member stops and the raft core has sent its last answers, then let those
+    // reach their clients.
+    while !RAFT_DONE.load(Ordering::Acquire) {
         glommio::timer::sleep(STOP_POLL).await;
     }
-    // Let answers already on their way out reach their clients.
     glommio::timer::sleep(STOP_POLL).await;
     drop(listeners);
     drop(forwarder);

@@ -62,7 +62,7 @@ impl RaftLog {
 
     /// Drops the entries up to and including `index` (the page file holds them now).
     pub fn trim_through(&mut self, index: u64) {
-        if index < self.first {
+        if index < self.first || self.entries.is_empty() {
             return;
         }
         let last = self.first + self.entries.len() as u64 - 1;

@@ -56,6 +56,9 @@ pub enum MvccError {
     /// A lease's time to live is beyond etcd's limit (etcd: ErrLeaseTTLTooLarge).
     #[error("mvcc: too large lease TTL")]
     LeaseTtlTooLarge,
+    /// A key too long for the page file's index keys; etcd's nearest answer is ErrRequestTooLarge.
+    #[error("key of {0} bytes too large to index")]
+    KeyTooLarge(usize),
     /// A key was empty (etcd: ErrEmptyKey).
     #[error("mvcc: key is not provided")]
     EmptyKey,
@@ -110,6 +113,7 @@ impl MvccError {
             ),
             MvccError::LeaseTtlTooLarge => (OutOfRange, "etcdserver: too large lease TTL"),
             MvccError::EmptyKey => (InvalidArgument, "etcdserver: key is not provided"),
+            MvccError::KeyTooLarge(_) => (InvalidArgument, "etcdserver: request is too large"),
         };
         (code, message.to_string())
     }

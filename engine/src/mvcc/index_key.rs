@@ -7,10 +7,16 @@
 //! by a raw revision would not do: `a` then its revision would sort after `a\0`'s versions only by
 //! accident of the revision bytes.)
 
-use super::revision::Revision;
+use super::revision::{REVISION_KEY_LEN, Revision};
 
 const ESCAPE: u8 = 0xFF;
 const TERMINATOR: u8 = 0x01;
+
+/// The length of `key`'s index keys: escaped key, terminator, revision.
+pub(crate) fn index_key_len(key: &[u8]) -> usize {
+    // At most a tombstone-marked revision key after the terminator (a conservative bound).
+    key.len() + key.iter().filter(|&&b| b == 0).count() + 2 + REVISION_KEY_LEN + 1
+}
 
 /// The escaped form of `key`, terminator included: every index key of `key` starts with it.
 pub(crate) fn encode_user_key(key: &[u8]) -> Vec<u8> {

@@ -10,6 +10,8 @@ use keelson_proto::etcdserverpb::{
 };
 
 use super::error::{MvccError, Result};
+use super::index_key::index_key_len;
+use crate::pagefile::MAX_KEY_SIZE;
 
 /// etcd's default `--max-txn-ops`.
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;
@@ -45,9 +47,13 @@ pub fn txn(req: &TxnRequest, max_ops: usize) -> Result<()> {
     Ok(())
 }
 
+/// A key must be given, and its index keys must fit the page file's key limit (only a key of
+/// millions of zero bytes could fail this, under a raised `--max-request-bytes`).
 fn non_empty(key: &[u8]) -> Result<()> {
     if key.is_empty() {
         Err(MvccError::EmptyKey)
+    } else if index_key_len(key) > MAX_KEY_SIZE {
+        Err(MvccError::KeyTooLarge(key.len()))
     } else {
         Ok(())
     }
@@ -154,6 +160,20 @@ mod tests {
     use keelson_proto::etcdserverpb::{Compare, RequestOp};
 
     use super::*;
+
+    #[test]
+    fn keys_too_long_to_index_are_refused_before_they_reach_the_store() {
+        let zeros = PutRequest {
+            key: vec![0; MAX_KEY_SIZE / 2],
+            ..PutRequest::default()
+        };
+        assert!(matches!(put(&zeros), Err(MvccError::KeyTooLarge(_))));
+        let fine = PutRequest {
+            key: vec![b'a'; MAX_KEY_SIZE / 2],
+            ..PutRequest::default()
+        };
+        assert!(put(&fine).is_ok());
+    }
 
     fn put_op(key: &str) -> RequestOp {
         RequestOp {
