@@ -381,3 +381,21 @@ fn an_unknown_flag_is_refused_as_etcd_refuses_it() {
     );
     assert_eq!(run(env!("CARGO_BIN_EXE_keelson")), etcd);
 }
+
+#[test]
+fn a_connection_that_never_speaks_is_closed() {
+    use std::io::Read;
+    let mut server = keelson();
+    let mut silent = std::net::TcpStream::connect(server.endpoint()).unwrap();
+    // Generous: the server gives a new connection 10 s for its first bytes.
+    silent
+        .set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let read = silent.read(&mut byte);
+    assert!(
+        matches!(read, Ok(0)),
+        "the server should close a silent connection: {read:?}"
+    );
+    assert!(server.terminate().success(), "{}", server.log());
+}

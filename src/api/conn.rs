@@ -24,6 +24,11 @@ use tower_service::Service;
 use super::io::Io;
 use super::{cluster::ClusterApi, context, http as plain, kv::KvApi, maintenance::MaintenanceApi};
 
+/// How long a new connection may take to send its first bytes.
+const FIRST_BYTES: std::time::Duration = std::time::Duration::from_secs(10);
+/// The pause after a failed accept.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// What every HTTP/2 connection opens with.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -114,7 +119,9 @@ pub async fn listen(addr: SocketAddr, max_request_bytes: usize) -> std::io::Resu
         let stream = match listener.accept().await {
             Ok(stream) => stream,
             Err(e) => {
+                // Typically out of file descriptors: give connections time to close.
                 tracing::warn!("accepting a client connection on {addr}: {e}");
+                glommio::timer::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
@@ -142,10 +149,16 @@ async fn sniff(stream: &mut TcpStream) -> std::io::Result<(bool, Vec<u8>)> {
 
 /// Serves one client connection: gRPC over HTTP/2, or plain HTTP/1.
 async fn serve(mut stream: TcpStream, services: Services) {
-    let (http2, read) = match sniff(&mut stream).await {
+    let sniffed = glommio::timer::timeout(FIRST_BYTES, async {
+        sniff(&mut stream)
+            .await
+            .map_err(glommio::GlommioError::from)
+    })
+    .await;
+    let (http2, read) = match sniffed {
         Ok(sniffed) => sniffed,
         Err(e) => {
-            tracing::debug!("client connection closed: {e}");
+            tracing::debug!("client connection closed before its first request: {e}");
             return;
         }
     };
