@@ -113,7 +113,7 @@ async fn wal(dir: &Path, appenders: usize) -> Row {
                         data: vec![7; RECORD],
                     };
                     let t = Instant::now();
-                    wal.append(&[Record::Entry(&entry)])
+                    wal.append(&[Record::from(&entry)])
                         .await
                         .unwrap()
                         .await

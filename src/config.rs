@@ -185,6 +185,8 @@ pub struct Member {
     pub id: u64,
     /// Its peer URLs.
     pub peer_urls: Vec<String>,
+    /// Its client URLs (known for this member only, until members publish theirs).
+    pub client_urls: Vec<String>,
 }
 
 /// A checked configuration.
@@ -198,8 +200,6 @@ pub struct Config {
     pub wal_dir: PathBuf,
     /// Client listen addresses.
     pub client_addrs: Vec<SocketAddr>,
-    /// Client URLs advertised in the member list.
-    pub advertise_client_urls: Vec<String>,
     /// Every member of the initial cluster, this one included.
     pub members: Vec<Member>,
     /// This member's id.
@@ -297,17 +297,18 @@ impl Config {
                 .collect::<Vec<_>>()
                 .join(",")
         });
-        let members = parse_initial_cluster(&initial_cluster, &flags.initial_cluster_token)?;
-        let member_id = members
-            .iter()
+        let mut members = parse_initial_cluster(&initial_cluster, &flags.initial_cluster_token)?;
+        let this = members
+            .iter_mut()
             .find(|m| m.name == flags.name)
-            .map(|m| m.id)
             .ok_or_else(|| {
                 ConfigError::InitialCluster(format!(
                     "this member's name {:?} is not in {initial_cluster:?}",
                     flags.name
                 ))
             })?;
+        this.client_urls = split_list(&flags.advertise_client_urls);
+        let member_id = this.id;
         if flags.heartbeat_interval == 0 {
             return Err(ConfigError::Invalid {
                 flag: "heartbeat-interval",
@@ -348,7 +349,6 @@ impl Config {
             data_dir,
             wal_dir,
             client_addrs,
-            advertise_client_urls: split_list(&flags.advertise_client_urls),
             members,
             member_id,
             cluster_id,
@@ -384,6 +384,7 @@ fn parse_initial_cluster(spec: &str, token: &str) -> Result<Vec<Member>, ConfigE
                 name: name.to_string(),
                 id: 0,
                 peer_urls: vec![url.to_string()],
+                client_urls: Vec::new(),
             }),
         }
     }

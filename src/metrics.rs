@@ -118,16 +118,18 @@ impl Default for GrpcCounters {
     }
 }
 
+/// The position in [`METHODS`] of the gRPC call at `path` (`/service/method`), if keelson counts it.
+pub fn method_index(path: &str) -> Option<usize> {
+    let (service, method) = path.trim_start_matches('/').split_once('/')?;
+    METHODS
+        .iter()
+        .position(|&(s, m)| s == service && m == method)
+}
+
 impl GrpcCounters {
-    /// Counts a call to `/service/method` that ended with gRPC status `code` (owner core only).
-    pub fn handled(&self, path: &str, code: usize) {
-        let mut parts = path.trim_start_matches('/').splitn(2, '/');
-        let (service, method) = (parts.next(), parts.next());
-        if let Some(i) = METHODS
-            .iter()
-            .position(|(s, m)| Some(*s) == service && Some(*m) == method)
-            && let Some(counter) = self.handled[i].get(code)
-        {
+    /// Counts a call to `METHODS[method]` that ended with gRPC status `code` (owner core only).
+    pub fn handled(&self, method: usize, code: usize) {
+        if let Some(counter) = self.handled.get(method).and_then(|codes| codes.get(code)) {
             counter.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -236,10 +238,12 @@ mod tests {
         raft.wal_fsync.observe(Duration::from_micros(300));
         raft.wal_fsync.observe(Duration::from_millis(3));
         let cores = [GrpcCounters::default(), GrpcCounters::default()];
-        cores[0].handled("/etcdserverpb.KV/Put", 0);
-        cores[1].handled("/etcdserverpb.KV/Put", 0);
-        cores[1].handled("/etcdserverpb.KV/Range", 11);
-        cores[1].handled("/nope/Nope", 0);
+        let put = method_index("/etcdserverpb.KV/Put").unwrap();
+        let range = method_index("/etcdserverpb.KV/Range").unwrap();
+        assert_eq!(method_index("/nope/Nope"), None);
+        cores[0].handled(put, 0);
+        cores[1].handled(put, 0);
+        cores[1].handled(range, 11);
         let text = render(
             &raft,
             &cores,

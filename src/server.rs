@@ -34,19 +34,6 @@ const CHANNEL_BATCHES: usize = 1024;
 /// Memory each executor registers with io_uring (the WAL's buffers come from the raft core's).
 const IO_MEMORY: usize = 2 << 20;
 
-/// A member of the cluster, as the member list shows it.
-#[derive(Debug, Clone)]
-pub struct Member {
-    /// Its id.
-    pub id: u64,
-    /// Its name.
-    pub name: String,
-    /// Its peer URLs.
-    pub peer_urls: Vec<String>,
-    /// Its client URLs (known for this member only, until members publish theirs).
-    pub client_urls: Vec<String>,
-}
-
 /// Why the member could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -91,12 +78,6 @@ static STOPPING: AtomicBool = AtomicBool::new(false);
 /// How often executors look at [`STOPPING`] (and the raft core ticks at least).
 const STOP_POLL: Duration = Duration::from_millis(50);
 
-/// The channels between the raft core and one serving core.
-struct Link {
-    to_raft: (SharedSender<Vec<ToRaft>>, SharedReceiver<Vec<ToRaft>>),
-    from_raft: (SharedSender<Vec<FromRaft>>, SharedReceiver<Vec<FromRaft>>),
-}
-
 /// Runs a member until SIGTERM or SIGINT.
 pub fn run(config: Config) -> Result<(), ServerError> {
     let cpus = cores::select(config.cores.as_deref())?;
@@ -111,32 +92,13 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     std::fs::create_dir_all(snap_dir).map_err(io_error(snap_dir))?;
     let store = Store::open(&db_path, mvcc::Options::default())?;
     let db = store.db().clone();
-    let wal_exists = std::fs::read_dir(&config.wal_dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .any(|e| e.file_name().to_string_lossy().ends_with(".wal"))
-        })
-        .unwrap_or(false);
+    let wal_exists = wal::has_segments(&config.wal_dir);
     let published = Arc::new(Published::default());
     Published::set(&published.applied, store.applied().0);
     let identity = Arc::new(Identity {
         member_id: config.member_id,
         cluster_id: config.cluster_id,
-        members: config
-            .members
-            .iter()
-            .map(|m| Member {
-                id: m.id,
-                name: m.name.clone(),
-                peer_urls: m.peer_urls.clone(),
-                client_urls: if m.id == config.member_id {
-                    config.advertise_client_urls.clone()
-                } else {
-                    Vec::new()
-                },
-            })
-            .collect(),
+        members: config.members.clone(),
         max_request_bytes: config.max_request_bytes,
         max_txn_ops: config.max_txn_ops,
     });
@@ -147,20 +109,14 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     } else {
         cpus[1..].to_vec()
     };
-    let mut links: Vec<Link> = serving_cpus
-        .iter()
-        .map(|_| Link {
-            to_raft: shared_channel::new_bounded(CHANNEL_BATCHES),
-            from_raft: shared_channel::new_bounded(CHANNEL_BATCHES),
-        })
-        .collect();
-    let mut to_raft_rx = Vec::new();
-    let mut from_raft_tx = Vec::new();
-    let mut serving_ends = Vec::new();
-    for link in links.drain(..) {
-        to_raft_rx.push(link.to_raft.1);
-        from_raft_tx.push(link.from_raft.0);
-        serving_ends.push((link.to_raft.0, link.from_raft.1));
+    // One channel each way between the raft core and every serving core.
+    let (mut to_raft_rx, mut from_raft_tx, mut serving_ends) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in &serving_cpus {
+        let (to_raft, from_serving) = shared_channel::new_bounded(CHANNEL_BATCHES);
+        let (to_serving, from_raft) = shared_channel::new_bounded(CHANNEL_BATCHES);
+        to_raft_rx.push(from_serving);
+        from_raft_tx.push(to_serving);
+        serving_ends.push((to_raft, from_raft));
     }
     let raft_setup = RaftSetup {
         config: config.clone(),
@@ -171,11 +127,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         from_raft_tx,
     };
 
-    let mut handles = Vec::new();
     let mut serving_ends = serving_ends.into_iter().enumerate();
-    let shared_executor = cpus.len() == 1;
     // The raft core (and, with one CPU, serving core 0 beside it).
-    let first_serving = if shared_executor {
+    let first_serving = if cpus.len() == 1 {
         serving_ends.next()
     } else {
         None
@@ -189,24 +143,22 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             .collect(),
         addrs: config.client_addrs.clone(),
     };
-    {
+    let raft = {
         let shared = shared.clone();
-        handles.push(
-            LocalExecutorBuilder::new(Placement::Fixed(cpus[0]))
-                .name("keelson-raft")
-                .io_memory(IO_MEMORY)
-                .spawn(move || async move {
-                    let serving = first_serving
-                        .map(|(core, ends)| glommio::spawn_local(serve(core, ends, shared)));
-                    let result = run_raft(raft_setup).await;
-                    if let Some(task) = serving {
-                        task.await;
-                    }
-                    result
-                })
-                .map_err(|e| ServerError::Executor(e.to_string()))?,
-        );
-    }
+        LocalExecutorBuilder::new(Placement::Fixed(cpus[0]))
+            .name("keelson-raft")
+            .io_memory(IO_MEMORY)
+            .spawn(move || async move {
+                let serving = first_serving
+                    .map(|(core, ends)| glommio::spawn_local(serve(core, ends, shared)));
+                let result = run_raft(raft_setup).await;
+                if let Some(task) = serving {
+                    task.await;
+                }
+                result
+            })
+            .map_err(|e| ServerError::Executor(e.to_string()))?
+    };
     let mut serving_handles = Vec::new();
     for (core, ends) in serving_ends {
         let shared = shared.clone();
@@ -218,14 +170,10 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                 .map_err(|e| ServerError::Executor(e.to_string()))?,
         );
     }
-    let mut outcome = Ok(());
-    for handle in handles {
-        match handle.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => outcome = Err(e),
-            Err(e) => outcome = Err(ServerError::Executor(e.to_string())),
-        }
-    }
+    let mut outcome = raft
+        .join()
+        .map_err(|e| ServerError::Executor(e.to_string()))
+        .and_then(|result| result);
     for handle in serving_handles {
         if let Err(e) = handle.join() {
             outcome = Err(ServerError::Executor(e.to_string()));
@@ -323,7 +271,7 @@ async fn raft_core(setup: RaftSetup) -> Result<(), ServerError> {
     };
     let voters = config.members.iter().map(|m| m.id).collect();
     let mut log = RaftLog::new(applied, applied_term, hard_state, voters);
-    log.append(&entries);
+    log.append(entries);
     let raft_config = raft::Config {
         id: config.member_id,
         election_tick: config.election_ticks,

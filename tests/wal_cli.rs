@@ -45,7 +45,7 @@ fn write_wal(dir: &Path, n: u64, last_len: usize) {
                     context: vec![],
                     data,
                 };
-                wal.append_durably(&[Record::Entry(&e)]).await.unwrap();
+                wal.append_durably(&[Record::from(&e)]).await.unwrap();
             }
             wal.append_durably(&[
                 Record::HardState(HardState {

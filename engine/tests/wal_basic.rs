@@ -49,7 +49,7 @@ fn every_record_kind_survives_reopen() {
             data: b"add 2".to_vec(),
         };
         wal.append_durably(&[
-            Record::Entry(&conf),
+            Record::from(&conf),
             Record::HardState(HardState {
                 term: 1,
                 vote: 1,
@@ -59,7 +59,7 @@ fn every_record_kind_survives_reopen() {
         .await
         .unwrap();
         let entries: Vec<Entry> = (2..=50).map(|i| entry(i, 2, 100)).collect();
-        let records: Vec<Record<'_>> = entries.iter().map(Record::Entry).collect();
+        let records: Vec<Record<'_>> = entries.iter().map(Record::from).collect();
         wal.append_durably(&records).await.unwrap();
         wal.append_durably(&[
             Record::Snapshot { index: 20, term: 2 },
@@ -99,12 +99,12 @@ fn replay_starts_after_the_given_index_and_resolves_overwrites() {
     run(move || async move {
         let wal = Wal::create(&path, b"m", 1, small(1 << 20)).await.unwrap();
         let first: Vec<Entry> = (1..=10).map(|i| entry(i, 1, 30)).collect();
-        wal.append_durably(&first.iter().map(Record::Entry).collect::<Vec<_>>())
+        wal.append_durably(&first.iter().map(Record::from).collect::<Vec<_>>())
             .await
             .unwrap();
         // A new leader overwrote the uncommitted suffix from index 7.
         let second: Vec<Entry> = (7..=8).map(|i| entry(i, 2, 40)).collect();
-        wal.append_durably(&second.iter().map(Record::Entry).collect::<Vec<_>>())
+        wal.append_durably(&second.iter().map(Record::from).collect::<Vec<_>>())
             .await
             .unwrap();
         wal.close().await;
@@ -113,7 +113,7 @@ fn replay_starts_after_the_given_index_and_resolves_overwrites() {
         let expected: Vec<Entry> = first[4..6].iter().chain(&second).cloned().collect();
         assert_eq!(replay.entries, expected);
         // Appending continues the log after the resolved suffix.
-        wal.append_durably(&[Record::Entry(&entry(9, 2, 5))])
+        wal.append_durably(&[Record::from(&entry(9, 2, 5))])
             .await
             .unwrap();
         wal.close().await;
@@ -133,7 +133,7 @@ fn segments_roll_over_and_released_ones_are_gone() {
         let wal = Wal::create(&path, b"m", 1, small(64 << 10)).await.unwrap();
         for i in 1..=300 {
             wal.append_durably(&[
-                Record::Entry(&entry(i, 1, 900)),
+                Record::from(&entry(i, 1, 900)),
                 Record::HardState(HardState {
                     term: 1,
                     vote: 1,
@@ -199,7 +199,7 @@ fn concurrent_appenders_share_fsyncs() {
                     for _ in 0..5 {
                         let e = entry(next.get(), 1, 256);
                         next.set(next.get() + 1);
-                        wal.append(&[Record::Entry(&e)])
+                        wal.append(&[Record::from(&e)])
                             .await
                             .unwrap()
                             .await
@@ -257,7 +257,7 @@ fn a_failed_fsync_stops_the_wal() {
         let mut index = 1;
         let err = loop {
             match wal
-                .append_durably(&[Record::Entry(&entry(index, 1, 10))])
+                .append_durably(&[Record::from(&entry(index, 1, 10))])
                 .await
             {
                 Ok(()) => index += 1,
@@ -269,7 +269,7 @@ fn a_failed_fsync_stops_the_wal() {
             "{err}"
         );
         let again = wal
-            .append(&[Record::Entry(&entry(index + 1, 1, 10))])
+            .append(&[Record::from(&entry(index + 1, 1, 10))])
             .await
             .unwrap_err();
         assert!(
@@ -365,7 +365,7 @@ fn round_trip(dir: &Path, batches: Vec<Batch>, after: u64) {
                 .map(|(&len, index)| entry(index, 3, len))
                 .collect();
             written.extend(entries.iter().cloned());
-            let mut records: Vec<Record<'_>> = entries.iter().map(Record::Entry).collect();
+            let mut records: Vec<Record<'_>> = entries.iter().map(Record::from).collect();
             if batch.hard_state {
                 hard_state = HardState {
                     term: 3,

@@ -68,7 +68,7 @@ fn child(dir: PathBuf) -> ! {
                         let permit = order.acquire_permit(1).await.unwrap();
                         let index = next.get();
                         next.set(index + 1);
-                        let durable = wal.append(&[Record::Entry(&entry(index))]).await.unwrap();
+                        let durable = wal.append(&[Record::from(&entry(index))]).await.unwrap();
                         drop(permit);
                         durable.await.unwrap();
                         println!("durable {index}");

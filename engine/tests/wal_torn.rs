@@ -37,7 +37,7 @@ fn options() -> Options {
 async fn write(dir: &Path, n: u64) {
     let wal = Wal::create(dir, b"m", 1, options()).await.unwrap();
     for i in 1..=n {
-        wal.append_durably(&[Record::Entry(&entry(i))])
+        wal.append_durably(&[Record::from(&entry(i))])
             .await
             .unwrap();
     }
@@ -222,7 +222,7 @@ fn a_torn_tail_is_cut_back_and_the_log_goes_on_after_it() {
         let (wal, replay) = Wal::open(&dir, 0, options()).await.unwrap();
         assert_eq!(replay.entries, (1..index).map(entry).collect::<Vec<_>>());
         for i in index..index + 20 {
-            wal.append_durably(&[Record::Entry(&entry(i))])
+            wal.append_durably(&[Record::from(&entry(i))])
                 .await
                 .unwrap();
         }

@@ -23,6 +23,7 @@ use tower_service::Service;
 
 use super::io::Io;
 use super::{cluster::ClusterApi, context, http as plain, kv::KvApi, maintenance::MaintenanceApi};
+use crate::metrics;
 
 /// How long a new connection may take to send its first bytes.
 const FIRST_BYTES: std::time::Duration = std::time::Duration::from_secs(10);
@@ -68,17 +69,16 @@ impl Services {
     }
 
     async fn call(mut self, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-        let path = request.uri().path().to_string();
-        let service = path
-            .trim_start_matches('/')
-            .split('/')
-            .next()
-            .unwrap_or_default();
-        let response = match service {
+        let path = request.uri().path();
+        let method = metrics::method_index(path);
+        let service = path.trim_start_matches('/').split('/').next();
+        let response = match service.unwrap_or_default() {
             KvServer::<KvApi>::NAME => self.kv.call(request).await,
             MaintenanceServer::<MaintenanceApi>::NAME => self.maintenance.call(request).await,
             ClusterServer::<ClusterApi>::NAME => self.cluster.call(request).await,
-            _ => Ok(tonic::Status::unimplemented(format!("unknown service {service}")).into_http()),
+            unknown => {
+                Ok(tonic::Status::unimplemented(format!("unknown service {unknown}")).into_http())
+            }
         };
         let response = response.unwrap_or_else(|never| match never {});
         // An error comes back "trailers-only": its status in the headers; success puts it in the
@@ -88,10 +88,12 @@ impl Services {
             .get("grpc-status")
             .and_then(|v| v.to_str().ok()?.parse().ok())
             .unwrap_or(0);
-        let _ = context::with(|s| {
-            s.count_handled(&path, code);
-            Ok(())
-        });
+        if let Some(method) = method {
+            let _ = context::with(|s| {
+                s.count_handled(method, code);
+                Ok(())
+            });
+        }
         Ok(response)
     }
 }

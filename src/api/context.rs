@@ -20,10 +20,10 @@ use keelson_engine::pagefile::Db;
 use keelson_proto::etcdserverpb::ResponseHeader;
 use tonic::Status;
 
+use crate::config::Member;
 use crate::link::{FromRaft, Outcome, Published, ToRaft, Token};
 use crate::metrics::GrpcCounters;
 use crate::raft::entry;
-use crate::server::Member;
 use crate::status;
 
 /// What every core knows about this member, fixed at start.
@@ -207,10 +207,10 @@ impl Serving {
         }
     }
 
-    /// Counts a gRPC call handled on this core.
-    pub fn count_handled(&self, path: &str, code: usize) {
+    /// Counts a gRPC call (`METHODS[method]`) handled on this core.
+    pub fn count_handled(&self, method: usize, code: usize) {
         if let Some(counters) = self.grpc.get(self.core) {
-            counters.handled(path, code);
+            counters.handled(method, code);
         }
     }
 

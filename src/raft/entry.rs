@@ -78,20 +78,20 @@ fn request_of(internal: InternalRaftRequest) -> (mvcc::Request, Option<u64>) {
     (request, id)
 }
 
-/// A raft entry as the WAL stores it.
-pub fn to_wal(entry: &Entry) -> wal::Entry {
+/// A raft entry as a WAL record, borrowing its payload (the WAL copies it once, into its buffer).
+pub fn to_wal(entry: &Entry) -> wal::Record<'_> {
     let kind = match entry.get_entry_type() {
         EntryType::EntryNormal => wal::EntryKind::Normal,
         EntryType::EntryConfChange => wal::EntryKind::ConfChange,
         EntryType::EntryConfChangeV2 => wal::EntryKind::ConfChangeV2,
     };
-    wal::Entry {
+    wal::Record::Entry(wal::EntryRef {
         index: entry.index,
         term: entry.term,
         kind,
-        context: entry.context.clone(),
-        data: entry.data.clone(),
-    }
+        context: &entry.context,
+        data: &entry.data,
+    })
 }
 
 /// A WAL entry as raft sees it.
@@ -135,7 +135,16 @@ mod tests {
         assert_eq!(id, Some(42));
         assert_eq!(applied.request, mvcc::Request::Put(put));
         assert_eq!((applied.index, applied.term), (7, 2));
-        let back = from_wal(to_wal(&entry));
-        assert_eq!(back, entry);
+        let wal::Record::Entry(record) = to_wal(&entry) else {
+            panic!("an entry is an entry record");
+        };
+        let stored = wal::Entry {
+            index: record.index,
+            term: record.term,
+            kind: record.kind,
+            context: record.context.to_vec(),
+            data: record.data.to_vec(),
+        };
+        assert_eq!(from_wal(stored), entry);
     }
 }

@@ -37,17 +37,19 @@ impl RaftLog {
         }
     }
 
-    /// Appends `entries` (contiguous), replacing any suffix they overwrite.
-    pub fn append(&mut self, entries: &[Entry]) {
-        let Some(head) = entries.first() else { return };
-        if head.index < self.first {
-            // Only a snapshot could take the log below what is applied; a member never
-            // overwrites applied entries.
+    /// Appends `entries` (contiguous), replacing any suffix they overwrite. Entries at or below
+    /// the applied index are never overwritten: those are skipped.
+    pub fn append(&mut self, mut entries: Vec<Entry>) {
+        let Some(head) = entries.first().map(|e| e.index) else {
             return;
-        }
-        let keep = (head.index - self.first) as usize;
-        self.entries.truncate(keep);
-        self.entries.extend_from_slice(entries);
+        };
+        let applied = (self.first.saturating_sub(head) as usize).min(entries.len());
+        entries.drain(..applied);
+        let Some(head) = entries.first().map(|e| e.index) else {
+            return;
+        };
+        self.entries.truncate((head - self.first) as usize);
+        self.entries.append(&mut entries);
     }
 
     /// Records the hard state.
@@ -154,8 +156,8 @@ mod tests {
         assert_eq!(log.first_index().unwrap(), 11);
         assert_eq!(log.last_index().unwrap(), 10);
         assert_eq!(log.term(10).unwrap(), 2);
-        log.append(&[entry(11, 2), entry(12, 2), entry(13, 2)]);
-        log.append(&[entry(12, 3)]);
+        log.append(vec![entry(11, 2), entry(12, 2), entry(13, 2)]);
+        log.append(vec![entry(12, 3)]);
         assert_eq!(log.last_index().unwrap(), 12);
         assert_eq!(log.term(12).unwrap(), 3);
         let got = log

@@ -68,14 +68,10 @@ pub struct RaftCore {
     reads_held: ReadBatch,
     next_read: u64,
     last_sync: Instant,
-    /// A compaction has batches left to do: the next turn comes without waiting.
-    compacting: bool,
     /// Answers to physical compactions, sent when no compaction work is left.
     after_compaction: Vec<(usize, FromRaft)>,
-    /// Page-file transactions published (applies and compaction steps), and how many of them the
-    /// last sync covered.
-    published_txns: u64,
-    synced_txns: u64,
+    /// The inbox's queue of the last turn, kept for its allocation.
+    drained: Vec<ToRaft>,
 }
 
 impl RaftCore {
@@ -103,10 +99,8 @@ impl RaftCore {
             reads_held: Vec::new(),
             next_read: 1,
             last_sync: Instant::now(),
-            compacting: false,
             after_compaction: Vec::new(),
-            published_txns: 0,
-            synced_txns: 0,
+            drained: Vec::new(),
         }
     }
 
@@ -128,7 +122,7 @@ impl RaftCore {
             if self.inbox.stop.get() {
                 break;
             }
-            if self.compacting {
+            if self.store().compaction_pending() {
                 // Let the serving tasks on this executor in between compaction batches.
                 glommio::yield_if_needed().await;
                 continue;
@@ -149,9 +143,10 @@ impl RaftCore {
         for _ in 0..self.inbox.ticks.replace(0) {
             self.node.tick();
         }
-        let queued = std::mem::take(&mut *self.inbox.queue.borrow_mut());
+        let mut queued = std::mem::take(&mut self.drained);
+        std::mem::swap(&mut *self.inbox.queue.borrow_mut(), &mut queued);
         let mut reads = std::mem::take(&mut self.reads_held);
-        for request in queued {
+        for request in queued.drain(..) {
             match request {
                 ToRaft::Propose {
                     core,
@@ -176,6 +171,7 @@ impl RaftCore {
                 ToRaft::ReadIndex { core, token } => reads.push((core, token)),
             }
         }
+        self.drained = queued;
         self.ask_read_index(reads);
         if self.node.has_ready() {
             self.handle_ready().await?;
@@ -186,13 +182,10 @@ impl RaftCore {
         if self.last_sync.elapsed() >= SYNC_INTERVAL {
             self.sync().await?;
         }
-        if self.store().compacted_through() < self.store().revisions().compacted {
-            self.compacting = self.store().compact_step()?;
-            self.published_txns += 1;
-        } else {
-            self.compacting = false;
+        if self.store().compaction_pending() {
+            self.store().compact_step()?;
         }
-        if !self.compacting && !self.after_compaction.is_empty() {
+        if !self.store().compaction_pending() && !self.after_compaction.is_empty() {
             for (core, answer) in std::mem::take(&mut self.after_compaction) {
                 self.replies[core].push(answer);
             }
@@ -239,7 +232,8 @@ impl RaftCore {
             }
         }
         self.apply(ready.take_committed_entries())?;
-        self.persist(ready.entries(), ready.hs()).await?;
+        let hard_state = ready.hs().cloned();
+        self.persist(ready.take_entries(), hard_state).await?;
         let _ = ready.take_persisted_messages();
         let mut light = self.node.advance(ready);
         if let Some(commit) = light.commit_index() {
@@ -255,15 +249,14 @@ impl RaftCore {
     /// in-memory log.
     async fn persist(
         &mut self,
-        entries: &[Entry],
-        hard_state: Option<&HardState>,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
     ) -> Result<(), RaftCoreError> {
         if entries.is_empty() && hard_state.is_none() {
             return Ok(());
         }
-        let wal_entries: Vec<wal::Entry> = entries.iter().map(entry::to_wal).collect();
-        let mut records: Vec<Record<'_>> = wal_entries.iter().map(Record::Entry).collect();
-        if let Some(hs) = hard_state {
+        let mut records: Vec<Record<'_>> = entries.iter().map(entry::to_wal).collect();
+        if let Some(hs) = &hard_state {
             records.push(Record::HardState(wal::HardState {
                 term: hs.term,
                 vote: hs.vote,
@@ -272,11 +265,12 @@ impl RaftCore {
         }
         let started = Instant::now();
         self.wal.append_durably(&records).await?;
+        drop(records);
         self.published.metrics.wal_fsync.observe(started.elapsed());
         let log = self.node.mut_store();
         log.append(entries);
         if let Some(hs) = hard_state {
-            log.set_hard_state(hs.clone());
+            log.set_hard_state(hs);
         }
         Ok(())
     }
@@ -285,28 +279,13 @@ impl RaftCore {
         if committed.is_empty() {
             return Ok(());
         }
-        let mut ids = HashMap::new();
-        let mut physical = Vec::new();
-        let batch: Vec<mvcc::Entry> = committed
-            .iter()
-            .map(|e| {
-                let (applied, id) = entry::committed(e);
-                if let Some(id) = id {
-                    ids.insert(e.index, id);
-                }
-                if matches!(&applied.request, mvcc::Request::Compaction(c) if c.physical) {
-                    physical.push(e.index);
-                }
-                applied
-            })
-            .collect();
-        let applied = self.store().apply(&batch)?;
-        self.published_txns += 1;
-        for result in applied {
-            let Some(waiter) = ids
-                .get(&result.index)
-                .and_then(|id| self.proposed.remove(id))
-            else {
+        // Committed entries are contiguous: an applied index finds its entry by offset.
+        let first = committed[0].index;
+        let (batch, ids): (Vec<mvcc::Entry>, Vec<Option<u64>>) =
+            committed.iter().map(entry::committed).unzip();
+        for result in self.store().apply(&batch)? {
+            let at = (result.index - first) as usize;
+            let Some(waiter) = ids[at].and_then(|id| self.proposed.remove(&id)) else {
                 continue;
             };
             let (core, token) = waiter;
@@ -314,7 +293,7 @@ impl RaftCore {
                 token,
                 outcome: result.response.map_err(|e| status::of_mvcc(&e)),
             };
-            if physical.contains(&result.index) {
+            if matches!(&batch[at].request, mvcc::Request::Compaction(c) if c.physical) {
                 // A physical compaction is answered once its work is done.
                 self.after_compaction.push((core, answer));
             } else {
@@ -376,10 +355,9 @@ impl RaftCore {
     async fn sync(&mut self) -> Result<(), RaftCoreError> {
         self.last_sync = Instant::now();
         let started = self.last_sync;
-        if self.published_txns == self.synced_txns {
+        if self.store().is_synced() {
             return Ok(());
         }
-        let covered = self.published_txns;
         let mut store = self.store.take().expect("one sync at a time");
         let (store, result) = executor()
             .spawn_blocking(move || {
@@ -394,7 +372,6 @@ impl RaftCore {
             .backend_commit
             .observe(started.elapsed());
         let (applied, _) = self.store().applied();
-        self.synced_txns = covered;
         self.wal.release_before(applied + 1).await?;
         self.node.mut_store().trim_through(applied);
         Ok(())

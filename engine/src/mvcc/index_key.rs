@@ -7,15 +7,17 @@
 //! by a raw revision would not do: `a` then its revision would sort after `a\0`'s versions only by
 //! accident of the revision bytes.)
 
-use super::revision::{REVISION_KEY_LEN, Revision};
+use super::revision::Revision;
 
 const ESCAPE: u8 = 0xFF;
 const TERMINATOR: u8 = 0x01;
 
+/// Bytes of the revision at the end of an index key ([`Revision::ordered_bytes`]).
+const ORDERED_REVISION_LEN: usize = 16;
+
 /// The length of `key`'s index keys: escaped key, terminator, revision.
 pub(crate) fn index_key_len(key: &[u8]) -> usize {
-    // At most a tombstone-marked revision key after the terminator (a conservative bound).
-    key.len() + key.iter().filter(|&&b| b == 0).count() + 2 + REVISION_KEY_LEN + 1
+    key.len() + key.iter().filter(|&&b| b == 0).count() + 2 + ORDERED_REVISION_LEN
 }
 
 /// The escaped form of `key`, terminator included: every index key of `key` starts with it.
@@ -40,7 +42,7 @@ pub(crate) fn index_key(key: &[u8], rev: Revision) -> Vec<u8> {
 
 /// Splits an index key into the encoded user key (terminator included) and the revision.
 pub(crate) fn split(index_key: &[u8]) -> Option<(&[u8], Revision)> {
-    let cut = index_key.len().checked_sub(16)?;
+    let cut = index_key.len().checked_sub(ORDERED_REVISION_LEN)?;
     let (user, rev) = index_key.split_at(cut);
     if user.len() < 2 || user[user.len() - 2..] != [0, TERMINATOR] {
         return None;

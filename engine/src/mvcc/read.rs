@@ -9,7 +9,7 @@
 //! first `limit + 1` keys; the header carries the current revision even for reads at older ones.
 
 use keelson_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
-use keelson_proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
+use keelson_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use keelson_proto::mvccpb::KeyValue;
 use prost::Message;
 
@@ -39,19 +39,22 @@ pub fn revisions(view: &dyn View) -> Result<Revisions> {
             .unwrap_or(1),
         None => 1,
     };
-    let compacted = match view.view(META)? {
-        Some(meta) => match meta.get(SCHEDULED_COMPACT)? {
-            Some(k) => {
-                Revision::parse_key(k)
-                    .ok_or_else(|| corrupt("scheduledCompactRev is not a revision"))?
-                    .0
-                    .main
-            }
-            None => -1,
-        },
-        None => -1,
-    };
+    let compacted = meta_revision(view, SCHEDULED_COMPACT)?;
     Ok(Revisions { current, compacted })
+}
+
+/// The main revision of a `meta` compaction record (-1 if absent).
+pub(crate) fn meta_revision(view: &dyn View, name: &[u8]) -> Result<i64> {
+    let Some(meta) = view.view(META)? else {
+        return Ok(-1);
+    };
+    match meta.get(name)? {
+        Some(k) => Ok(Revision::parse_key(k)
+            .ok_or_else(|| corrupt("a compaction record is not a revision"))?
+            .0
+            .main),
+        None => Ok(-1),
+    }
 }
 
 pub(crate) fn decode_i64(b: &[u8]) -> Result<i64> {
@@ -275,10 +278,7 @@ pub fn range(view: &dyn View, req: &RangeRequest, revs: Revisions) -> Result<Ran
             compacted: revs.compacted,
         });
     }
-    let header = Some(ResponseHeader {
-        revision: revs.current,
-        ..ResponseHeader::default()
-    });
+    let header = super::ops::header(revs.current);
     // Negative (also after overflow) or zero: everything.
     let keep = match usize::try_from(fetch_limit) {
         _ if req.count_only => 0,

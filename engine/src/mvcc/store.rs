@@ -22,9 +22,8 @@ use keelson_proto::mvccpb::Event;
 
 use super::error::Result;
 use super::ops::{self, Checked};
-use super::read::{Revisions, bucket, corrupt, revisions};
+use super::read::{Revisions, bucket, corrupt, meta_revision, revisions};
 use super::rebuild;
-use super::revision::Revision;
 use super::schema::{
     CONSISTENT_INDEX, ETCD_BUCKETS, FINISHED_COMPACT, FORMAT, INDEX, KEY, LEASE_KEYS, META,
     SCHEDULED_COMPACT, STATE, STATE_COMPACTED, STATE_FORMAT, STATE_REVISION, TERM,
@@ -155,17 +154,6 @@ fn meta_number(view: &dyn View, name: &[u8]) -> Result<u64> {
                 .map_err(|_| corrupt("a meta number is not 8 bytes"))?,
         )),
         None => Ok(0),
-    }
-}
-
-/// The main revision of a `meta` compaction record (-1 if absent).
-fn meta_revision(view: &dyn View, name: &[u8]) -> Result<i64> {
-    match bucket(view, META)?.get(name)? {
-        Some(k) => Ok(Revision::parse_key(k)
-            .ok_or_else(|| corrupt("a compaction record is not a revision"))?
-            .0
-            .main),
-        None => Ok(-1),
     }
 }
 
@@ -333,6 +321,16 @@ impl Store {
                 Ok(false)
             }
         }
+    }
+
+    /// Whether a compaction has physical work left ([`Store::compact_step`]).
+    pub fn compaction_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Whether everything applied (and compacted) is durable.
+    pub fn is_synced(&self) -> bool {
+        self.writer.is_synced()
     }
 
     /// Makes everything applied durable.

@@ -84,8 +84,8 @@ impl<'t, 'w> Writes<'t, 'w> {
         rev
     }
 
-    /// Sets `key` to `value` under `lease`; returns the record stored.
-    pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<KeyValue> {
+    /// Sets `key` to `value` under `lease`.
+    pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<()> {
         let prior = read::latest(&*self.txn, key)?.filter(|(_, v)| !v.tombstone);
         let (create_revision, version) = match prior {
             Some((_, v)) => (v.create_revision, v.version + 1),
@@ -113,10 +113,10 @@ impl<'t, 'w> Writes<'t, 'w> {
         relink(self.txn, key, prior.map_or(0, |(_, v)| v.lease), lease)?;
         self.events.push(Event {
             r#type: EventType::Put as i32,
-            kv: Some(kv.clone()),
+            kv: Some(kv),
             prev_kv: None,
         });
-        Ok(kv)
+        Ok(())
     }
 
     /// Deletes `key`, whose live version was attached to `lease`.

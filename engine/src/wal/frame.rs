@@ -287,7 +287,7 @@ mod tests {
                 data: vec![index as u8; size],
                 ..Entry::default()
             };
-            let r = Record::Entry(&e);
+            let r = Record::from(&e);
             offsets.push(out.len());
             running = encode(&mut out, KIND_ENTRY, r.payload_len(), running, |o| {
                 r.write_payload(o)
@@ -319,7 +319,7 @@ mod tests {
             data: vec![3; 50],
             ..Entry::default()
         };
-        let r = Record::Entry(&e);
+        let r = Record::from(&e);
         encode(&mut other, KIND_ENTRY, r.payload_len(), 12345, |o| {
             r.write_payload(o)
         });

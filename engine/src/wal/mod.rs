@@ -21,7 +21,7 @@ mod writer;
 
 pub use dump::{DumpLine, dump};
 pub use error::{Result, WalError};
-pub use record::{Decoded, Entry, EntryKind, HardState, Record};
+pub use record::{Decoded, Entry, EntryKind, EntryRef, HardState, Record};
 pub use replay::Replay;
-pub use segment::SegmentName;
+pub use segment::{SegmentName, has_segments};
 pub use writer::{Durable, FaultHook, IoPoint, Options, Wal, WalStats};

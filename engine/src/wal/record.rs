@@ -79,6 +79,34 @@ impl fmt::Debug for Entry {
     }
 }
 
+/// A raft entry to append, borrowed from wherever the caller keeps it (the WAL copies it once,
+/// into its gather buffer).
+#[derive(Debug, Clone, Copy)]
+pub struct EntryRef<'a> {
+    /// See [`Entry::index`].
+    pub index: u64,
+    /// See [`Entry::term`].
+    pub term: u64,
+    /// See [`Entry::kind`].
+    pub kind: EntryKind,
+    /// See [`Entry::context`].
+    pub context: &'a [u8],
+    /// See [`Entry::data`].
+    pub data: &'a [u8],
+}
+
+impl<'a> From<&'a Entry> for Record<'a> {
+    fn from(e: &'a Entry) -> Self {
+        Record::Entry(EntryRef {
+            index: e.index,
+            term: e.term,
+            kind: e.kind,
+            context: &e.context,
+            data: &e.data,
+        })
+    }
+}
+
 /// One record to append.
 #[derive(Debug, Clone, Copy)]
 pub enum Record<'a> {
@@ -87,7 +115,7 @@ pub enum Record<'a> {
     /// The raft hard state (also repeated at the head of every segment).
     HardState(HardState),
     /// A raft entry.
-    Entry(&'a Entry),
+    Entry(EntryRef<'a>),
     /// The page file holds everything up to `index` (at `term`); earlier segments may go.
     Snapshot {
         /// Index covered.
@@ -180,8 +208,8 @@ impl Record<'_> {
                 out.extend_from_slice(&e.term.to_le_bytes());
                 out.extend_from_slice(&[e.kind.to_byte(), 0, 0, 0]);
                 out.extend_from_slice(&(e.context.len() as u32).to_le_bytes());
-                out.extend_from_slice(&e.context);
-                out.extend_from_slice(&e.data);
+                out.extend_from_slice(e.context);
+                out.extend_from_slice(e.data);
             }
             Record::Snapshot { index, term } => {
                 out.extend_from_slice(&index.to_le_bytes());
@@ -286,7 +314,7 @@ mod tests {
             context: b"ctx".to_vec(),
             data: b"data".to_vec(),
         };
-        assert_eq!(round_trip(Record::Entry(&e)), Decoded::Entry(e));
+        assert_eq!(round_trip(Record::from(&e)), Decoded::Entry(e));
         let hs = HardState {
             term: 9,
             vote: 2,

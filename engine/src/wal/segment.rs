@@ -54,6 +54,11 @@ pub(crate) fn lock(dir: &Path) -> io::Result<Option<std::fs::File>> {
     }
 }
 
+/// Whether `dir` holds a WAL (any segment): open it, or else create one.
+pub fn has_segments(dir: &Path) -> bool {
+    list(dir).is_ok_and(|(segments, _)| !segments.is_empty())
+}
+
 /// The segments in `dir`, oldest first, and any leftover prepared (`.tmp`) files.
 pub fn list(dir: &Path) -> io::Result<Listing> {
     let mut segments = Vec::new();
