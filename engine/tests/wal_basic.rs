@@ -293,6 +293,45 @@ fn a_failed_fsync_stops_the_wal() {
 }
 
 #[test]
+fn an_append_larger_than_one_write_goes_out_in_synced_pieces() {
+    // Replay takes damage as a torn tail only within one write's reach (1 MiB, or one frame) of the
+    // last good frame, so no two writes may be unsynced at once.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let io = Rc::new(std::cell::RefCell::new(Vec::new()));
+        let seen = io.clone();
+        let faults: keelson_engine::wal::FaultHook = Rc::new(move |point| {
+            seen.borrow_mut().push(point);
+            Ok(())
+        });
+        let options = Options {
+            faults: Some(faults),
+            ..Options::default()
+        };
+        let wal = Wal::create(&path, b"m", 1, options).await.unwrap();
+        io.borrow_mut().clear();
+        let big: Vec<Entry> = (1..=5).map(|i| entry(i, 1, 600 << 10)).collect();
+        wal.append_durably(&big.iter().map(Record::from).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let points = io.borrow().clone();
+        let writes = points.iter().filter(|p| **p == IoPoint::Write).count();
+        assert!(writes >= 3, "3 MB in writes of at most 1 MiB: {points:?}");
+        assert!(
+            points
+                .windows(2)
+                .all(|w| w != [IoPoint::Write, IoPoint::Write]),
+            "a sync between every two writes: {points:?}"
+        );
+        wal.close().await;
+        let (wal, replay) = Wal::open(&path, 0, Options::default()).await.unwrap();
+        assert_eq!(replay.entries, big);
+        wal.close().await;
+    });
+}
+
+#[test]
 fn a_directory_holds_one_open_wal_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();

@@ -154,8 +154,11 @@ impl State {
     }
 
     fn frame(&mut self, kind: u8, len: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        let frame_len = frame::frame_len(len);
+        // A chunk is one write: at most MAX_WRITE (or one frame), as replay's torn-tail rule expects
+        // of any write not yet synced.
         let chunk = match self.pending.last_mut() {
-            Some(c) if c.name == self.segment => c,
+            Some(c) if c.name == self.segment && c.bytes.len() + frame_len <= MAX_WRITE => c,
             _ => {
                 self.pending.push(Chunk {
                     name: self.segment,
@@ -171,8 +174,8 @@ impl State {
         if kind != KIND_SEED {
             self.crc = crc;
         }
-        self.end += frame::frame_len(len) as u64;
-        self.stats.bytes += frame::frame_len(len) as u64;
+        self.end += frame_len as u64;
+        self.stats.bytes += frame_len as u64;
     }
 
     /// Frames `record`; starts the next segment first if it does not fit in this one.
@@ -481,6 +484,8 @@ async fn flush(
     next: &mut Task<Result<DmaFile>>,
     chunks: Vec<Chunk>,
 ) -> Result<()> {
+    // Whether a write went out since the last fdatasync: at most one may be unsynced at a time.
+    let mut unsynced = false;
     for chunk in chunks {
         if chunk.name != active.name {
             // Roll over: close out the old segment, fill the prepared one, then put it in place.
@@ -503,13 +508,18 @@ async fn flush(
                 .map_err(|e| io_err(&path, "rename")(glommio_io(e)))?;
             shared.sync_directory().await?;
             shared.state.borrow_mut().segments.push(chunk.name);
+            unsynced = false;
             continue;
         }
         debug_assert_eq!(
             chunk.offset, active.end,
             "chunks continue where the segment's data ends"
         );
+        if unsynced {
+            active.sync(shared).await?;
+        }
         active.write(shared, &chunk.bytes).await?;
+        unsynced = true;
     }
     active.sync(shared).await
 }
