@@ -4,6 +4,8 @@
 //!   writer and lock-free readers on any thread.
 //! - [`wal`]: the write-ahead log, segmented and CRC-framed, written with O_DIRECT on a glommio
 //!   executor with one fdatasync per gathered batch.
+//! - [`mvcc`]: etcd's key-value store on the page file — revisions, Range/Put/DeleteRange/Txn,
+//!   compaction, leases' keys, the events watchers see — the state machine raft applies to.
 //!
 //! The byte formats are specified in `engine/docs/format.md`.
 

@@ -1,6 +1,9 @@
 //! The MVCC store as the raft core drives it: [`Store::apply`] applies committed entries in order,
 //! a batch per page-file write transaction, and returns each one's response and events;
-//! [`Store::compact_step`] does a compaction's physical work a batch at a time between them.
+//! [`Store::compact_step`] does a compaction's physical work a batch at a time between them. Each
+//! comes in a `_via` form that leaves the page writes to a [`Publisher`] (io_uring on the raft
+//! core), and a sync comes in halves ([`Store::begin_sync`], [`Store::finish_sync`]) so entries
+//! go on being applied while it runs.
 //! Readers on any core read the published file through [`Store::db`] (see [`super::range`]).
 //!
 //! Invariants:
@@ -13,24 +16,20 @@
 
 use std::path::Path;
 
-use keelson_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
-    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
-    PutResponse, TxnRequest, TxnResponse,
-};
 use keelson_proto::mvccpb::Event;
 
 use super::error::Result;
 use super::ops::{self, Checked};
 use super::read::{Revisions, bucket, corrupt, meta_revision, revisions};
 use super::rebuild;
+use super::request::{Request, Response};
 use super::schema::{
     CONSISTENT_INDEX, ETCD_BUCKETS, FINISHED_COMPACT, FORMAT, INDEX, KEY, LEASE_KEYS, META,
     SCHEDULED_COMPACT, STATE, STATE_COMPACTED, STATE_FORMAT, STATE_REVISION, TERM,
 };
 use super::write::Writes;
 use super::{compact, lease, txn};
-use crate::pagefile::{self, Db, View, Writer};
+use crate::pagefile::{self, Blocking, Db, Publisher, SyncPlan, View, Writer};
 
 /// How to open a store.
 #[derive(Debug, Clone)]
@@ -55,25 +54,6 @@ impl Default for Options {
     }
 }
 
-/// A request the raft log carries to the store.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Request {
-    /// etcd's Put.
-    Put(PutRequest),
-    /// etcd's DeleteRange.
-    DeleteRange(DeleteRangeRequest),
-    /// etcd's Txn.
-    Txn(TxnRequest),
-    /// etcd's Compact.
-    Compaction(CompactionRequest),
-    /// etcd's LeaseGrant, with the id already chosen.
-    LeaseGrant(LeaseGrantRequest),
-    /// etcd's LeaseRevoke (also how a lease expires).
-    LeaseRevoke(LeaseRevokeRequest),
-    /// An entry with nothing for the store (raft's own entries), applied only as an index.
-    Nothing,
-}
-
 /// A committed raft entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
@@ -85,25 +65,6 @@ pub struct Entry {
     pub request: Request,
 }
 
-/// The response to a [`Request`]. Headers carry only the revision; the server fills the rest.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Response {
-    /// To a Put.
-    Put(PutResponse),
-    /// To a DeleteRange.
-    DeleteRange(DeleteRangeResponse),
-    /// To a Txn.
-    Txn(TxnResponse),
-    /// To a Compact: the compaction is accepted; see [`Store::compacted_through`] for its end.
-    Compaction(CompactionResponse),
-    /// To a LeaseGrant.
-    LeaseGrant(LeaseGrantResponse),
-    /// To a LeaseRevoke.
-    LeaseRevoke(LeaseRevokeResponse),
-    /// To [`Request::Nothing`].
-    Nothing,
-}
-
 /// One entry applied.
 #[derive(Debug)]
 pub struct Applied {
@@ -113,6 +74,16 @@ pub struct Applied {
     pub response: Result<Response>,
     /// Its changes as watchers see them, in revision order.
     pub events: Vec<Event>,
+}
+
+/// A sync of the store, planned: perform `plan`'s steps, then [`Store::finish_sync`]. Once it has
+/// finished, every entry through `applied` is durable in the page file.
+#[derive(Debug)]
+pub struct Checkpoint {
+    /// The page file's operations.
+    pub plan: SyncPlan,
+    /// The index of the last entry applied when the sync began.
+    pub applied: u64,
 }
 
 /// A compaction accepted whose physical work is not done.
@@ -234,8 +205,18 @@ impl Store {
 
     /// Applies committed entries, in order, in one write transaction published at the end (durable
     /// at the next [`Store::sync`]; the WAL holds them until then). Entries at or below the applied
-    /// index are skipped. An `Err` is a storage failure: nothing of the batch is applied.
+    /// index are skipped. An `Err` is a storage failure: nothing of the batch is applied. Writes
+    /// through the page file's own file layer, blocking; [`Store::apply_via`] takes a publisher.
     pub fn apply(&mut self, entries: &[Entry]) -> Result<Vec<Applied>> {
+        futures_lite::future::block_on(self.apply_via(entries, &Blocking))
+    }
+
+    /// [`Store::apply`], its transaction published by `publisher` (on io_uring, say).
+    pub async fn apply_via(
+        &mut self,
+        entries: &[Entry],
+        publisher: &impl Publisher,
+    ) -> Result<Vec<Applied>> {
         let mut revs = self.revs;
         let (mut index, mut term) = (self.applied_index, self.applied_term);
         let mut scheduled = None;
@@ -285,7 +266,7 @@ impl Store {
         meta.put(TERM, &term.to_be_bytes())?;
         txn.bucket(STATE)?
             .put(STATE_REVISION, &revs.current.to_le_bytes())?;
-        txn.publish()?;
+        publisher.publish(txn.stage()?).await?;
         self.revs = revs;
         (self.applied_index, self.applied_term) = (index, term);
         if let Some(at) = scheduled {
@@ -299,14 +280,19 @@ impl Store {
     }
 
     /// Does one batch of the pending compaction's physical work, if any. Returns whether work
-    /// remains.
+    /// remains. Blocking; [`Store::compact_step_via`] takes a publisher.
     pub fn compact_step(&mut self) -> Result<bool> {
+        futures_lite::future::block_on(self.compact_step_via(&Blocking))
+    }
+
+    /// [`Store::compact_step`], its transaction published by `publisher`.
+    pub async fn compact_step_via(&mut self, publisher: &impl Publisher) -> Result<bool> {
         let Some(pending) = &self.pending else {
             return Ok(false);
         };
         let mut txn = self.writer.begin()?;
         let next = compact::step(&mut txn, pending.at, &pending.from, self.options.batch)?;
-        txn.publish()?;
+        publisher.publish(txn.stage()?).await?;
         match next {
             Some(from) => {
                 self.pending = Some(Pending {
@@ -333,8 +319,24 @@ impl Store {
         self.writer.is_synced()
     }
 
-    /// Makes everything applied durable.
+    /// Makes everything applied durable, blocking.
     pub fn sync(&mut self) -> Result<()> {
         Ok(self.writer.sync()?)
+    }
+
+    /// Plans making everything applied so far durable (see [`pagefile::Writer::begin_sync`]):
+    /// `None` if it is. Entries may go on being applied while the plan's steps are performed;
+    /// report their outcome to [`Store::finish_sync`].
+    pub fn begin_sync(&mut self) -> Result<Option<Checkpoint>> {
+        let applied = self.applied_index;
+        Ok(self
+            .writer
+            .begin_sync()?
+            .map(|plan| Checkpoint { plan, applied }))
+    }
+
+    /// Ends the sync [`Store::begin_sync`] planned; a failure stops the store's writer.
+    pub fn finish_sync(&mut self, outcome: pagefile::Result<()>) -> Result<()> {
+        Ok(self.writer.finish_sync(outcome)?)
     }
 }

@@ -276,7 +276,7 @@ impl ReadTxn {
 impl Writer {
     /// Checks the latest published tree against the writer's own account of free pages: every page
     /// below the high-water mark must be used by that tree, be free (or waiting to be), or be the
-    /// durable freelist page.
+    /// durable freelist page or the one a sync in flight writes.
     pub fn check(&self) -> Vec<String> {
         let snapshot = super::readers::Snapshot {
             hwm: self.hwm,
@@ -285,7 +285,10 @@ impl Writer {
         };
         let pages = self.db.pages(&snapshot);
         let mut used = vec![(0, 1), (1, 1)];
-        if self.durable.freelist != NO_FREELIST {
+        if let Some(syncing) = &self.syncing {
+            // The sync in flight freed the durable freelist page (it waits, pending, with the rest).
+            used.push((syncing.meta.freelist, syncing.freelist_pages));
+        } else if self.durable.freelist != NO_FREELIST {
             match pages.page(self.durable.freelist) {
                 Ok(p) => used.push((self.durable.freelist, u64::from(p.header().overflow) + 1)),
                 Err(c) => return vec![c.to_string()],

@@ -1,10 +1,17 @@
 //! Opening a page file, and the two handles it gives: [`Db`] for readers (cheap to clone, usable from
-//! any thread) and [`Writer`] (exactly one, owned by the thread that writes — keelson's raft core).
+//! any thread) and [`Writer`] (exactly one, owned by the thread that writes — keelson's raft core,
+//! which never hands it to another thread).
 //!
 //! The writer owns every piece of mutable state: the freelist, the file's length, the last published
-//! and last durable metas. Readers share only the read-only mappings, the published snapshot and the
-//! reader table (see `readers.rs`). `publish` and `sync` are the two halves of a commit described in
-//! `engine/docs/format.md`.
+//! and last durable metas, and the sync in flight. Readers share only the read-only mappings, the
+//! published snapshot and the reader table (see `readers.rs`). `publish` and `sync` are the two
+//! halves of a commit described in `engine/docs/format.md`.
+//!
+//! The writer plans its file operations as [`IoStep`]s and can perform them itself, blocking
+//! ([`Writer::sync`], [`WriteTxn::publish`]), or leave them to its caller ([`Writer::begin_sync`],
+//! [`WriteTxn::stage`]) — keelson's raft core performs them on io_uring ([`super::UringFile`]).
+//! A sync's steps may run while later transactions publish: until the sync finishes, the pages of
+//! the tree it makes durable are kept from reuse like those of the durable tree (see `freelist.rs`).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -14,7 +21,7 @@ use std::sync::Arc;
 
 use super::error::{Corruption, Error, Result};
 use super::freelist::{self, Freelist};
-use super::io::{FileIo, IoLayer};
+use super::io::{FileIo, IoLayer, IoStep};
 use super::layout::{
     BucketHeader, DEFAULT_PAGE_SIZE, FLAG_FREELIST, FLAG_LEAF, MAX_PAGE_SIZE, NO_FREELIST,
     PageHeader, Pgid,
@@ -95,9 +102,36 @@ pub struct Writer {
     /// The meta on disk, and the slot it is in.
     pub(crate) durable: Meta,
     pub(crate) durable_slot: u64,
+    /// The length the file has, or will have once the growth steps planned so far are done.
     pub(crate) file_len: u64,
+    /// The sync whose steps are being performed, if any.
+    pub(crate) syncing: Option<InFlight>,
     /// Why writing stopped, after a failed write or fsync.
     pub(crate) stopped: Option<String>,
+}
+
+/// A sync between [`Writer::begin_sync`] and [`Writer::finish_sync`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InFlight {
+    /// The meta it writes.
+    pub meta: Meta,
+    /// The slot it writes it to.
+    pub slot: u64,
+    /// Pages of the freelist it writes (at `meta.freelist`).
+    pub freelist_pages: u64,
+    /// The txid of the latest published transaction when it began.
+    pub base_txid: u64,
+}
+
+/// The file operations of one sync, planned by [`Writer::begin_sync`]: write the freelist page,
+/// fdatasync, write the meta, fdatasync. Perform them in order — blocking with
+/// [`Writer::perform`], or on io_uring with [`super::UringFile::run`] — then report the outcome to
+/// [`Writer::finish_sync`]. Transactions may publish in between.
+#[derive(Debug)]
+#[must_use = "a sync plan does nothing until its steps are performed and finish_sync is called"]
+pub struct SyncPlan {
+    /// The steps, in order.
+    pub steps: Vec<IoStep>,
 }
 
 fn io_err<'p>(path: &'p Path, op: &'static str) -> impl FnOnce(io::Error) -> Error + 'p {
@@ -243,6 +277,7 @@ impl Db {
             durable: meta,
             durable_slot: slot,
             file_len: len,
+            syncing: None,
             stopped: None,
             freelist,
             io,
@@ -398,8 +433,14 @@ impl Writer {
     pub fn begin(&mut self) -> Result<WriteTxn<'_>> {
         self.check_running()?;
         self.release_pages()?;
-        let txid = self.current.txid.max(self.durable.txid) + 1;
+        let txid = self.next_txid();
         Ok(WriteTxn::new(self, txid))
+    }
+
+    /// A txid above every one published, durable or being made durable.
+    fn next_txid(&self) -> u64 {
+        let syncing = self.syncing.map_or(0, |s| s.meta.txid);
+        self.current.txid.max(self.durable.txid).max(syncing) + 1
     }
 
     /// Pages free for reuse now, and pages freed but still reachable by a reader or the durable meta.
@@ -410,6 +451,11 @@ impl Writer {
     /// Whether everything published is durable.
     pub fn is_synced(&self) -> bool {
         self.current.txid <= self.durable.txid
+    }
+
+    /// Whether a sync has begun and not finished ([`Writer::begin_sync`]).
+    pub fn is_syncing(&self) -> bool {
+        self.syncing.is_some()
     }
 
     pub(crate) fn check_running(&self) -> Result<()> {
@@ -464,61 +510,68 @@ impl Writer {
         }
     }
 
-    /// Grows the file (in steps) and the mapping so that `hwm` pages fit; returns the index of the
-    /// mapping that covers them.
-    pub(crate) fn ensure_room(&mut self) -> Result<usize> {
+    /// Makes the mapping cover `hwm` pages and plans the file's growth (in steps) if they do not
+    /// fit its length: returns the index of the mapping that covers them and the length to grow
+    /// the file to. Planned lengths only ever grow, so growth steps performed in order never
+    /// shrink the file.
+    pub(crate) fn plan_room(&mut self) -> Result<(usize, Option<u64>)> {
         let page_size = self.db.inner.page_size as u64;
         let needed = self.hwm * page_size;
-        if needed > self.file_len {
-            const STEP: u64 = 16 << 20;
-            let target = if needed < STEP {
-                needed.next_power_of_two()
-            } else {
-                needed.div_ceil(STEP) * STEP
-            };
-            self.io
-                .set_len(target)
-                .map_err(io_err(&self.db.inner.path, "grow"))?;
-            self.file_len = target;
-        }
-        self.db
+        let map = self
+            .db
             .inner
             .maps
             .cover(&self.db.inner.file, needed as usize)
-            .map_err(io_err(&self.db.inner.path, "mmap"))
+            .map_err(io_err(&self.db.inner.path, "mmap"))?;
+        if needed <= self.file_len {
+            return Ok((map, None));
+        }
+        const STEP: u64 = 16 << 20;
+        let target = if needed < STEP {
+            needed.next_power_of_two()
+        } else {
+            needed.div_ceil(STEP) * STEP
+        };
+        self.file_len = target;
+        Ok((map, Some(target)))
     }
 
-    /// Writes page images, sorted by page id; images of adjacent pages are coalesced into one write
-    /// (up to 1 MiB), a page with no neighbour is written straight from its image.
-    pub(crate) fn write_pages(&mut self, mut pages: Vec<(Pgid, Vec<u8>)>) -> Result<()> {
+    /// The writes of page images, sorted by page id; images of adjacent pages are coalesced into
+    /// one write (up to 1 MiB), a page with no neighbour is written straight from its image.
+    pub(crate) fn page_writes(&self, mut pages: Vec<(Pgid, Vec<u8>)>) -> Vec<IoStep> {
         pages.sort_unstable_by_key(|(pgid, _)| *pgid);
         let page_size = self.db.inner.page_size as u64;
-        let path = &self.db.inner.path;
-        let mut i = 0;
-        while i < pages.len() {
-            let start = pages[i].0;
-            let mut end = i + 1;
-            let mut bytes = pages[i].1.len();
-            while end < pages.len()
-                && start * page_size + bytes as u64 == pages[end].0 * page_size
-                && bytes < 1 << 20
-            {
-                bytes += pages[end].1.len();
-                end += 1;
-            }
-            let written = if end == i + 1 {
-                self.io.write_all_at(&pages[i].1, start * page_size)
-            } else {
-                let mut run = Vec::with_capacity(bytes);
-                for (_, image) in &pages[i..end] {
-                    run.extend_from_slice(image);
-                }
-                self.io.write_all_at(&run, start * page_size)
+        let mut writes = Vec::new();
+        let mut pages = pages.into_iter().peekable();
+        while let Some((start, image)) = pages.next() {
+            let offset = start * page_size;
+            let adjacent = |bytes: &Vec<u8>, next: &(Pgid, Vec<u8>)| {
+                offset + bytes.len() as u64 == next.0 * page_size && bytes.len() < 1 << 20
             };
-            written.map_err(io_err(path, "write"))?;
-            i = end;
+            let mut bytes = image;
+            if pages.peek().is_some_and(|next| adjacent(&bytes, next)) {
+                let mut run = Vec::with_capacity(2 * bytes.len());
+                run.append(&mut bytes);
+                while let Some(next) = pages.next_if(|next| adjacent(&run, next)) {
+                    run.extend_from_slice(&next.1);
+                }
+                bytes = run;
+            }
+            writes.push(IoStep::Write {
+                offset,
+                bytes,
+                op: "write",
+            });
         }
-        Ok(())
+        writes
+    }
+
+    /// Performs one planned file operation, blocking, through the writer's file layer. A failure
+    /// is returned, not acted on: the caller decides (roll back, stop).
+    pub fn perform(&self, step: IoStep) -> Result<()> {
+        let op = step.op();
+        step.perform(self.io.as_ref())
+            .map_err(io_err(&self.db.inner.path, op))
     }
 
     /// Makes `snapshot` the tree new readers see.
@@ -527,18 +580,40 @@ impl Writer {
         self.current = snapshot;
     }
 
-    /// Makes the latest published transaction durable: writes the freelist, fdatasyncs, writes the
-    /// meta into the slot not holding the durable one, fdatasyncs. Any failure stops the writer:
+    /// Makes the latest published transaction durable, blocking: [`Writer::begin_sync`], every
+    /// step through the writer's file layer, [`Writer::finish_sync`]. Any failure stops the writer:
     /// after a failed flush nothing can say what reached the disk.
     pub fn sync(&mut self) -> Result<()> {
-        self.check_running()?;
-        if self.is_synced() {
+        let Some(plan) = self.begin_sync()? else {
             return Ok(());
-        }
-        self.write_durable().map_err(|e| self.stop(e))
+        };
+        let outcome = plan
+            .steps
+            .into_iter()
+            .try_for_each(|step| self.perform(step));
+        self.finish_sync(outcome)
     }
 
-    fn write_durable(&mut self) -> Result<()> {
+    /// Plans making the latest published transaction durable: allocates and encodes the new
+    /// freelist page (the previous one is freed at the sync's txid) and the meta for the slot not
+    /// holding the durable one. `None` if everything published is durable. From now until
+    /// [`Writer::finish_sync`], transactions may go on publishing; pages of the tree this sync
+    /// makes durable stay unreused until a later sync replaces it. One sync at a time.
+    pub fn begin_sync(&mut self) -> Result<Option<SyncPlan>> {
+        self.check_running()?;
+        if let Some(syncing) = self.syncing {
+            return Err(Error::SyncInFlight {
+                path: self.db.inner.path.clone(),
+                txid: syncing.meta.txid,
+            });
+        }
+        if self.is_synced() {
+            return Ok(None);
+        }
+        self.plan_sync().map(Some).map_err(|e| self.stop(e))
+    }
+
+    fn plan_sync(&mut self) -> Result<SyncPlan> {
         let target_slot = 1 - self.durable_slot;
         let mut txid = self.current.txid.max(self.durable.txid + 1);
         if txid % 2 != target_slot {
@@ -566,12 +641,15 @@ impl Writer {
         let count = self.freelist.free_count() + self.freelist.pending_count();
         let n = Freelist::encoded_size(count).div_ceil(page_size as u64);
         let (fl_pgid, _) = self.allocate(n);
-        self.ensure_room()?;
+        // No growth step: a later transaction may plan a longer length before this sync's steps
+        // run, and its growth must not be undone. Writing the freelist page extends the file.
+        self.db
+            .inner
+            .maps
+            .cover(&self.db.inner.file, (self.hwm * page_size as u64) as usize)
+            .map_err(io_err(&self.db.inner.path, "mmap"))?;
+        self.file_len = self.file_len.max(self.hwm * page_size as u64);
         let image = freelist::encode_page(&self.freelist.all_ids(), fl_pgid, n, page_size);
-        self.write_pages(vec![(fl_pgid, image)])?;
-        self.io
-            .sync_data()
-            .map_err(io_err(&self.db.inner.path, "fdatasync"))?;
         let meta = Meta {
             page_size: page_size as u32,
             root: self.current.root,
@@ -579,23 +657,53 @@ impl Writer {
             hwm: self.hwm,
             txid,
         };
-        let slot_offset = target_slot * page_size as u64;
-        self.io
-            .write_all_at(&meta.encode_page(target_slot), slot_offset)
-            .map_err(io_err(&self.db.inner.path, "write meta"))?;
-        self.io
-            .sync_data()
-            .map_err(io_err(&self.db.inner.path, "fdatasync meta"))?;
-        self.durable = meta;
-        self.durable_slot = target_slot;
+        // Everything allocated so far may be in the tree this sync makes durable.
         self.freelist.synced();
-        let map = self.db.inner.maps.newest();
-        self.publish(Snapshot {
-            txid,
-            hwm: self.hwm,
-            map,
-            ..self.current
+        self.syncing = Some(InFlight {
+            meta,
+            slot: target_slot,
+            freelist_pages: n,
+            base_txid: self.current.txid,
         });
+        Ok(SyncPlan {
+            steps: vec![
+                IoStep::Write {
+                    offset: fl_pgid * page_size as u64,
+                    bytes: image,
+                    op: "write",
+                },
+                IoStep::Sync { op: "fdatasync" },
+                IoStep::Write {
+                    offset: target_slot * page_size as u64,
+                    bytes: meta.encode_page(target_slot),
+                    op: "write meta",
+                },
+                IoStep::Sync {
+                    op: "fdatasync meta",
+                },
+            ],
+        })
+    }
+
+    /// Ends the sync [`Writer::begin_sync`] planned, with the outcome of performing its steps: on
+    /// success its meta is the durable one; on failure the writer stops.
+    pub fn finish_sync(&mut self, outcome: Result<()>) -> Result<()> {
+        let Some(done) = self.syncing.take() else {
+            return Err(Error::NoSyncInFlight(self.db.inner.path.clone()));
+        };
+        outcome.map_err(|e| self.stop(e))?;
+        self.durable = done.meta;
+        self.durable_slot = done.slot;
+        if self.current.txid == done.base_txid {
+            // Nothing published since: readers from now on see the tree at the meta's txid.
+            let map = self.db.inner.maps.newest();
+            self.publish(Snapshot {
+                txid: done.meta.txid,
+                hwm: self.hwm,
+                map,
+                ..self.current
+            });
+        }
         Ok(())
     }
 }

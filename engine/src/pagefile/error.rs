@@ -212,6 +212,17 @@ pub enum Error {
         /// The failure that stopped the writer.
         cause: String,
     },
+    /// A sync was begun while another had not finished (a bug in the caller).
+    #[error("page file {path}: a sync began while the sync to txid {txid} is in flight")]
+    SyncInFlight {
+        /// The file.
+        path: PathBuf,
+        /// The txid the unfinished sync writes.
+        txid: u64,
+    },
+    /// A sync was finished that had not begun (a bug in the caller).
+    #[error("page file {0}: no sync in flight to finish")]
+    NoSyncInFlight(PathBuf),
     /// Every reader slot is in use.
     #[error("page file {path}: all {max} reader slots in use")]
     ReadersFull {

@@ -3,10 +3,12 @@
 //! reach them any more. Owned by the writer alone; readers never touch it.
 //!
 //! A freed page waits for two things (see "Copy-on-write, readers and page reuse" in the format):
-//! readers that may still walk a tree containing it, and — if the durable tree on disk contains it —
-//! the next sync. Pages allocated since the last sync are not in the durable tree, so once freed
-//! they wait for readers only; that is what lets a writer that publishes many transactions between
-//! syncs keep reusing the same pages instead of growing the file.
+//! readers that may still walk a tree containing it, and — if the durable tree on disk, or the tree
+//! a sync in flight is making durable, contains it — the next sync. Pages allocated since the last
+//! sync *began* are in neither tree, so once freed they wait for readers only; that is what lets a
+//! writer that publishes many transactions between syncs keep reusing the same pages instead of
+//! growing the file. (A page freed at txid `f` that either tree contains is released once a meta
+//! with txid ≥ `f` is durable: the sync in flight has a txid below every later free.)
 //!
 //! Invariants: a page is in at most one of `free`, `pending` and `pending_unsynced`; `free` spans
 //! never touch or overlap (adjacent spans are merged); pages leave the pending lists only through
@@ -29,7 +31,7 @@ pub(crate) struct Freelist {
     /// Freeing txid → freed pages allocated since the last sync.
     pending_unsynced: BTreeMap<u64, Vec<Pgid>>,
     pending_count: u64,
-    /// One bit per page: allocated since the last sync.
+    /// One bit per page: allocated since the last sync began.
     fresh: Vec<u64>,
     /// Set when the accounts stop adding up (a page freed twice).
     damage: Option<String>,
@@ -110,7 +112,7 @@ impl Freelist {
             .is_some_and(|w| w & (1 << (id % 64)) != 0)
     }
 
-    /// Everything allocated so far is now part of the durable tree (a sync completed).
+    /// Everything allocated so far may now be part of the durable tree (a sync began).
     pub fn synced(&mut self) {
         self.fresh.clear();
     }

@@ -36,3 +36,45 @@ impl FileIo for File {
 
 /// Wraps the opened file in the layer the writer will use (see [`super::Options::io`]).
 pub type IoLayer = Arc<dyn Fn(File) -> Box<dyn FileIo> + Send + Sync>;
+
+/// One file operation of a commit, as the writer plans it and its caller performs it: in order,
+/// each completed before the next begins (a `Sync` covers every write before it). Owned bytes, so
+/// an io_uring executor can hand them to the kernel as they are.
+#[derive(Debug)]
+pub enum IoStep {
+    /// Extend the file to this length (never shrinks it: the writer plans lengths that only grow).
+    Grow(u64),
+    /// Write `bytes` at `offset`.
+    Write {
+        /// Byte offset in the file.
+        offset: u64,
+        /// What to write.
+        bytes: Vec<u8>,
+        /// What the bytes are, for an error message (`"write"`, `"write meta"`).
+        op: &'static str,
+    },
+    /// Make every completed write durable (`fdatasync`).
+    Sync {
+        /// What the sync completes, for an error message.
+        op: &'static str,
+    },
+}
+
+impl IoStep {
+    /// The name of the operation, for an error message.
+    pub fn op(&self) -> &'static str {
+        match self {
+            IoStep::Grow(_) => "grow",
+            IoStep::Write { op, .. } | IoStep::Sync { op } => op,
+        }
+    }
+
+    /// Performs the step through `io`, blocking.
+    pub fn perform(self, io: &dyn FileIo) -> io::Result<()> {
+        match self {
+            IoStep::Grow(len) => io.set_len(len),
+            IoStep::Write { offset, bytes, .. } => io.write_all_at(&bytes, offset),
+            IoStep::Sync { .. } => io.sync_data(),
+        }
+    }
+}

@@ -4,6 +4,9 @@
 //! One [`Writer`] (keelson's raft core) and any number of readers on any thread. A write transaction
 //! ends in [`WriteTxn::publish`], which makes it visible to new readers without an fsync;
 //! [`Writer::sync`] makes everything published durable (the server leans on its WAL in between).
+//! Both also come in halves — [`WriteTxn::stage`] and [`Writer::begin_sync`] plan the file
+//! operations ([`IoStep`]) and leave them to the caller — so a writer on a glommio executor can
+//! perform them on io_uring ([`UringFile`]) and keep publishing while a sync is in flight.
 //! Readers ([`Db::begin_read`]) read straight from a memory map, never wait for the writer, and see
 //! one consistent tree for as long as they live.
 //!
@@ -39,15 +42,18 @@ mod readers;
 mod spill;
 mod stats;
 mod tree;
+mod uring;
 mod walk;
 mod write_txn;
 
 pub use bucket::{Bucket, View, escape};
-pub use db::{Db, Options, Writer};
+pub use db::{Db, Options, SyncPlan, Writer};
 pub use error::{Corruption, Error, MetaProblem, PageProblem, Result};
-pub use io::{FileIo, IoLayer};
+pub use io::{FileIo, IoLayer, IoStep};
 pub use layout::{DEFAULT_PAGE_SIZE, MAX_KEY_SIZE, MAX_VALUE_SIZE, Pgid};
 pub use read_txn::ReadTxn;
+pub use spill::{Blocking, Publisher, Staged};
 pub use stats::{BucketStats, Stats};
 pub use tree::{Cursor, Item};
+pub use uring::UringFile;
 pub use write_txn::{BucketMut, WriteTxn};

@@ -1,13 +1,16 @@
 //! Publishing a write transaction: merge nodes that lost too many keys (rebalance), turn every
 //! changed node into new pages (spill: split, allocate, encode — children before parents, nested
-//! buckets before the bucket holding them), write them, and show the new root to readers.
+//! buckets before the bucket holding them) — that much is *staging* — then write them and show the
+//! new root to readers ([`Staged`]).
 //!
 //! Copy-on-write: every page a changed node came from is freed at this txid; the freelist keeps it
-//! from reuse until no reader and no durable meta can reach it. If anything fails before the new
-//! root is published, every allocation and free is undone and the file's tree is as before.
+//! from reuse until no reader and no durable meta can reach it. If staging or growing the file
+//! fails, every allocation and free is undone and the file's tree is as before; a failed page
+//! write stops the writer.
 
 use super::db::Writer;
-use super::error::{Corruption, Result};
+use super::error::{Corruption, Error, Result};
+use super::io::IoStep;
 use super::layout::{BUCKET_HEADER_SIZE, BucketHeader, LEAF_FLAG_BUCKET, Pgid};
 use super::node::{Node, NodeId};
 use super::readers::Snapshot;
@@ -26,11 +29,16 @@ pub(crate) fn inline_value(header: &BucketHeader, root: &Node) -> Vec<u8> {
     value
 }
 
-/// Runs publish for `state` on `writer`.
-pub(crate) fn publish(writer: &mut Writer, mut state: TxnState) -> Result<()> {
+/// Stages `state` on `writer`: rebalance, spill, allocate and encode, mapping coverage and the
+/// file's growth planned. Nothing is written yet: see [`Staged`].
+pub(crate) fn stage(writer: &mut Writer, mut state: TxnState) -> Result<Staged<'_>> {
     writer.check_running()?;
     let txid = state.txid;
-    let start_hwm = writer.hwm;
+    let undo = Undo {
+        hwm: writer.hwm,
+        file_len: writer.file_len,
+        allocated: Vec::new(),
+    };
     for &(pgid, n) in &state.freed {
         writer.freelist.free(txid, pgid, n);
     }
@@ -41,52 +49,175 @@ pub(crate) fn publish(writer: &mut Writer, mut state: TxnState) -> Result<()> {
         pages,
         buckets: &mut state.buckets,
         txid,
-        allocated: Vec::new(),
+        undo,
         dirty: Vec::new(),
     };
     let outcome = spiller.run();
     let Spiller {
         writer,
-        allocated,
+        mut undo,
         dirty,
         ..
     } = spiller;
-    let root = match outcome.and_then(|root| writer.ensure_room().map(|map| (root, map))) {
-        Ok(done) => done,
-        Err(err) => {
-            writer.freelist.forget(txid);
-            for (pgid, n, reused) in allocated {
-                writer.freelist.unallocate(pgid, n, reused);
-            }
-            writer.hwm = start_hwm;
-            return Err(err);
+    match outcome.and_then(|root| writer.plan_room().map(|room| (root, room))) {
+        Ok((root, (map, grow))) => {
+            let snapshot = Snapshot {
+                txid,
+                root,
+                hwm: writer.hwm,
+                map,
+            };
+            let writes = writer.page_writes(dirty);
+            Ok(Staged {
+                writer,
+                txid,
+                undo,
+                snapshot,
+                grow: grow.map(IoStep::Grow),
+                writes,
+                settled: false,
+            })
         }
-    };
-    // A failed page write leaves the page cache in a state nothing vouches for: stop.
-    writer.write_pages(dirty).map_err(|e| writer.stop(e))?;
-    let (root, map) = root;
-    writer.publish(Snapshot {
-        txid,
-        root,
-        hwm: writer.hwm,
-        map,
-    });
-    Ok(())
+        Err(err) => {
+            undo.apply(writer, txid);
+            Err(err)
+        }
+    }
+}
+
+/// Where staged transactions go to be written and committed: [`Blocking`] through the writer's own
+/// file layer, or [`super::UringFile`] on io_uring.
+pub trait Publisher {
+    /// Performs `staged`'s file operations and commits it (or rolls it back, or stops the writer).
+    fn publish(&self, staged: Staged<'_>) -> impl std::future::Future<Output = Result<()>>;
+}
+
+/// Publishes by writing through the writer's file layer, blocking (the future is ready at once).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Blocking;
+
+impl Publisher for Blocking {
+    async fn publish(&self, staged: Staged<'_>) -> Result<()> {
+        staged.perform_blocking()
+    }
+}
+
+/// What to undo if a staged transaction does not happen.
+#[derive(Debug)]
+struct Undo {
+    hwm: Pgid,
+    file_len: u64,
+    /// (first page, count, came from the freelist).
+    allocated: Vec<(Pgid, u64, bool)>,
+}
+
+impl Undo {
+    /// Takes back every allocation and free of transaction `txid`.
+    fn apply(&mut self, writer: &mut Writer, txid: u64) {
+        writer.freelist.forget(txid);
+        for (pgid, n, reused) in self.allocated.drain(..) {
+            writer.freelist.unallocate(pgid, n, reused);
+        }
+        writer.hwm = self.hwm;
+        writer.file_len = self.file_len;
+    }
+}
+
+/// A write transaction whose pages are allocated and encoded but not yet written: perform its
+/// growth step ([`Staged::grow`]) and then its writes ([`Staged::writes`], in any order), then
+/// [`Staged::commit`] to show the new root to readers. If the growth fails, [`Staged::roll_back`]
+/// leaves the writer as it was before the transaction; if a write fails, [`Staged::fail`] stops
+/// the writer (the page cache then holds something nothing vouches for). Dropped unsettled (the
+/// caller's future cancelled mid-write, say), it stops the writer: some writes may have happened.
+#[derive(Debug)]
+#[must_use = "a staged transaction must be committed, rolled back or failed"]
+pub struct Staged<'w> {
+    writer: &'w mut Writer,
+    txid: u64,
+    undo: Undo,
+    snapshot: Snapshot,
+    grow: Option<IoStep>,
+    writes: Vec<IoStep>,
+    settled: bool,
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            let path = self.writer.db.path().to_path_buf();
+            self.writer.stop(Error::Stopped {
+                path,
+                cause: "a staged transaction was abandoned mid-write".into(),
+            });
+        }
+    }
+}
+
+impl Staged<'_> {
+    /// The step that grows the file, if it must grow before the writes.
+    pub fn grow(&mut self) -> Option<IoStep> {
+        self.grow.take()
+    }
+
+    /// The page writes, independent of one another.
+    pub fn writes(&mut self) -> Vec<IoStep> {
+        std::mem::take(&mut self.writes)
+    }
+
+    /// The file the steps are for.
+    pub fn path(&self) -> &std::path::Path {
+        self.writer.db.path()
+    }
+
+    /// Makes the transaction visible to readers that begin from now on (its writes done).
+    pub fn commit(mut self) {
+        self.settled = true;
+        self.writer.publish(self.snapshot);
+    }
+
+    /// Undoes the transaction (its growth failed, or staging did): every allocation and free is
+    /// taken back and the writer goes on as before it. Returns `err`.
+    pub fn roll_back(mut self, err: Error) -> Error {
+        self.settled = true;
+        self.undo.apply(self.writer, self.txid);
+        err
+    }
+
+    /// Stops the writer after a failed page write. Returns `err`.
+    pub fn fail(mut self, err: Error) -> Error {
+        self.settled = true;
+        self.writer.stop(err)
+    }
+
+    /// Performs the steps through the writer's file layer, blocking, and commits.
+    pub(crate) fn perform_blocking(mut self) -> Result<()> {
+        if let Some(grow) = self.grow()
+            && let Err(err) = self.writer.perform(grow)
+        {
+            return Err(self.roll_back(err));
+        }
+        for write in self.writes() {
+            if let Err(err) = self.writer.perform(write) {
+                return Err(self.fail(err));
+            }
+        }
+        self.commit();
+        Ok(())
+    }
 }
 
 /// The state of one publish.
-struct Spiller<'a, 'p> {
-    writer: &'a mut Writer,
+struct Spiller<'w, 'a, 'p> {
+    writer: &'w mut Writer,
     pages: Pages<'p>,
     buckets: &'a mut Vec<BucketState>,
     txid: u64,
-    /// (first page, count, came from the freelist) for undo.
-    allocated: Vec<(Pgid, u64, bool)>,
+    undo: Undo,
     /// New page images.
     dirty: Vec<(Pgid, Vec<u8>)>,
 }
 
-impl Spiller<'_, '_> {
+impl Spiller<'_, '_, '_> {
     fn run(&mut self) -> Result<BucketHeader> {
         self.rebalance_bucket(0)?;
         self.spill_bucket(0)?;
@@ -306,7 +437,7 @@ impl Spiller<'_, '_> {
             let node = &self.buckets[b].arena.nodes[id];
             let count = node.encoded_size(range.clone()).div_ceil(page_size) as u64;
             let (pgid, reused) = self.writer.allocate(count);
-            self.allocated.push((pgid, count, reused));
+            self.undo.allocated.push((pgid, count, reused));
             let mut image = vec![0u8; count as usize * page_size];
             let first_key = if range.is_empty() {
                 Vec::new()

@@ -17,7 +17,7 @@ use super::layout::{
 use super::node::{Node, NodeId};
 use super::page::PageView;
 use super::readers::Snapshot;
-use super::spill;
+use super::spill::{self, Staged};
 use super::tree::{Cursor, NodeArena, NodeView, PageSet, Pages, Root, TreeSource};
 
 /// bbolt's default: split nodes at half a page.
@@ -492,9 +492,16 @@ impl<'w> WriteTxn<'w> {
     }
 
     /// Makes the transaction visible to readers that begin after this returns. Not durable until
-    /// [`Writer::sync`].
+    /// [`Writer::sync`]. Writes its pages through the writer's file layer, blocking; see
+    /// [`WriteTxn::stage`] to perform the writes some other way.
     pub fn publish(self) -> Result<()> {
-        spill::publish(self.writer, self.state)
+        self.stage()?.perform_blocking()
+    }
+
+    /// Prepares the transaction for publishing — pages allocated and encoded — and leaves the
+    /// file operations to the caller (see [`Staged`]).
+    pub fn stage(self) -> Result<Staged<'w>> {
+        spill::stage(self.writer, self.state)
     }
 }
 
