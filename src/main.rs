@@ -1,20 +1,26 @@
 //! The `keelson` binary: a member (etcd's flags), or the file inspectors (`keelson db`, `keelson
-//! wal`). See `keelson --help`; the README's first command starts here.
+//! wal`). See `keelson --help`; the README's first command starts here. `ARCHITECTURE.md` maps the
+//! cores and the files.
+//!
+//! Runs on: the main thread.
 
 mod api;
+mod apply;
 mod cli;
 mod config;
-mod cores;
 mod ids;
 mod inspect;
-mod link;
+mod logging;
 mod metrics;
 mod raft;
+mod runtime;
 mod server;
-mod status;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
+use std::time::Duration;
+
+use runtime::shutdown::{self, Shutdown};
 
 use cli::{Command, DbCommand, WalCommand};
 use inspect::{Encoding, InspectError};
@@ -50,24 +56,20 @@ fn run_db(command: DbCommand, out: &mut dyn Write) -> Result<(), InspectError> {
     }
 }
 
-/// Logs to stderr at `--log-level` (etcd's levels: panic and fatal log errors only).
-fn init_logging(level: &str) {
-    let level = match level {
-        "debug" => tracing::Level::DEBUG,
-        "warn" => tracing::Level::WARN,
-        "error" | "panic" | "fatal" => tracing::Level::ERROR,
-        _ => tracing::Level::INFO,
-    };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(io::stderr)
-        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
-        .init();
-}
+/// How long a member may take to stop once asked (or once a core failed) before the process ends
+/// regardless: a crash at any instant loses nothing acknowledged.
+const STOP_BOUND: Duration = Duration::from_secs(10);
 
 /// Runs a member until it is stopped.
 fn run_member(flags: &config::Flags, inert: &[String]) -> ExitCode {
-    init_logging(&flags.log_level);
+    logging::init(&flags.log_level);
+    runtime::fatal::install();
+    let stopper = Shutdown::new(STOP_BOUND);
+    if let Err(e) = shutdown::on_signals(&stopper) {
+        tracing::error!("cannot watch for SIGTERM and SIGINT: {e}");
+        logging::flush(Duration::from_millis(300));
+        return ExitCode::FAILURE;
+    }
     let mut inert = inert.to_vec();
     if flags.snapshot_count != config::DEFAULT_SNAPSHOT_COUNT {
         // The page file syncs on time (every 100 ms), not on a count of entries.
@@ -81,15 +83,17 @@ fn run_member(flags: &config::Flags, inert: &[String]) -> ExitCode {
     }
     let result = config::Config::from_flags(flags)
         .map_err(|e| e.to_string())
-        .and_then(|config| server::run(config).map_err(|e| e.to_string()));
-    match result {
+        .and_then(|config| server::run(config, stopper).map_err(|e| e.to_string()));
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("keelson: {e}");
+            logging::emit(format!("keelson: {e}\n").into_bytes());
             ExitCode::FAILURE
         }
-    }
+    };
+    logging::flush(Duration::from_millis(300));
+    code
 }
 
 fn main() -> ExitCode {
@@ -111,7 +115,7 @@ fn main() -> ExitCode {
         Err(InspectError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             let _ = out.flush();
-            eprintln!("keelson: {e}");
+            let _ = writeln!(io::stderr(), "keelson: {e}");
             ExitCode::FAILURE
         }
     }

@@ -2,6 +2,8 @@
 //! core only — the raft core's in [`RaftMetrics`], each serving core's own row of
 //! [`GrpcCounters`] — and summed when `/metrics` is scraped, so counting never shares a cache line
 //! between cores on the hot path.
+//!
+//! Runs on: written by each owner core; rendered on the serving core that answers `/metrics`.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -145,6 +147,8 @@ pub struct Gauges {
     pub applied: u64,
     /// Page-file bytes in use.
     pub db_size: u64,
+    /// Log lines dropped because stderr was slow or gone.
+    pub log_lines_dropped: u64,
 }
 
 /// The Prometheus text of everything.
@@ -197,6 +201,12 @@ pub fn render(raft: &RaftMetrics, cores: &[GrpcCounters], gauges: &Gauges) -> St
         "gauge",
         "Total size of the underlying database physically allocated in bytes.",
         gauges.db_size,
+    );
+    gauge(
+        "keelson_log_lines_dropped_total",
+        "counter",
+        "Log lines dropped because the log destination was full or closed.",
+        gauges.log_lines_dropped,
     );
     raft.wal_fsync.render(
         "etcd_disk_wal_fsync_duration_seconds",
@@ -252,12 +262,14 @@ mod tests {
                 committed: 5,
                 applied: 4,
                 db_size: 4096,
+                log_lines_dropped: 3,
             },
         );
         assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.001\"} 1\n"));
         assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.004\"} 2\n"));
         assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_count 2\n"));
         assert!(text.contains("etcd_server_has_leader 1\n"));
+        assert!(text.contains("keelson_log_lines_dropped_total 3\n"));
         assert!(text.contains(
             "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 2\n"
         ));

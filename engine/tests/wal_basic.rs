@@ -180,6 +180,27 @@ fn segments_roll_over_and_released_ones_are_gone() {
             matches!(err, WalError::Gap { after: 0, next, .. } if next == cut),
             "{err}"
         );
+        // Keeping entries before the index: as many as asked, as far as the WAL still holds them.
+        let (wal, replay) = Wal::open_keeping(&path, 250, 20, small(64 << 10))
+            .await
+            .unwrap();
+        assert_eq!(replay.entries.first().map(|e| e.index), Some(231));
+        assert_eq!(replay.entries.last().map(|e| e.index), Some(300));
+        wal.close().await;
+        let (wal, replay) = Wal::open_keeping(&path, 250, 1000, small(64 << 10))
+            .await
+            .unwrap();
+        assert_eq!(replay.entries.first().map(|e| e.index), Some(cut));
+        assert_eq!(replay.entries.len() as u64, 300 - cut + 1);
+        wal.close().await;
+        let err = Wal::open_keeping(&path, cut - 5, 1000, small(64 << 10))
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            matches!(err, WalError::Gap { next, .. } if next == cut),
+            "entries after the index are still required: {err}"
+        );
     });
 }
 

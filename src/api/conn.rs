@@ -4,11 +4,19 @@
 //! tonic-generated service, counting it by method and status. A connection that does not open with
 //! the HTTP/2 preface is plain HTTP/1 ([`super::http`]). A connection that sends garbage fails
 //! alone: hyper closes it and the error is logged at debug level.
+//!
+//! When the member stops, [`Connections::close`] ends every connection gracefully (HTTP/2 GOAWAY:
+//! calls in flight finish, no new ones start) and [`Connections::drained`] says when all are gone.
+//!
+//! Runs on: every serving core.
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
+use std::pin::{Pin, pin};
+use std::rc::Rc;
 
 use futures_lite::AsyncReadExt;
 use glommio::net::{TcpListener, TcpStream};
@@ -24,6 +32,7 @@ use tower_service::Service;
 use super::io::Io;
 use super::{cluster::ClusterApi, context, http as plain, kv::KvApi, maintenance::MaintenanceApi};
 use crate::metrics;
+use crate::runtime::signal::Signal;
 
 /// How long a new connection may take to send its first bytes.
 const FIRST_BYTES: std::time::Duration = std::time::Duration::from_secs(10);
@@ -47,6 +56,54 @@ where
 {
     fn execute(&self, fut: F) {
         glommio::spawn_local(fut).detach();
+    }
+}
+
+/// The client connections of one serving core.
+#[derive(Debug, Clone, Default)]
+pub struct Connections {
+    inner: Rc<Tracked>,
+}
+
+#[derive(Debug, Default)]
+struct Tracked {
+    open: Cell<usize>,
+    /// Fired to end every connection gracefully.
+    closing: Signal,
+    /// Fired once closing and none is left.
+    drained: Signal,
+}
+
+/// Counts one connection as open until dropped.
+struct Open(Rc<Tracked>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let tracked = &self.0;
+        tracked.open.set(tracked.open.get() - 1);
+        if tracked.open.get() == 0 && tracked.closing.is_fired() {
+            tracked.drained.fire();
+        }
+    }
+}
+
+impl Connections {
+    fn opened(&self) -> Open {
+        self.inner.open.set(self.inner.open.get() + 1);
+        Open(self.inner.clone())
+    }
+
+    /// Ends every connection gracefully: calls in flight are answered, no new ones are taken.
+    pub fn close(&self) {
+        self.inner.closing.fire();
+        if self.inner.open.get() == 0 {
+            self.inner.drained.fire();
+        }
+    }
+
+    /// Returns once [`Connections::close`] was called and every connection has ended.
+    pub async fn drained(&self) {
+        self.inner.drained.wait().await
     }
 }
 
@@ -113,9 +170,18 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
-/// Accepts client connections on `addr` until the executor stops, serving each on this core.
-pub async fn listen(addr: SocketAddr, max_request_bytes: usize) -> std::io::Result<()> {
-    let listener = bind(addr)?;
+/// Binds `addr` for client connections (on this core's `SO_REUSEPORT` socket).
+pub fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    bind(addr)
+}
+
+/// Accepts client connections on `listener` until the task is dropped, serving each on this core.
+pub async fn accept(
+    listener: TcpListener,
+    addr: SocketAddr,
+    max_request_bytes: usize,
+    connections: Connections,
+) {
     let services = Services::new(max_request_bytes);
     loop {
         let stream = match listener.accept().await {
@@ -128,7 +194,9 @@ pub async fn listen(addr: SocketAddr, max_request_bytes: usize) -> std::io::Resu
             }
         };
         let _ = stream.set_nodelay(true);
-        glommio::spawn_local(serve(stream, services.clone())).detach();
+        let open = connections.opened();
+        let closing = connections.inner.closing.clone();
+        glommio::spawn_local(serve(stream, services.clone(), closing, open)).detach();
     }
 }
 
@@ -149,8 +217,9 @@ async fn sniff(stream: &mut TcpStream) -> std::io::Result<(bool, Vec<u8>)> {
     Ok((seen == PREFACE, seen))
 }
 
-/// Serves one client connection: gRPC over HTTP/2, or plain HTTP/1.
-async fn serve(mut stream: TcpStream, services: Services) {
+/// Serves one client connection: gRPC over HTTP/2, or plain HTTP/1, until it ends or `closing`
+/// fires (then gracefully). `_open` counts it as open meanwhile.
+async fn serve(mut stream: TcpStream, services: Services, closing: Signal, _open: Open) {
     let sniffed = glommio::timer::timeout(FIRST_BYTES, async {
         sniff(&mut stream)
             .await
@@ -167,15 +236,36 @@ async fn serve(mut stream: TcpStream, services: Services) {
     let io = Io::new(stream, read);
     let result = if http2 {
         let service = hyper::service::service_fn(move |request| services.clone().call(request));
-        hyper::server::conn::http2::Builder::new(LocalExec)
-            .serve_connection(io, service)
-            .await
+        let connection =
+            hyper::server::conn::http2::Builder::new(LocalExec).serve_connection(io, service);
+        until_closing(pin!(connection), &closing, |c| c.graceful_shutdown()).await
     } else {
-        hyper::server::conn::http1::Builder::new()
-            .serve_connection(io, hyper::service::service_fn(plain::handle))
-            .await
+        let connection = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, hyper::service::service_fn(plain::handle));
+        until_closing(pin!(connection), &closing, |c| c.graceful_shutdown()).await
     };
     if let Err(e) = result {
         tracing::debug!("client connection closed: {e}");
+    }
+}
+
+/// Runs `connection` to its end; if `closing` fires first, asks it to end gracefully (`shut`) and
+/// runs it to that end.
+async fn until_closing<C: Future>(
+    mut connection: Pin<&mut C>,
+    closing: &Signal,
+    shut: impl FnOnce(Pin<&mut C>),
+) -> C::Output {
+    let ended = futures_lite::future::or(async { Some(connection.as_mut().await) }, async {
+        closing.wait().await;
+        None
+    })
+    .await;
+    match ended {
+        Some(ended) => ended,
+        None => {
+            shut(connection.as_mut());
+            connection.await
+        }
     }
 }

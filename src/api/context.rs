@@ -1,12 +1,15 @@
 //! A serving core's own state, reachable from the gRPC handlers that run on it: the way to the raft
-//! core (proposals and read-index batches), the requests waiting for an answer, and the page file to
-//! read from. It lives in a thread-local of the core's executor thread, because tonic's handlers
-//! must be `Send` futures: a handler touches it only in synchronous calls ([`with`]) and awaits
-//! only `Send` one-shot receivers.
+//! core (proposals and read-index batches, gathered in an outbox), the requests waiting for an
+//! answer, and the page file to read from. It lives in a thread-local of the core's executor
+//! thread, because tonic's handlers must be `Send` futures: a handler touches it only in
+//! synchronous calls ([`with`]) and awaits only `Send` one-shot receivers.
 //!
-//! Linearizable reads are batched: at most one read-index request per core is in flight; reads
-//! that arrive meanwhile wait for the next one (they must not be answered by a read index asked
-//! before they arrived).
+//! Proposals are known by their request id, which is unique to this core by construction (the
+//! member and the core are in its top bits). Linearizable reads are batched: at most one
+//! read-index request per core is in flight; reads that arrive meanwhile wait for the next one
+//! (they must not be answered by a read index asked before they arrived).
+//!
+//! Runs on: every serving core.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -14,17 +17,18 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use futures_channel::oneshot;
-use glommio::channels::local_channel::LocalSender;
-use keelson_engine::mvcc;
-use keelson_engine::pagefile::Db;
+use keelson_engine::mvcc::{self, Revisions};
+use keelson_engine::pagefile::{Db, ReadTxn};
 use keelson_proto::etcdserverpb::ResponseHeader;
+use prost::Message;
 use tonic::Status;
 
+use super::status;
 use crate::config::Member;
-use crate::link::{FromRaft, Outcome, Published, ToRaft, Token};
 use crate::metrics::GrpcCounters;
-use crate::raft::entry;
-use crate::status;
+use crate::runtime::link::{FromRaft, Outcome, Published, Refusal, ServingCore, ToRaft, Token};
+use crate::runtime::mailbox::Mailbox;
+use crate::runtime::signal::Signal;
 
 /// What every core knows about this member, fixed at start.
 #[derive(Debug)]
@@ -53,7 +57,7 @@ struct Reads {
 
 /// One serving core's state.
 pub struct Serving {
-    core: usize,
+    core: ServingCore,
     /// This member.
     pub identity: Arc<Identity>,
     /// What the raft core publishes.
@@ -62,12 +66,16 @@ pub struct Serving {
     pub db: Db,
     /// Every serving core's call counters (this core writes only its own).
     pub grpc: Arc<[GrpcCounters]>,
-    outbox: RefCell<Vec<ToRaft>>,
-    kick: LocalSender<()>,
-    proposals: RefCell<HashMap<Token, oneshot::Sender<Outcome>>>,
+    /// Requests for the raft core, taken by this core's forwarder.
+    pub outbox: Mailbox<ToRaft>,
+    /// Fired when the raft core says the member is ready.
+    ready: Signal,
+    proposals: RefCell<HashMap<u64, oneshot::Sender<Outcome>>>,
     reads: RefCell<Reads>,
     next_token: Cell<Token>,
     next_id: Cell<u64>,
+    /// Set once the raft core has gone: nothing more will be answered.
+    raft_gone: Cell<bool>,
 }
 
 thread_local! {
@@ -84,14 +92,15 @@ pub fn with<T>(f: impl FnOnce(&Serving) -> Result<T, Status>) -> Result<T, Statu
 }
 
 impl Serving {
-    /// Installs the state of serving core `core` on this thread; `kick` wakes its forwarder.
+    /// Installs the state of serving core `core` on this thread; `ready` fires when the raft core
+    /// says the member is ready.
     pub fn install(
-        core: usize,
+        core: ServingCore,
         identity: Arc<Identity>,
         published: Arc<Published>,
         db: Db,
         grpc: Arc<[GrpcCounters]>,
-        kick: LocalSender<()>,
+        ready: Signal,
     ) -> Rc<Serving> {
         // Request ids as etcd makes them unique: the member in the top 16 bits, then this core,
         // then a counter started from the clock so ids do not repeat across restarts.
@@ -99,7 +108,7 @@ impl Serving {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let first_id = (identity.member_id << 48)
-            | ((core as u64 & 0xff) << 40)
+            | ((core.0 as u64 & 0xff) << 40)
             | ((millis << 8) & ((1 << 40) - 1));
         let serving = Rc::new(Serving {
             core,
@@ -107,18 +116,19 @@ impl Serving {
             published,
             db,
             grpc,
-            outbox: RefCell::new(Vec::new()),
-            kick,
+            outbox: Mailbox::default(),
+            ready,
             proposals: RefCell::new(HashMap::new()),
             reads: RefCell::new(Reads::default()),
             next_token: Cell::new(1),
             next_id: Cell::new(first_id),
+            raft_gone: Cell::new(false),
         });
         SERVING.with(|s| *s.borrow_mut() = Some(serving.clone()));
         serving
     }
 
-    /// Removes this thread's state: waiting requests fail with `server stopped`.
+    /// Removes this thread's state: requests still waiting fail with `server stopped`.
     pub fn uninstall() {
         SERVING.with(|s| s.borrow_mut().take());
     }
@@ -129,33 +139,20 @@ impl Serving {
         token
     }
 
-    fn send(&self, request: ToRaft) {
-        self.outbox.borrow_mut().push(request);
-        let _ = self.kick.try_send(());
-    }
-
-    /// The requests gathered for the raft core since the last call.
-    pub fn take_outbox(&self) -> Vec<ToRaft> {
-        std::mem::take(&mut *self.outbox.borrow_mut())
-    }
-
     /// Proposes `request` through raft; the receiver yields its outcome once applied.
     pub fn propose(&self, request: mvcc::Request) -> Result<oneshot::Receiver<Outcome>, Status> {
+        if self.raft_gone.get() {
+            return Err(status::stopped());
+        }
         let id = self.next_id.get();
         self.next_id.set(id.wrapping_add(1));
-        let data = entry::proposal(id, request);
+        let data = request.into_internal(id).encode_to_vec();
         if data.len() > self.identity.max_request_bytes {
             return Err(status::too_large());
         }
-        let token = self.token();
         let (tx, rx) = oneshot::channel();
-        self.proposals.borrow_mut().insert(token, tx);
-        self.send(ToRaft::Propose {
-            core: self.core,
-            token,
-            id,
-            data,
-        });
+        self.proposals.borrow_mut().insert(id, tx);
+        self.outbox.push(ToRaft::Propose { id, data });
         Ok(rx)
     }
 
@@ -163,6 +160,10 @@ impl Serving {
     /// call is applied to the page file.
     pub fn read_barrier(&self) -> oneshot::Receiver<Result<(), Status>> {
         let (tx, rx) = oneshot::channel();
+        if self.raft_gone.get() {
+            let _ = tx.send(Err(status::stopped()));
+            return rx;
+        }
         self.reads.borrow_mut().next.push(tx);
         self.ask_read_index();
         rx
@@ -177,18 +178,16 @@ impl Serving {
         let batch = std::mem::take(&mut reads.next);
         reads.asked = Some((token, batch));
         drop(reads);
-        self.send(ToRaft::ReadIndex {
-            core: self.core,
-            token,
-        });
+        self.outbox.push(ToRaft::ReadIndex { token });
     }
 
     /// Hands answers from the raft core to the requests waiting for them.
     pub fn deliver(&self, batch: Vec<FromRaft>) {
         for answer in batch {
             match answer {
-                FromRaft::Applied { token, outcome } => {
-                    if let Some(waiter) = self.proposals.borrow_mut().remove(&token) {
+                FromRaft::Ready => self.ready.fire(),
+                FromRaft::Applied { id, outcome } => {
+                    if let Some(waiter) = self.proposals.borrow_mut().remove(&id) {
                         let _ = waiter.send(outcome);
                     }
                 }
@@ -197,6 +196,7 @@ impl Serving {
                     if reads.asked.as_ref().is_some_and(|(t, _)| *t == token) {
                         let (_, waiters) = reads.asked.take().expect("checked");
                         drop(reads);
+                        let result = result.map_err(|refusal| status::of_refusal(&refusal));
                         for waiter in waiters {
                             let _ = waiter.send(result.clone());
                         }
@@ -207,9 +207,37 @@ impl Serving {
         }
     }
 
+    /// The raft core has gone (it closed its channel): every request still waiting fails with
+    /// `server stopped`, and so does every later one.
+    pub fn raft_gone(&self) {
+        self.raft_gone.set(true);
+        for (_, waiter) in self.proposals.borrow_mut().drain() {
+            let _ = waiter.send(Err(Refusal::Stopped));
+        }
+        let mut reads = self.reads.borrow_mut();
+        let asked = reads.asked.take().map(|(_, w)| w).unwrap_or_default();
+        for waiter in asked.into_iter().chain(reads.next.drain(..)) {
+            let _ = waiter.send(Err(status::stopped()));
+        }
+    }
+
+    /// Reads from this core's view of the page file: a read transaction on the latest published
+    /// tree and the revisions it shows.
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&ReadTxn, Revisions) -> mvcc::Result<T>,
+    ) -> Result<T, Status> {
+        let read = || {
+            let txn = self.db.begin_read()?;
+            let revisions = mvcc::revisions(&txn)?;
+            f(&txn, revisions)
+        };
+        read().map_err(|e| status::of_mvcc(&e))
+    }
+
     /// Counts a gRPC call (`METHODS[method]`) handled on this core.
     pub fn count_handled(&self, method: usize, code: usize) {
-        if let Some(counters) = self.grpc.get(self.core) {
+        if let Some(counters) = self.grpc.get(self.core.0) {
             counters.handled(method, code);
         }
     }
@@ -220,7 +248,7 @@ impl Serving {
             cluster_id: self.identity.cluster_id,
             member_id: self.identity.member_id,
             revision,
-            raft_term: Published::get(&self.published.term),
+            raft_term: self.published.term(),
         }
     }
 }

@@ -2,6 +2,8 @@
 //! preface is HTTP/1): etcd 3.4's `/health` (`{"health":"true"}`, or 503 with `"false"` when there
 //! is no leader or a linearizable read cannot complete), `/version`, and `/metrics` (Prometheus
 //! text, etcd's metric names).
+//!
+//! Runs on: every serving core.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use hyper::body::Incoming;
 use super::context;
 use super::kv::linearizable;
 use super::maintenance::ETCD_VERSION;
-use crate::link::Published;
+use crate::logging;
 use crate::metrics::{self, Gauges};
 
 /// How long `/health` waits for its linearizable read (etcd waits up to its request timeout).
@@ -32,8 +34,7 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
 const TEXT: &str = "text/plain; charset=utf-8";
 
 async fn healthy() -> bool {
-    let has_leader =
-        context::with(|s| Ok(Published::get(&s.published.leader) != 0)).unwrap_or(false);
+    let has_leader = context::with(|s| Ok(s.published.leader() != 0)).unwrap_or(false);
     has_leader
         && matches!(
             glommio::timer::timeout(HEALTH_READ, async { Ok(linearizable().await.is_ok()) }).await,
@@ -46,10 +47,11 @@ fn scrape() -> String {
         let db_size = s.db.begin_read().map(|txn| txn.size()).unwrap_or(0);
         let published = &s.published;
         let gauges = Gauges {
-            has_leader: Published::get(&published.leader) != 0,
-            committed: Published::get(&published.committed),
-            applied: Published::get(&published.applied),
+            has_leader: published.leader() != 0,
+            committed: published.committed(),
+            applied: published.applied(),
             db_size,
+            log_lines_dropped: logging::dropped(),
         };
         Ok(metrics::render(&published.metrics, &s.grpc, &gauges))
     })

@@ -1,6 +1,10 @@
-//! The client API on the serving cores: gRPC over HTTP/2 (hyper on glommio, tonic-generated
-//! services), one module per etcd service, plain HTTP for health, version and metrics, and the
-//! per-core context the handlers reach the raft core and the page file through.
+//! The client API on the serving cores: the serving core's life ([`serving`]), its client
+//! connections (gRPC over HTTP/2 with hyper on glommio, tonic-generated services; [`conn`],
+//! [`io`]), one module per etcd service, plain HTTP for health, version and metrics, the per-core
+//! context the handlers reach the raft core and the page file through, and the one place outcomes
+//! become gRPC statuses ([`status`]).
+//!
+//! Runs on: every serving core.
 
 pub mod cluster;
 pub mod conn;
@@ -9,3 +13,5 @@ pub mod http;
 pub mod io;
 pub mod kv;
 pub mod maintenance;
+pub mod serving;
+pub mod status;

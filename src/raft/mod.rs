@@ -1,9 +1,21 @@
-//! Raft on the raft core: the log raft-rs reads ([`log`]), the entries it carries ([`entry`]), the
-//! core's loop ([`node`]), and raft-rs's logging routed into `tracing`.
+//! Raft on the raft core: its boot ([`boot`]: WAL replay → raft log → `RawNode`), the turn
+//! ([`turn`]) and the seams it is written against ([`seams`]: the WAL, the state machine, the
+//! transport), linearizable reads ([`reads`]), the in-memory log raft-rs reads ([`log`]), the WAL as
+//! that log's durable home ([`durable`]), and the glommio driver that runs it all ([`run`]).
+//! raft-rs's logging is routed into `tracing` here. `sim/` (tests only) drives the same turn in a
+//! simulated cluster.
+//!
+//! Runs on: the raft core.
 
-pub mod entry;
+pub mod boot;
+pub mod durable;
 pub mod log;
-pub mod node;
+pub mod reads;
+pub mod run;
+pub mod seams;
+#[cfg(test)]
+mod sim;
+pub mod turn;
 
 use std::fmt::Write as _;
 

@@ -17,7 +17,8 @@ pub struct Replay {
     pub metadata: Option<Vec<u8>>,
     /// The last hard state (default if none was written).
     pub hard_state: HardState,
-    /// Entries after the requested index, in order, overwritten suffixes resolved.
+    /// Entries after the requested index (and those kept before it), in order, overwritten
+    /// suffixes resolved.
     pub entries: Vec<Entry>,
     /// Snapshot markers (index, term), in order.
     pub snapshots: Vec<(u64, u64)>,
@@ -153,12 +154,15 @@ pub(crate) fn walk(
     })
 }
 
-/// Replays `segments` (name, path, bytes; oldest first), keeping entries with index > `after`.
+/// Replays `segments` (name, path, bytes; oldest first), keeping entries with index > `after`, and
+/// also those of the `keep` indexes before it that the WAL still holds (no gap is an error there).
 pub(crate) fn replay(
     dir: &Path,
     segments: &[(SegmentName, PathBuf, Vec<u8>)],
     after: u64,
+    keep: u64,
 ) -> Result<(Replay, Resume)> {
+    let floor = after.saturating_sub(keep);
     let mut out = Replay::default();
     let resume = walk(dir, segments, &mut |v| {
         match v.record {
@@ -166,9 +170,12 @@ pub(crate) fn replay(
             Decoded::Metadata(m) => out.metadata = Some(m.clone()),
             Decoded::HardState(hs) => out.hard_state = *hs,
             Decoded::Snapshot { index, term } => out.snapshots.push((*index, *term)),
-            Decoded::Entry(e) if e.index <= after => {}
+            Decoded::Entry(e) if e.index <= floor => {}
             Decoded::Entry(e) => {
-                let expected = out.entries.last().map_or(after + 1, |l| l.index + 1);
+                let expected = out
+                    .entries
+                    .last()
+                    .map_or(e.index.min(after + 1), |l| l.index + 1);
                 if e.index > expected {
                     if out.entries.is_empty() {
                         return Err(WalError::Gap {
@@ -187,7 +194,7 @@ pub(crate) fn replay(
                 if let Some(first) = out.entries.first().map(|f| f.index)
                     && e.index < expected
                 {
-                    out.entries.truncate((e.index - first) as usize);
+                    out.entries.truncate(e.index.saturating_sub(first) as usize);
                 }
                 out.entries.push(e.clone());
             }

@@ -653,6 +653,17 @@ impl Wal {
     /// `after_index`. A torn tail is cut back (and zeroed) and appends continue from there;
     /// corruption anywhere else fails with the segment file and offset.
     pub async fn open(dir: &Path, after_index: u64, options: Options) -> Result<(Wal, Replay)> {
+        Self::open_keeping(dir, after_index, 0, options).await
+    }
+
+    /// [`Wal::open`], replaying also the entries of the `keep` indexes up to `after_index` that the
+    /// WAL still holds (a cluster member keeps them for followers to catch up from).
+    pub async fn open_keeping(
+        dir: &Path,
+        after_index: u64,
+        keep: u64,
+        options: Options,
+    ) -> Result<(Wal, Replay)> {
         Self::check_options(dir, &options)?;
         let (lock, (names, leftovers)) = claim(dir, false).await?;
         for path in leftovers {
@@ -671,7 +682,7 @@ impl Wal {
             let bytes = read_file(path.clone()).await?;
             segments.push((name, path, bytes));
         }
-        let (replay, resume) = replay::replay(dir, &segments, after_index)?;
+        let (replay, resume) = replay::replay(dir, &segments, after_index, keep)?;
         let Resume {
             name,
             path,

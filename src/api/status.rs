@@ -1,10 +1,17 @@
-//! The one place where keelson's errors become gRPC statuses: etcd's code and exact message for
-//! each (etcd's `rpctypes`), so clients that match on the text behave as they do with etcd.
+//! The one place where keelson's outcomes become gRPC statuses: etcd's code and exact message for
+//! each (etcd's `rpctypes`), so clients that match on the text behave as they do with etcd. The
+//! store states etcd's answer for each of its errors ([`MvccError::status`]); this turns it, and the
+//! member's own refusals, into `tonic::Status`.
+//!
+//! Runs on: every serving core.
 
 use keelson_engine::mvcc::{MvccError, StatusCode};
 use tonic::{Code, Status};
 
-/// A store error as etcd answers it.
+use crate::runtime::link::Refusal;
+
+/// A store error as etcd answers it. A storage failure (reading the page file) is logged here:
+/// the client gets etcd's generic answer, the operator the cause.
 pub fn of_mvcc(error: &MvccError) -> Status {
     let (code, message) = error.status();
     let code = match code {
@@ -15,9 +22,18 @@ pub fn of_mvcc(error: &MvccError) -> Status {
         StatusCode::OutOfRange => Code::OutOfRange,
     };
     if error.is_storage() {
-        tracing::error!("storage failed: {error}");
+        tracing::error!("reading the page file failed: {error}");
     }
     Status::new(code, message)
+}
+
+/// A refusal as etcd answers it.
+pub fn of_refusal(refusal: &Refusal) -> Status {
+    match refusal {
+        Refusal::NoLeader => no_leader(),
+        Refusal::Stopped => stopped(),
+        Refusal::Rejected(e) => of_mvcc(e),
+    }
 }
 
 /// No leader to order the request.

@@ -1,0 +1,129 @@
+//! A serving core's life: connect its two channels to the raft core, start the forwarder (outbox →
+//! raft core) and the receiver (raft core → waiting requests), wait until the raft core says the
+//! member is ready, listen on the client addresses, and serve until the member stops. Then it
+//! stops accepting, waits for the raft core to close its channel (every answer it had is
+//! delivered; what is left fails with `server stopped`), ends its connections gracefully — calls
+//! in flight are answered — and returns.
+//!
+//! A core that cannot listen stops the member: a member that serves on some cores only is not what
+//! the flags asked for.
+//!
+//! Runs on: every serving core (with one CPU, beside the raft core on its executor).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::channels::shared_channel::{SharedReceiver, SharedSender};
+use keelson_engine::pagefile::Db;
+
+use super::conn::{self, Connections};
+use super::context::{Identity, Serving};
+use crate::metrics::GrpcCounters;
+use crate::runtime::link::{FromRaft, Published, ServingCore, ToRaft};
+use crate::runtime::shutdown::{Cause, Shutdown};
+use crate::runtime::signal::Signal;
+
+/// How long the connections get to answer their calls in flight once the raft core is gone.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// A serving core's end of its channels with the raft core.
+pub type Ends = (SharedSender<Vec<ToRaft>>, SharedReceiver<Vec<FromRaft>>);
+
+/// What every serving core starts with.
+#[derive(Clone)]
+pub struct Shared {
+    /// This member.
+    pub identity: Arc<Identity>,
+    /// What the raft core publishes.
+    pub published: Arc<Published>,
+    /// The page file, for reads.
+    pub db: Db,
+    /// Every serving core's call counters.
+    pub grpc: Arc<[GrpcCounters]>,
+    /// The client addresses to listen on.
+    pub addrs: Vec<SocketAddr>,
+    /// The member's shutdown.
+    pub shutdown: Shutdown,
+}
+
+/// Runs serving core `core` until the member stops.
+pub async fn run(core: ServingCore, ends: Ends, shared: Shared) {
+    let Shared {
+        identity,
+        published,
+        db,
+        grpc,
+        addrs,
+        shutdown,
+    } = shared;
+    let (to_raft, from_raft) = ends;
+    let to_raft = to_raft.connect().await;
+    let from_raft = from_raft.connect().await;
+    let ready = Signal::default();
+    let serving = Serving::install(core, identity.clone(), published, db, grpc, ready.clone());
+    let forwarder = {
+        let serving = serving.clone();
+        glommio::spawn_local(async move {
+            let mut batch = Vec::new();
+            loop {
+                serving.outbox.wait().await;
+                serving.outbox.take(&mut batch);
+                if !batch.is_empty() && to_raft.send(std::mem::take(&mut batch)).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let receiver = {
+        let serving = serving.clone();
+        glommio::spawn_local(async move {
+            while let Some(batch) = from_raft.recv().await {
+                serving.deliver(batch);
+            }
+            serving.raft_gone();
+        })
+    };
+    futures_lite::future::or(ready.wait(), shutdown.wait()).await;
+    let connections = Connections::default();
+    let mut listeners = Vec::new();
+    if !shutdown.is_stopping() {
+        for &addr in &addrs {
+            match conn::listener(addr) {
+                Ok(listener) => listeners.push(glommio::spawn_local(conn::accept(
+                    listener,
+                    addr,
+                    identity.max_request_bytes,
+                    connections.clone(),
+                ))),
+                Err(e) => shutdown.stop(Cause::Failed(format!(
+                    "cannot listen for clients on {addr}: {e}"
+                ))),
+            }
+        }
+    }
+    if core.0 == 0 && !shutdown.is_stopping() {
+        tracing::info!(
+            "ready to serve client requests (member {:x}, cluster {:x})",
+            identity.member_id,
+            identity.cluster_id
+        );
+    }
+    shutdown.wait().await;
+    drop(listeners);
+    receiver.await;
+    connections.close();
+    if glommio::timer::timeout(DRAIN, async {
+        connections.drained().await;
+        Ok(())
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!(
+            "client connections still open {DRAIN:?} after the member stopped; closing them"
+        );
+    }
+    drop(forwarder);
+    Serving::uninstall();
+}

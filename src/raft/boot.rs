@@ -1,0 +1,124 @@
+//! The raft core's boot: open the WAL (or create it, for a new member), replay it from the page
+//! file's consistent index into the in-memory raft log, merge the hard state, and build raft-rs's
+//! `RawNode` with keelson's raft configuration (etcd's timings, pre-vote and check-quorum on).
+//! Every consensus decision made at start lives here; [`raft_log`] and [`raft_config`] are shared
+//! with the simulated cluster so it boots members exactly as the binary does.
+//!
+//! Runs on: the raft core (the WAL is written on its executor).
+
+use keelson_engine::wal::{self, Wal};
+use keelson_proto::etcdserverpb::Metadata;
+use prost::Message;
+use raft::RawNode;
+use raft::eraftpb::{Entry, HardState};
+
+use super::durable::from_wal;
+use super::log::RaftLog;
+use super::logger;
+use super::turn::RaftCoreError;
+use crate::config::Config;
+
+/// A booted member: its raft node and its WAL, open for appends.
+pub struct Booted {
+    /// raft-rs's node over the replayed log.
+    pub node: RawNode<RaftLog>,
+    /// The WAL.
+    pub wal: Wal,
+}
+
+/// Opens (or creates) the WAL of `config` and boots raft from it, after the state machine's
+/// `applied` index and term.
+pub async fn boot(config: &Config, applied: (u64, u64)) -> Result<Booted, RaftCoreError> {
+    let index = applied.0;
+    let keep = catch_up(config.members.len());
+    let (wal, hard_state, entries) = if wal::has_segments(&config.wal_dir) {
+        let (wal, replay) =
+            Wal::open_keeping(&config.wal_dir, index, keep, wal::Options::default()).await?;
+        let entries: Vec<Entry> = replay.entries.into_iter().map(from_wal).collect();
+        tracing::info!(
+            applied = index,
+            replayed = entries.len(),
+            "opened the WAL; replaying entries after the page file's consistent index"
+        );
+        let hs = replay.hard_state;
+        let hard_state = HardState {
+            term: hs.term,
+            vote: hs.vote,
+            commit: hs.commit,
+        };
+        (wal, hard_state, entries)
+    } else {
+        let metadata = Metadata {
+            node_id: Some(config.member_id),
+            cluster_id: Some(config.cluster_id),
+        }
+        .encode_to_vec();
+        let wal = Wal::create(
+            &config.wal_dir,
+            &metadata,
+            index + 1,
+            wal::Options::default(),
+        )
+        .await?;
+        (wal, HardState::default(), Vec::new())
+    };
+    let voters = config.members.iter().map(|m| m.id).collect();
+    let log = raft_log(applied, hard_state, entries, voters);
+    let raft_config = raft_config(config.member_id, config.election_ticks, index);
+    raft_config.validate()?;
+    let node = RawNode::new(&raft_config, log, &logger())?;
+    Ok(Booted { node, wal })
+}
+
+/// Entries a member of a cluster of `voters` keeps behind what its page file holds durably — in
+/// memory and in its WAL, across restarts — for lagging followers to catch up from (etcd keeps as
+/// many: its `SnapshotCatchUpEntries`). A single member keeps none.
+pub fn catch_up(voters: usize) -> u64 {
+    if voters > 1 { 5000 } else { 0 }
+}
+
+/// The in-memory raft log after the state machine's `applied` (index, term): the hard state the
+/// WAL last recorded — its term and commit raised to what the page file holds, which may have been
+/// applied (and synced) past the last commit the WAL recorded — and the entries replayed, which may
+/// begin before `applied` (those kept for followers to catch up from).
+pub fn raft_log(
+    applied: (u64, u64),
+    hard_state: HardState,
+    mut entries: Vec<Entry>,
+    voters: Vec<u64>,
+) -> RaftLog {
+    let (index, term) = applied;
+    let hard_state = HardState {
+        term: hard_state.term.max(term),
+        vote: hard_state.vote,
+        commit: hard_state.commit.max(index),
+    };
+    // The log starts after its first entry if that one is applied already (the log must know the
+    // term of the entry before its first), else after the applied index.
+    let before = match entries.first() {
+        Some(first) if first.index <= index => {
+            let first = entries.remove(0);
+            (first.index, first.term)
+        }
+        _ => applied,
+    };
+    let mut log = RaftLog::new(before.0, before.1, hard_state, voters);
+    log.append(entries);
+    log
+}
+
+/// raft-rs's configuration for member `id`: a tick is etcd's heartbeat interval, an election
+/// timeout is `election_ticks` of them; pre-vote and check-quorum on, as etcd runs them.
+pub fn raft_config(id: u64, election_ticks: usize, applied: u64) -> raft::Config {
+    raft::Config {
+        id,
+        election_tick: election_ticks,
+        heartbeat_tick: 1,
+        applied,
+        pre_vote: true,
+        check_quorum: true,
+        max_size_per_msg: 1 << 20,
+        max_inflight_msgs: 256,
+        ..raft::Config::default()
+    }
+}

@@ -1,0 +1,137 @@
+//! The raft core on its glommio executor: boots raft, gathers everything that reaches the core
+//! into one mailbox of [`Event`]s — a receiver task per serving core's channel, a ticker every
+//! heartbeat interval, the shutdown — and runs turns until told to stop, sending each serving core
+//! its replies in one batch after every turn. On the way out it makes the page file durable,
+//! closes the WAL and closes its channels, which is how the serving cores learn it is gone. A
+//! failure stops the member (it is fail-stop) and ends the same way, minus the final sync.
+//!
+//! Runs on: the raft core.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
+use keelson_engine::mvcc::Store;
+use keelson_engine::pagefile::UringFile;
+
+use super::boot;
+use super::seams::NoPeers;
+use super::turn::{Event, RaftCore, RaftCoreError};
+use crate::apply::Applier;
+use crate::config::Config;
+use crate::runtime::link::{FromRaft, Published, ServingCore, ToRaft};
+use crate::runtime::mailbox::Mailbox;
+use crate::runtime::shutdown::{Cause, Shutdown};
+
+/// The raft core's end of one serving core's channels.
+pub type Ends = (SharedReceiver<Vec<ToRaft>>, SharedSender<Vec<FromRaft>>);
+
+/// What the raft core starts from.
+pub struct Setup {
+    /// The member's configuration.
+    pub config: Config,
+    /// The store, opened.
+    pub store: Store,
+    /// What it publishes for every core.
+    pub published: Arc<Published>,
+    /// One pair of channel ends per serving core.
+    pub ends: Vec<Ends>,
+    /// The member's shutdown.
+    pub shutdown: Shutdown,
+}
+
+/// Runs the raft core until the member stops. A failure stops the member and is returned.
+pub async fn run(setup: Setup) -> Result<(), RaftCoreError> {
+    let Setup {
+        config,
+        store,
+        published,
+        ends,
+        shutdown,
+    } = setup;
+    let events = Rc::new(Mailbox::default());
+    let mut senders = Vec::new();
+    for (core, (receiver, sender)) in ends.into_iter().enumerate() {
+        let events = events.clone();
+        glommio::spawn_local(async move {
+            let receiver = receiver.connect().await;
+            while let Some(batch) = receiver.recv().await {
+                events.push(Event::Requests(ServingCore(core), batch));
+            }
+        })
+        .detach();
+        senders.push(sender.connect().await);
+    }
+    let result = serve(&config, store, published, &events, &senders, &shutdown).await;
+    if let Err(e) = &result {
+        shutdown.stop(Cause::Failed(format!("the raft core stopped: {e}")));
+    }
+    // Dropping the senders closes the channels: the serving cores drain and stop.
+    drop(senders);
+    result
+}
+
+async fn serve(
+    config: &Config,
+    store: Store,
+    published: Arc<Published>,
+    events: &Rc<Mailbox<Event>>,
+    senders: &[ConnectedSender<Vec<FromRaft>>],
+    shutdown: &Shutdown,
+) -> Result<(), RaftCoreError> {
+    let booted = boot::boot(config, store.applied()).await?;
+    let file = UringFile::open(store.db())
+        .await
+        .map_err(keelson_engine::mvcc::MvccError::from)?;
+    let wake: Rc<dyn Fn()> = {
+        let events = events.clone();
+        Rc::new(move || events.wake())
+    };
+    let applier = Applier::new(store, file, published.clone(), wake);
+    let mut core = RaftCore::new(
+        booted.node,
+        booted.wal,
+        applier,
+        NoPeers,
+        published,
+        senders.len(),
+    );
+    core.start()?;
+    let ticker = {
+        let (events, tick) = (events.clone(), config.tick);
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(tick).await;
+                events.push(Event::Tick);
+            }
+        })
+    };
+    let stop = {
+        let (events, shutdown) = (events.clone(), shutdown.clone());
+        glommio::spawn_local(async move {
+            shutdown.wait().await;
+            events.push(Event::Stop);
+        })
+    };
+    let mut batch = Vec::new();
+    loop {
+        if !core.has_work() && events.is_empty() {
+            events.wait().await;
+        }
+        events.take(&mut batch);
+        core.turn(&mut batch).await?;
+        for (serving, replies) in core.replies() {
+            // A serving core that stopped has nobody left to answer.
+            let _ = senders[serving.0].send(replies).await;
+        }
+        if core.is_stopping() {
+            break;
+        }
+        if core.has_work() {
+            // Let the other tasks of this executor in between compaction batches.
+            glommio::yield_if_needed().await;
+        }
+    }
+    drop((ticker, stop));
+    core.close().await
+}

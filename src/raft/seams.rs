@@ -1,0 +1,84 @@
+//! What the raft core's turn needs from the world, as traits: where the raft log is made durable
+//! ([`DurableLog`]: keelson's WAL), what committed entries are applied to ([`StateMachine`]: the
+//! apply layer over the MVCC store), and how messages reach the other members ([`Transport`]: none
+//! for a single member; the peer transport with the cluster). The turn is written against these
+//! alone, so the simulated cluster in `sim/` drives the very same turn with a disk that can lose
+//! what was not synced, a state machine in memory and a network the test delivers by hand.
+//!
+//! Runs on: the raft core.
+
+use raft::eraftpb::{Entry, HardState, Message};
+
+use super::turn::RaftCoreError;
+use crate::runtime::link::Outcome;
+
+/// Where the raft log's entries and hard state are made durable.
+pub trait DurableLog {
+    /// Writes `entries` and the hard state (if it changed); returns once they are durable. An
+    /// error is fatal: the log has stopped.
+    async fn persist(
+        &mut self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<(), RaftCoreError>;
+    /// Lets go of what comes before `index`: the state machine holds it durably.
+    async fn release_before(&mut self, index: u64) -> Result<(), RaftCoreError>;
+    /// Stops, everything persisted so far durable.
+    async fn close(self);
+}
+
+/// The outcome of one applied entry that a member proposed (its request id).
+#[derive(Debug)]
+pub struct Answer {
+    /// The request id the proposal carried.
+    pub id: u64,
+    /// What it came to.
+    pub outcome: Outcome,
+}
+
+/// What background work did ([`StateMachine::maintain`]).
+#[derive(Debug, Default)]
+pub struct Maintained {
+    /// Answers that became due (a physical compaction is answered once its work is done).
+    pub answers: Vec<Answer>,
+    /// Set when a sync finished: every entry through this index is durable in the state machine,
+    /// so the log before it may go.
+    pub durable: Option<u64>,
+}
+
+/// What committed entries are applied to.
+pub trait StateMachine {
+    /// The index and term of the last entry applied.
+    fn applied(&self) -> (u64, u64);
+    /// Applies committed entries (contiguous, in order) and returns the outcomes of those a member
+    /// proposed. An error is fatal.
+    async fn apply(&mut self, committed: Vec<Entry>) -> Result<Vec<Answer>, RaftCoreError>;
+    /// Does background work between turns — starts or finishes a sync, steps a compaction.
+    async fn maintain(&mut self) -> Result<Maintained, RaftCoreError>;
+    /// Whether [`StateMachine::maintain`] has work to do at once (a compaction in progress).
+    fn busy(&self) -> bool;
+    /// Makes everything applied durable, a sync in flight included, and stops.
+    async fn close(&mut self) -> Result<(), RaftCoreError>;
+}
+
+/// How raft messages reach the other members.
+pub trait Transport {
+    /// Sends messages to their `to` members (best effort: raft retries what is lost).
+    fn send(&mut self, messages: Vec<Message>);
+}
+
+/// A single member's transport: there is nobody to send to.
+#[derive(Debug, Default)]
+pub struct NoPeers;
+
+impl Transport for NoPeers {
+    fn send(&mut self, messages: Vec<Message>) {
+        for message in messages {
+            tracing::debug!(
+                to = message.to,
+                kind = ?message.get_msg_type(),
+                "a raft message to another member, with no peers to send it to"
+            );
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The raft core's turn. The core owns the raft-rs `RawNode` and, behind the seams of `seams.rs`,
+//! the WAL, the state machine and the transport. Each turn it takes every event that reached it —
+//! proposals and read-index requests from every serving core, ticks, messages from other members,
+//! the order to stop — and handles one `Ready` in raft-rs's order: messages to followers go out
+//! first (in parallel with the WAL's fsync), committed entries are applied, the new entries and
+//! hard state go to the WAL in one write and one fdatasync (group commit), and what persisting
+//! released is applied too. Then it releases the reads whose index is applied, publishes raft's
+//! state for every core, lets the state machine do background work (a page-file sync runs *beside*
+//! the turns, never inside one), and leaves the replies for each serving core in one batch.
+//!
+//! Invariants:
+//! - a proposal is answered only after its entry is durable (on a quorum) and applied;
+//! - a read batch is released only once the applied index reaches the index raft confirmed for a
+//!   read-index request made after the batch arrived (`reads.rs`);
+//! - the log (in memory and in the WAL) keeps what the page file does not hold durably yet, and,
+//!   in a cluster, [`boot::catch_up`] entries more and whatever a follower still needs (up to
+//!   [`MAX_RETAINED`] entries behind).
+//!
+//! Runs on: the raft core (any executor — the simulated cluster drives it with no glommio at all).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use keelson_engine::{mvcc, wal};
+use raft::eraftpb::{Entry, Message};
+use raft::{RawNode, StateRole};
+
+use super::boot;
+use super::log::RaftLog;
+use super::reads::Reads;
+use super::seams::{Answer, DurableLog, StateMachine, Transport};
+use crate::runtime::link::{FromRaft, Published, Refusal, ServingCore, ToRaft};
+
+/// Entries the log keeps, at most, for a follower behind; further behind, it will need the page
+/// file as a snapshot (the cluster's snapshots).
+pub const MAX_RETAINED: u64 = 20_000;
+
+/// What reaches the raft core between turns.
+#[derive(Debug)]
+pub enum Event {
+    /// A batch of requests from a serving core.
+    Requests(ServingCore, Vec<ToRaft>),
+    /// A heartbeat interval passed.
+    Tick,
+    /// Raft messages from other members.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the peer transport (the cluster) will deliver these; the simulated cluster does now"
+        )
+    )]
+    Peer(Vec<Message>),
+    /// The member is stopping: this is the last turn.
+    Stop,
+}
+
+/// Why the raft core stopped. Any of these is fail-stop: the member stops acknowledging writes.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftCoreError {
+    /// The WAL failed (it has stopped itself).
+    #[error(transparent)]
+    Wal(#[from] wal::WalError),
+    /// The page file failed.
+    #[error(transparent)]
+    Store(#[from] mvcc::MvccError),
+    /// raft-rs refused an operation it should not.
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    /// Raft asked for something keelson does not do yet.
+    #[error("raft: {0}")]
+    Unsupported(&'static str),
+}
+
+/// The raft core of one member.
+pub struct RaftCore<L, S, T> {
+    node: RawNode<RaftLog>,
+    log: L,
+    state: S,
+    transport: T,
+    published: Arc<Published>,
+    /// Proposals in flight, by request id: the serving core to answer.
+    proposals: HashMap<u64, ServingCore>,
+    reads: Reads,
+    /// Replies gathered this turn, per serving core.
+    replies: Vec<Vec<FromRaft>>,
+    /// Whether the serving cores have been told the member is ready.
+    ready_sent: bool,
+    stopping: bool,
+}
+
+impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
+    /// A raft core over a booted node, answering `serving_cores` serving cores.
+    pub fn new(
+        node: RawNode<RaftLog>,
+        log: L,
+        state: S,
+        transport: T,
+        published: Arc<Published>,
+        serving_cores: usize,
+    ) -> Self {
+        let retry_after = node.raft.election_timeout() as u64;
+        published.set_applied(state.applied().0);
+        RaftCore {
+            node,
+            log,
+            state,
+            transport,
+            published,
+            proposals: HashMap::new(),
+            reads: Reads::new(retry_after),
+            replies: (0..serving_cores).map(|_| Vec::new()).collect(),
+            ready_sent: false,
+            stopping: false,
+        }
+    }
+
+    /// Starts raft: the only voter of a cluster need not wait out an election timeout.
+    pub fn start(&mut self) -> Result<(), RaftCoreError> {
+        if self.node.raft.prs().conf().voters().ids().len() == 1 {
+            self.node.campaign()?;
+        }
+        Ok(())
+    }
+
+    /// One turn over `events` (drained).
+    pub async fn turn(&mut self, events: &mut Vec<Event>) -> Result<(), RaftCoreError> {
+        for event in events.drain(..) {
+            match event {
+                Event::Tick => {
+                    self.node.tick();
+                    self.reads.tick();
+                }
+                Event::Requests(core, requests) => {
+                    for request in requests {
+                        match request {
+                            ToRaft::Propose { id, data } => self.propose(core, id, data),
+                            ToRaft::ReadIndex { token } => self.reads.arrived(core, token),
+                        }
+                    }
+                }
+                Event::Peer(messages) => {
+                    for message in messages {
+                        let from = message.from;
+                        if let Err(e) = self.node.step(message) {
+                            tracing::debug!(from, "a raft message from a peer was refused: {e}");
+                        }
+                    }
+                }
+                Event::Stop => self.stopping = true,
+            }
+        }
+        self.reads.ask(&mut self.node, &mut self.replies);
+        if self.node.has_ready() {
+            self.handle_ready().await?;
+        }
+        self.reads
+            .release(self.published.applied(), &mut self.replies);
+        self.publish_state();
+        let done = self.state.maintain().await?;
+        self.route(done.answers);
+        if let Some(durable) = done.durable {
+            let keep_from = self.retained_from(durable);
+            self.log.release_before(keep_from).await?;
+            self.node
+                .mut_store()
+                .trim_through(keep_from.saturating_sub(1));
+        }
+        Ok(())
+    }
+
+    /// The replies gathered since the last call, per serving core (cores with none skipped).
+    pub fn replies(&mut self) -> impl Iterator<Item = (ServingCore, Vec<FromRaft>)> + '_ {
+        self.replies
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, replies)| !replies.is_empty())
+            .map(|(core, replies)| (ServingCore(core), std::mem::take(replies)))
+    }
+
+    /// Whether a turn has work without any new event.
+    pub fn has_work(&self) -> bool {
+        self.node.has_ready() || self.state.busy()
+    }
+
+    /// Whether the last turn was told to stop.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// Makes everything applied durable and closes the log.
+    pub async fn close(mut self) -> Result<(), RaftCoreError> {
+        self.state.close().await?;
+        self.log.close().await;
+        Ok(())
+    }
+
+    /// The raft node, for the simulation's checks.
+    #[cfg(test)]
+    pub fn node(&self) -> &RawNode<RaftLog> {
+        &self.node
+    }
+
+    fn propose(&mut self, core: ServingCore, id: u64, data: Vec<u8>) {
+        match self.node.propose(Vec::new(), data) {
+            Ok(()) => {
+                self.proposals.insert(id, core);
+            }
+            Err(_) => {
+                self.published
+                    .metrics
+                    .proposals_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                self.replies[core.0].push(FromRaft::Applied {
+                    id,
+                    outcome: Err(Refusal::NoLeader),
+                });
+            }
+        }
+    }
+
+    /// Follows raft-rs's order for one `Ready` (see the crate docs of raft-rs: messages,
+    /// committed entries, entries and hard state, persisted messages, advance, light ready).
+    async fn handle_ready(&mut self) -> Result<(), RaftCoreError> {
+        let mut ready = self.node.ready();
+        if !ready.messages().is_empty() {
+            self.transport.send(ready.take_messages());
+        }
+        if !ready.snapshot().is_empty() {
+            return Err(RaftCoreError::Unsupported(
+                "installing a snapshot from the leader comes with the cluster",
+            ));
+        }
+        self.reads.confirmed(ready.take_read_states());
+        self.apply(ready.take_committed_entries()).await?;
+        let entries = ready.take_entries();
+        let hard_state = ready.hs().cloned();
+        if !entries.is_empty() || hard_state.is_some() {
+            let started = Instant::now();
+            self.log.persist(&entries, hard_state.as_ref()).await?;
+            self.published.metrics.wal_fsync.observe(started.elapsed());
+            let log = self.node.mut_store();
+            log.append(entries);
+            if let Some(hs) = hard_state {
+                log.set_hard_state(hs);
+            }
+        }
+        if !ready.persisted_messages().is_empty() {
+            self.transport.send(ready.take_persisted_messages());
+        }
+        let mut light = self.node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.node.mut_store().set_commit(commit);
+        }
+        if !light.messages().is_empty() {
+            self.transport.send(light.take_messages());
+        }
+        self.apply(light.take_committed_entries()).await?;
+        self.node.advance_apply();
+        Ok(())
+    }
+
+    async fn apply(&mut self, committed: Vec<Entry>) -> Result<(), RaftCoreError> {
+        if committed.is_empty() {
+            return Ok(());
+        }
+        let answers = self.state.apply(committed).await?;
+        self.route(answers);
+        self.published.set_applied(self.state.applied().0);
+        Ok(())
+    }
+
+    /// Hands each answer to the serving core waiting for it (proposals of other members have
+    /// nobody waiting here).
+    fn route(&mut self, answers: Vec<Answer>) {
+        for Answer { id, outcome } in answers {
+            if let Some(core) = self.proposals.remove(&id) {
+                self.replies[core.0].push(FromRaft::Applied { id, outcome });
+            }
+        }
+    }
+
+    /// The first index the log must keep once everything through `durable` is in the page file:
+    /// the catch-up entries of a cluster member, and what the slowest follower has not received
+    /// unless it is more than [`MAX_RETAINED`] behind.
+    fn retained_from(&self, durable: u64) -> u64 {
+        let raft = &self.node.raft;
+        let voters = raft.prs().conf().voters().ids().len();
+        let mut from = (durable + 1).saturating_sub(boot::catch_up(voters)).max(1);
+        if raft.state == StateRole::Leader {
+            let floor = (durable + 1).saturating_sub(MAX_RETAINED);
+            for (&id, progress) in raft.prs().iter() {
+                if id != raft.id {
+                    from = from.min((progress.matched + 1).max(floor));
+                }
+            }
+        }
+        from
+    }
+
+    fn publish_state(&mut self) {
+        let raft = &self.node.raft;
+        let metrics = &self.published.metrics;
+        if self.published.leader() != raft.leader_id && raft.leader_id != raft::INVALID_ID {
+            metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
+        }
+        metrics
+            .proposals_pending
+            .store(self.proposals.len() as u64, Ordering::Relaxed);
+        self.published
+            .set_raft(raft.term, raft.leader_id, raft.raft_log.committed);
+        let ready = raft.leader_id != raft::INVALID_ID
+            && (raft.state != StateRole::Leader || raft.commit_to_current_term());
+        if ready && !self.ready_sent {
+            self.ready_sent = true;
+            for replies in &mut self.replies {
+                replies.push(FromRaft::Ready);
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! What crosses between cores, and the state the raft core publishes for every core to read.
+//!
+//! Each serving core sends the raft core batches of [`ToRaft`] (proposals, read-index requests) on
+//! a glommio shared channel of its own; the raft core answers with batches of [`FromRaft`] on one
+//! channel back. A batch is one channel slot and at most one wake-up, however many requests it
+//! carries. The raft core's end of a channel knows which serving core it serves, so messages do not
+//! say. When the raft core stops it closes its channels: that is how serving cores learn it is
+//! gone. Answers are keelson's own outcomes ([`Outcome`], [`Refusal`]); the serving core turns them
+//! into gRPC statuses at the API edge.
+//!
+//! Besides the channels, cores share only [`Published`]: atomics the raft core writes and everyone
+//! reads (no locks between cores).
+//!
+//! Runs on: both sides (these are the types each side holds).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use keelson_engine::mvcc;
+
+use crate::metrics::RaftMetrics;
+
+/// A serving core, by its position among the serving cores (not its CPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServingCore(pub usize);
+
+/// A serving core's name for one of its read batches.
+pub type Token = u64;
+
+/// From a serving core to the raft core.
+#[derive(Debug)]
+pub enum ToRaft {
+    /// Propose an encoded `InternalRaftRequest` whose header id is `id` (unique to the proposing
+    /// core); answered with [`FromRaft::Applied`] once it is applied.
+    Propose {
+        /// The request id in `data`'s header.
+        id: u64,
+        /// The encoded `InternalRaftRequest`.
+        data: Vec<u8>,
+    },
+    /// Confirm leadership and answer [`FromRaft::ReadReady`] once everything committed before
+    /// this request arrived is applied.
+    ReadIndex {
+        /// The serving core's read batch.
+        token: Token,
+    },
+}
+
+/// Why the member did not carry out a request.
+#[derive(Debug)]
+pub enum Refusal {
+    /// No leader to order it.
+    NoLeader,
+    /// The member stopped first.
+    Stopped,
+    /// The store refused it, as etcd would (an unknown lease, a compacted revision...).
+    Rejected(mvcc::MvccError),
+}
+
+/// What a proposal came to.
+pub type Outcome = Result<mvcc::Response, Refusal>;
+
+/// From the raft core to a serving core.
+#[derive(Debug)]
+pub enum FromRaft {
+    /// The member has a leader: start serving clients (sent once).
+    Ready,
+    /// A proposal was applied (or refused).
+    Applied {
+        /// The proposal's request id.
+        id: u64,
+        /// Its response (headers carry the revision) or why not.
+        outcome: Outcome,
+    },
+    /// A read batch may read: every write committed before it was asked for is applied.
+    ReadReady {
+        /// The serving core's read batch.
+        token: Token,
+        /// Ok, or why reading linearizably is impossible now.
+        result: Result<(), Refusal>,
+    },
+}
+
+/// What the raft core publishes for every core: written only by the raft core.
+#[derive(Debug, Default)]
+pub struct Published {
+    term: AtomicU64,
+    leader: AtomicU64,
+    committed: AtomicU64,
+    applied: AtomicU64,
+    /// The raft core's measurements.
+    pub metrics: RaftMetrics,
+}
+
+impl Published {
+    /// The current raft term.
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Acquire)
+    }
+
+    /// The leader's member id (0: none known).
+    pub fn leader(&self) -> u64 {
+        self.leader.load(Ordering::Acquire)
+    }
+
+    /// The raft commit index.
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// The index of the last entry applied to the page file.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// Publishes the raft state (raft core only).
+    pub fn set_raft(&self, term: u64, leader: u64, committed: u64) {
+        self.term.store(term, Ordering::Release);
+        self.leader.store(leader, Ordering::Release);
+        self.committed.store(committed, Ordering::Release);
+    }
+
+    /// Publishes the applied index (raft core only).
+    pub fn set_applied(&self, index: u64) {
+        self.applied.store(index, Ordering::Release);
+    }
+}
