@@ -3,6 +3,8 @@
 //!
 //! Like etcd (Go's `flag` package), a long flag may be written with one dash (`-name x`); an
 //! unknown flag is refused with etcd's wording and exit status 2.
+//!
+//! Runs on: the main thread, before any core starts.
 
 use std::path::PathBuf;
 

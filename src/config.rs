@@ -5,6 +5,8 @@
 //!
 //! etcd flags keelson recognises but does not act on yet are accepted with a warning
 //! ([`INERT_FLAGS`]); any other flag is an error worded as etcd words it.
+//!
+//! Runs on: the main thread, before any core starts.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

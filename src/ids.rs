@@ -5,6 +5,8 @@
 //!   concatenated, followed by the `--initial-cluster-token`;
 //! - cluster id: the first 8 bytes (big-endian) of SHA-1 over the sorted member ids, each as 8
 //!   big-endian bytes.
+//!
+//! Runs on: the main thread (at start-up); the results are read by every core.
 
 use sha1::{Digest, Sha1};
 

@@ -1,5 +1,7 @@
 //! etcd's Cluster service: the member list (what `etcdctl member list` shows). Membership changes
 //! answer `Unimplemented` (tonic's default) until the cluster issue lands.
+//!
+//! Runs on: every serving core.
 
 use keelson_proto::etcdserverpb::cluster_server::Cluster;
 use keelson_proto::etcdserverpb::{Member, MemberListRequest, MemberListResponse};

@@ -2,6 +2,8 @@
 //! glommio's stream speaks `futures` I/O. Reads go through a small owned buffer so no
 //! uninitialised memory is ever handed out (one copy per read, far cheaper than the syscall).
 //! Bytes already read off the socket (to tell HTTP/2 from HTTP/1) are handed out first.
+//!
+//! Runs on: every serving core.
 
 use std::io;
 use std::pin::Pin;

@@ -3,6 +3,8 @@
 //! lock, so a file a running server has open for writing is refused rather than read mid-write.
 //! Bucket and key arguments are read as escaped text, so what `keys` prints (without `--hex`) can
 //! be passed back as it is.
+//!
+//! Runs on: the main thread of `keelson db` (no member runs).
 
 use std::io::Write;
 use std::path::Path;

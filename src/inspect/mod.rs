@@ -4,6 +4,8 @@
 //!
 //! Keys and values print as escaped text (`\xNN` for bytes that are not printable ASCII, `\\` for a
 //! backslash), or as hex with `--hex`.
+//!
+//! Runs on: the main thread of `keelson db`/`keelson wal` (no member runs).
 
 pub mod db;
 pub mod wal;

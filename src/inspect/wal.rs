@@ -2,6 +2,8 @@
 //! type, index, term, and a short summary — as etcd-dump-logs does for etcd. A torn tail is noted
 //! after the last good record; corruption ends the listing with an error naming the segment and
 //! offset, after printing everything before it.
+//!
+//! Runs on: the main thread of `keelson wal` (no member runs).
 
 use std::io::Write;
 use std::path::Path;

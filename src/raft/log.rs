@@ -6,6 +6,8 @@
 //!
 //! Invariants: `entries` are contiguous, starting at `first`; `first - 1` is the index whose term
 //! is `before_term` (the last entry the page file had applied when the log was trimmed or opened).
+//!
+//! Runs on: the raft core.
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};

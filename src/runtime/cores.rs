@@ -2,6 +2,8 @@
 //! `taskset -c 1 keelson ...` runs on CPU 1 alone), or what `--cores` says — a count (the first N
 //! CPUs of the mask) or a list like `0,2-3`. The first CPU is the raft core; the others serve
 //! clients; with one CPU it does both.
+//!
+//! Runs on: the main thread, before any core starts.
 
 /// A `--cores` value or affinity list that cannot be used.
 #[derive(Debug, thiserror::Error)]
