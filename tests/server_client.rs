@@ -5,23 +5,19 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 
 use etcd_client::{
     Client, Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
 };
 use keelson_testkit::server::{Ports, Server};
 
+mod common;
+
 fn keelson() -> Server {
     Server::start(Path::new(env!("CARGO_BIN_EXE_keelson")), Ports::free(), &[])
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use common::runtime;
 
 async fn connect(server: &Server) -> Client {
     Client::connect([server.endpoint()], None).await.unwrap()
@@ -252,51 +248,21 @@ fn concurrent_clients_on_many_connections_all_land() {
 #[test]
 fn kill_nine_loses_no_acknowledged_write() {
     let mut server = keelson();
-    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let acknowledged = common::Acknowledged::default();
     for round in 0..5u64 {
-        let endpoint = server.endpoint();
-        let acked = acknowledged.clone();
-        let writers = std::thread::spawn(move || {
-            runtime().block_on(async move {
-                let c = Client::connect([endpoint], None).await.unwrap();
-                let tasks: Vec<_> = (0..32)
-                    .map(|w| {
-                        let (mut c, acked) = (c.clone(), acked.clone());
-                        tokio::spawn(async move {
-                            for i in 0.. {
-                                let key = format!("r{round}/w{w}/{i}");
-                                if c.put(key.clone(), "v", None).await.is_err() {
-                                    return;
-                                }
-                                acked.lock().unwrap().push(key);
-                            }
-                        })
-                    })
-                    .collect();
-                for task in tasks {
-                    let _ = task.await;
-                }
-            })
-        });
+        let writers = common::write_until_refused(
+            server.endpoint(),
+            format!("r{round}"),
+            32,
+            acknowledged.clone(),
+        );
         // A different moment each round, some right after a page-file sync, some between.
         std::thread::sleep(std::time::Duration::from_millis(150 + 70 * round));
         server.kill();
         writers.join().unwrap();
         server.launch();
     }
-    let acked = acknowledged.lock().unwrap().clone();
-    assert!(
-        acked.len() > 100,
-        "only {} writes acknowledged",
-        acked.len()
-    );
-    runtime().block_on(async {
-        let mut c = connect(&server).await;
-        for key in &acked {
-            let got = c.get(key.as_str(), None).await.unwrap();
-            assert_eq!(got.kvs().len(), 1, "acknowledged write {key} lost");
-        }
-    });
+    common::assert_none_lost(server.endpoint(), &acknowledged, 100);
     assert!(server.terminate().success(), "{}", server.log());
     let db = server.data_dir().join("member/snap/db");
     let check = Command::new(env!("CARGO_BIN_EXE_keelson"))

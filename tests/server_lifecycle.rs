@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcd_client::Client;
 use keelson_testkit::server::{Ports, Server};
+
+mod common;
 
 /// Longer than keelson's stop bound (10 s), so a member that stops late still fails the test
 /// only when it would also hang forever.
@@ -17,13 +17,6 @@ const EXIT_BOUND: Duration = Duration::from_secs(20);
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_keelson"))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// Starts keelson on `ports` and `data` with the given stdio, without waiting for it to serve.
@@ -201,32 +194,14 @@ fn sigterm_during_start_up_stops_it() {
 #[test]
 fn sigterm_under_load_loses_no_acknowledged_write() {
     let mut server = Server::start(binary(), Ports::free(), &[]);
-    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let acknowledged = common::Acknowledged::default();
     for round in 0..4u64 {
-        let endpoint = server.endpoint();
-        let acked = acknowledged.clone();
-        let writers = std::thread::spawn(move || {
-            runtime().block_on(async move {
-                let c = Client::connect([endpoint], None).await.unwrap();
-                let tasks: Vec<_> = (0..16)
-                    .map(|w| {
-                        let (mut c, acked) = (c.clone(), acked.clone());
-                        tokio::spawn(async move {
-                            for i in 0.. {
-                                let key = format!("r{round}/w{w}/{i}");
-                                if c.put(key.clone(), "v", None).await.is_err() {
-                                    return;
-                                }
-                                acked.lock().unwrap().push(key);
-                            }
-                        })
-                    })
-                    .collect();
-                for task in tasks {
-                    let _ = task.await;
-                }
-            })
-        });
+        let writers = common::write_until_refused(
+            server.endpoint(),
+            format!("r{round}"),
+            16,
+            acknowledged.clone(),
+        );
         std::thread::sleep(Duration::from_millis(100 + 90 * round));
         server.send_term();
         let status = server
@@ -236,14 +211,6 @@ fn sigterm_under_load_loses_no_acknowledged_write() {
         writers.join().unwrap();
         server.launch();
     }
-    let acked = acknowledged.lock().unwrap().clone();
-    assert!(acked.len() > 50, "only {} writes acknowledged", acked.len());
-    runtime().block_on(async {
-        let mut c = Client::connect([server.endpoint()], None).await.unwrap();
-        for key in &acked {
-            let got = c.get(key.as_str(), None).await.unwrap();
-            assert_eq!(got.kvs().len(), 1, "acknowledged write {key} lost");
-        }
-    });
+    common::assert_none_lost(server.endpoint(), &acknowledged, 50);
     assert!(server.terminate().success(), "{}", server.log());
 }

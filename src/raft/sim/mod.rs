@@ -683,6 +683,22 @@ impl Cluster {
         );
     }
 
+    /// Checks that more than `writes` writes were answered and more than `reads` reads released,
+    /// and then [`Cluster::check_consistent`].
+    pub fn check_served(&self, writes: usize, reads: usize) {
+        assert!(
+            self.acked.len() > writes,
+            "writes were answered: {}",
+            self.acked.len()
+        );
+        assert!(
+            self.reads_done > reads,
+            "reads were released: {}",
+            self.reads_done
+        );
+        self.check_consistent();
+    }
+
     /// Checks that every member applied the same entries at the same indexes, and that every
     /// acknowledged write is applied by every live member.
     pub fn check_consistent(&self) {

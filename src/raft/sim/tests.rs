@@ -22,13 +22,7 @@ fn a_single_member_answers_only_what_is_durable_and_applied() {
         assert!(c.step().is_empty());
     }
     assert!(c.settle(50));
-    assert!(
-        c.acked.len() > 500,
-        "writes were answered: {}",
-        c.acked.len()
-    );
-    assert!(c.reads_done > 50, "reads were released: {}", c.reads_done);
-    c.check_consistent();
+    c.check_served(500, 50);
 }
 
 #[test]
@@ -98,13 +92,7 @@ fn three_members_elect_one_leader_replicate_and_read_from_followers() {
         c.step();
     }
     assert!(c.settle(500));
-    assert!(
-        c.acked.len() > 250,
-        "writes were answered: {}",
-        c.acked.len()
-    );
-    assert!(c.reads_done > 100, "reads were released: {}", c.reads_done);
-    c.check_consistent();
+    c.check_served(250, 100);
 }
 
 #[test]

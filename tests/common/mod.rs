@@ -1,0 +1,69 @@
+//! What the tests of the binary share: a tokio runtime for the `etcd-client` crate, and writers
+//! that record every acknowledged put, so a test can stop the server any way it likes and then
+//! check that nothing acknowledged was lost.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use etcd_client::Client;
+
+/// A current-thread tokio runtime.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Keys whose puts were acknowledged.
+pub type Acknowledged = Arc<Mutex<Vec<String>>>;
+
+/// Starts `writers` clients on one connection to `endpoint`, each putting `<prefix>/w<n>/<i>`
+/// until a put fails, and pushing every acknowledged key to `acked`. Joins when all have failed.
+pub fn write_until_refused(
+    endpoint: String,
+    prefix: String,
+    writers: usize,
+    acked: Acknowledged,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let c = Client::connect([endpoint], None).await.unwrap();
+            let tasks: Vec<_> = (0..writers)
+                .map(|w| {
+                    let (mut c, acked, prefix) = (c.clone(), acked.clone(), prefix.clone());
+                    tokio::spawn(async move {
+                        for i in 0.. {
+                            let key = format!("{prefix}/w{w}/{i}");
+                            if c.put(key.clone(), "v", None).await.is_err() {
+                                return;
+                            }
+                            acked.lock().unwrap().push(key);
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                let _ = task.await;
+            }
+        })
+    })
+}
+
+/// Fails the test unless more than `at_least` writes were acknowledged and every one of them
+/// reads back from `endpoint`.
+pub fn assert_none_lost(endpoint: String, acked: &Acknowledged, at_least: usize) {
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > at_least,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+    runtime().block_on(async {
+        let mut c = Client::connect([endpoint], None).await.unwrap();
+        for key in &acked {
+            let got = c.get(key.as_str(), None).await.unwrap();
+            assert_eq!(got.kvs().len(), 1, "acknowledged write {key} lost");
+        }
+    });
+}
