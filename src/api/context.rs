@@ -25,6 +25,7 @@ use tonic::Status;
 
 use super::status;
 use crate::config::Member;
+use crate::ids;
 use crate::metrics::GrpcCounters;
 use crate::runtime::link::{FromRaft, Outcome, Published, Refusal, ServingCore, ToRaft, Token};
 use crate::runtime::mailbox::Mailbox;
@@ -102,14 +103,8 @@ impl Serving {
         grpc: Arc<[GrpcCounters]>,
         ready: Signal,
     ) -> Rc<Serving> {
-        // Request ids as etcd makes them unique: the member in the top 16 bits, then this core,
-        // then a counter started from the clock so ids do not repeat across restarts.
-        let millis = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let first_id = (identity.member_id << 48)
-            | ((core.0 as u64 & 0xff) << 40)
-            | ((millis << 8) & ((1 << 40) - 1));
+        // Lanes 0..=254; the raft core has its own.
+        let first_id = ids::first_request_id(identity.member_id, (core.0 % 255) as u8);
         let serving = Rc::new(Serving {
             core,
             identity,

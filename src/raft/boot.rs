@@ -78,9 +78,11 @@ pub fn catch_up(voters: usize) -> u64 {
 }
 
 /// The in-memory raft log after the state machine's `applied` (index, term): the hard state the
-/// WAL last recorded — its term and commit raised to what the page file holds, which may have been
-/// applied (and synced) past the last commit the WAL recorded — and the entries replayed, which may
-/// begin before `applied` (those kept for followers to catch up from).
+/// WAL last recorded — its commit raised to what the page file holds, which may have been applied
+/// (and synced) past the last commit the WAL recorded, and its term to the newest term of an entry
+/// applied or replayed (a torn WAL tail can keep entries and lose the hard state written after
+/// them; a member's term is never below its log's) — and the entries replayed, which may begin
+/// before `applied` (those kept for followers to catch up from).
 pub fn raft_log(
     applied: (u64, u64),
     hard_state: HardState,
@@ -88,14 +90,26 @@ pub fn raft_log(
     voters: Vec<u64>,
 ) -> RaftLog {
     let (index, term) = applied;
-    let hard_state = HardState {
-        term: hard_state.term.max(term),
-        vote: hard_state.vote,
-        commit: hard_state.commit.max(index),
+    let newest = entries.last().map_or(term, |e| e.term.max(term));
+    let hard_state = if newest > hard_state.term {
+        // A vote recorded belongs to an older term; none was cast in this one (a vote is durable
+        // before it is sent).
+        HardState {
+            term: newest,
+            vote: raft::INVALID_ID,
+            commit: hard_state.commit.max(index),
+        }
+    } else {
+        HardState {
+            commit: hard_state.commit.max(index),
+            ..hard_state
+        }
     };
-    // The log starts after its first entry if that one is applied already (the log must know the
-    // term of the entry before its first), else after the applied index.
+    // The log must know the term of the entry before its first. The log's very beginning has it
+    // (index 0, term 0), so a WAL that starts there is kept whole; a later first entry that is
+    // applied already lends its term and is dropped; otherwise the log starts after `applied`.
     let before = match entries.first() {
+        Some(first) if first.index == 1 => (0, 0),
         Some(first) if first.index <= index => {
             let first = entries.remove(0);
             (first.index, first.term)
@@ -120,5 +134,60 @@ pub fn raft_config(id: u64, election_ticks: usize, applied: u64) -> raft::Config
         max_size_per_msg: 1 << 20,
         max_inflight_msgs: 256,
         ..raft::Config::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage;
+
+    fn entries(indexes: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
+        indexes
+            .map(|index| Entry {
+                index,
+                term,
+                ..Entry::default()
+            })
+            .collect()
+    }
+
+    fn state(term: u64, vote: u64, commit: u64) -> HardState {
+        HardState { term, vote, commit }
+    }
+
+    #[test]
+    fn a_log_from_the_first_entry_keeps_every_entry() {
+        let log = raft_log((3, 1), state(1, 1, 3), entries(1..=5, 1), vec![1, 2, 3]);
+        assert_eq!(
+            log.first_index().unwrap(),
+            1,
+            "a follower with nothing can catch up"
+        );
+        assert_eq!(log.last_index().unwrap(), 5);
+        assert_eq!(log.term(0).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_later_first_entry_lends_its_term_and_an_empty_log_starts_after_applied() {
+        let log = raft_log((7, 2), state(2, 1, 7), entries(4..=9, 2), vec![1]);
+        assert_eq!(log.first_index().unwrap(), 5);
+        assert_eq!(log.term(4).unwrap(), 2);
+        let log = raft_log((7, 2), state(2, 1, 5), Vec::new(), vec![1]);
+        assert_eq!(log.first_index().unwrap(), 8);
+        assert_eq!(log.term(7).unwrap(), 2);
+        assert_eq!(log.initial_state().unwrap().hard_state, state(2, 1, 7));
+    }
+
+    #[test]
+    fn a_hard_state_lost_behind_its_entries_is_raised_to_their_term_without_a_vote() {
+        // Entries of term 3 survived a torn write; the hard state of term 3 after them did not.
+        let mut replayed = entries(1..=2, 1);
+        replayed.extend(entries(3..=4, 3));
+        let log = raft_log((0, 0), state(1, 2, 2), replayed, vec![1, 2, 3]);
+        assert_eq!(log.initial_state().unwrap().hard_state, state(3, 0, 2));
+        // A hard state as new as the log keeps its vote.
+        let log = raft_log((0, 0), state(3, 2, 2), entries(1..=2, 3), vec![1, 2, 3]);
+        assert_eq!(log.initial_state().unwrap().hard_state, state(3, 2, 2));
     }
 }

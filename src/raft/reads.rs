@@ -48,13 +48,16 @@ pub struct Reads {
 }
 
 impl Reads {
-    /// Reads that ask again after `retry_after` ticks without an answer.
-    pub fn new(retry_after: u64) -> Reads {
+    /// Reads that ask again after `retry_after` ticks without an answer, their requests' contexts
+    /// counting from `first_context`. Contexts must not repeat across members and restarts: the
+    /// leader keys pending requests by context, and an answer to a previous life's request, still
+    /// on its way, must not confirm a new one.
+    pub fn new(retry_after: u64, first_context: u64) -> Reads {
         Reads {
             waiting: Vec::new(),
             asked: HashMap::new(),
             confirmed: Vec::new(),
-            next_context: 1,
+            next_context: first_context,
             ticks: 0,
             retry_after,
         }

@@ -19,6 +19,7 @@ use super::seams::NoPeers;
 use super::turn::{Event, RaftCore, RaftCoreError};
 use crate::apply::Applier;
 use crate::config::Config;
+use crate::ids;
 use crate::runtime::link::{FromRaft, Published, ServingCore, ToRaft};
 use crate::runtime::mailbox::Mailbox;
 use crate::runtime::shutdown::{Cause, Shutdown};
@@ -95,6 +96,7 @@ async fn serve(
         NoPeers,
         published,
         senders.len(),
+        ids::first_request_id(config.member_id, ids::RAFT_CORE_LANE),
     );
     core.start()?;
     let ticker = {

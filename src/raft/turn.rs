@@ -92,7 +92,8 @@ pub struct RaftCore<L, S, T> {
 }
 
 impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
-    /// A raft core over a booted node, answering `serving_cores` serving cores.
+    /// A raft core over a booted node, answering `serving_cores` serving cores; its read-index
+    /// contexts count from `first_read_context` (unique to this member and this start).
     pub fn new(
         node: RawNode<RaftLog>,
         log: L,
@@ -100,6 +101,7 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
         transport: T,
         published: Arc<Published>,
         serving_cores: usize,
+        first_read_context: u64,
     ) -> Self {
         let retry_after = node.raft.election_timeout() as u64;
         published.set_applied(state.applied().0);
@@ -110,7 +112,7 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
             transport,
             published,
             proposals: HashMap::new(),
-            reads: Reads::new(retry_after),
+            reads: Reads::new(retry_after, first_read_context),
             replies: (0..serving_cores).map(|_| Vec::new()).collect(),
             ready_sent: false,
             stopping: false,

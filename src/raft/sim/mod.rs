@@ -222,6 +222,8 @@ pub struct Network {
     in_flight: Vec<InFlight>,
     /// Pairs that cannot reach each other (both directions).
     cut: BTreeSet<(u64, u64)>,
+    /// Directions (from, to) whose messages wait in flight until released.
+    held: BTreeSet<(u64, u64)>,
     /// Chance that a message is lost.
     pub drop_rate: f64,
     /// Most steps a message takes to arrive.
@@ -292,6 +294,8 @@ pub struct Cluster {
     sync_every: u32,
     next_id: u64,
     next_token: Token,
+    /// Members started so far (each start's read-index contexts are its own, as the binary's are).
+    starts: u64,
     /// Proposals waiting for an answer: request id → (member asked, step asked at).
     pending: HashMap<u64, (usize, u64)>,
     /// Writes acknowledged to a client: request id → index.
@@ -322,6 +326,7 @@ impl Cluster {
             sync_every: 3,
             next_id: 1,
             next_token: 1,
+            starts: 0,
             pending: HashMap::new(),
             acked: BTreeMap::new(),
             reads: HashMap::new(),
@@ -377,7 +382,9 @@ impl Cluster {
             Net(self.net.clone()),
             Arc::new(Published::default()),
             1,
+            (member.id << 48) | (self.starts << 32),
         );
+        self.starts += 1;
         core.start().expect("raft starts");
         member.core = Some(core);
         member.events.clear();
@@ -415,6 +422,35 @@ impl Cluster {
     /// Heals every partition.
     pub fn heal(&mut self) {
         self.net.borrow_mut().cut.clear();
+    }
+
+    /// Holds the messages from member `from` to member `to` in flight (or lets them go on).
+    pub fn hold(&mut self, from: usize, to: usize, held: bool) {
+        let pair = (self.members[from].id, self.members[to].id);
+        let mut net = self.net.borrow_mut();
+        if held {
+            net.held.insert(pair);
+        } else {
+            net.held.remove(&pair);
+        }
+    }
+
+    /// Takes the messages in flight that `which` picks off the network, into the test's hands.
+    pub fn take_in_flight(&mut self, which: impl Fn(&Message) -> bool) -> Vec<Message> {
+        let mut net = self.net.borrow_mut();
+        let (taken, left) = net.in_flight.drain(..).partition(|f| which(&f.message));
+        net.in_flight = left;
+        taken.into_iter().map(|f| f.message).collect()
+    }
+
+    /// Delivers `messages` for their members' next turns.
+    pub fn deliver_now(&mut self, messages: Vec<Message>) {
+        for message in messages {
+            let member = &mut self.members[message.to as usize - 1];
+            if member.core.is_some() {
+                member.events.push(Event::Peer(vec![message]));
+            }
+        }
     }
 
     /// A client proposes a put at member `m`; returns its request id.
@@ -467,6 +503,13 @@ impl Cluster {
     /// Arms a fault for member `m`'s next persist.
     pub fn fault(&mut self, m: usize, fault: Fault) {
         self.members[m].disk.borrow_mut().fault = Some(fault);
+    }
+
+    /// Disarms every fault not yet fired (a fault outlives the crash of its member).
+    pub fn mend_disks(&mut self) {
+        for member in &self.members {
+            member.disk.borrow_mut().fault = None;
+        }
     }
 
     /// One step: deliver the messages due, then one turn of every live member (a member whose
@@ -590,8 +633,12 @@ impl Cluster {
     fn deliver(&mut self) {
         let mut net = self.net.borrow_mut();
         let now = net.now;
-        let (due, later): (Vec<InFlight>, Vec<InFlight>) =
-            net.in_flight.drain(..).partition(|f| f.deliver_at <= now);
+        let held = std::mem::take(&mut net.held);
+        let (due, later): (Vec<InFlight>, Vec<InFlight>) = net
+            .in_flight
+            .drain(..)
+            .partition(|f| f.deliver_at <= now && !held.contains(&(f.message.from, f.message.to)));
+        net.held = held;
         net.in_flight = later;
         for flight in due {
             let (from, to) = (flight.message.from, flight.message.to);
