@@ -15,6 +15,7 @@ mod metrics;
 mod raft;
 mod runtime;
 mod server;
+mod watch;
 
 use std::io::{self, Write};
 use std::process::ExitCode;

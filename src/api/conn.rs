@@ -25,11 +25,13 @@ use hyper::body::Incoming;
 use keelson_proto::etcdserverpb::cluster_server::ClusterServer;
 use keelson_proto::etcdserverpb::kv_server::KvServer;
 use keelson_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use keelson_proto::etcdserverpb::watch_server::WatchServer;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tower_service::Service;
 
 use super::io::Io;
+use super::watch::WatchApi;
 use super::{cluster::ClusterApi, context, http as plain, kv::KvApi, maintenance::MaintenanceApi};
 use crate::metrics;
 use crate::runtime::signal::Signal;
@@ -113,6 +115,7 @@ struct Services {
     kv: KvServer<KvApi>,
     maintenance: MaintenanceServer<MaintenanceApi>,
     cluster: ClusterServer<ClusterApi>,
+    watch: WatchServer<WatchApi>,
 }
 
 impl Services {
@@ -122,6 +125,7 @@ impl Services {
             kv: KvServer::new(KvApi).max_decoding_message_size(limit),
             maintenance: MaintenanceServer::new(MaintenanceApi).max_decoding_message_size(limit),
             cluster: ClusterServer::new(ClusterApi).max_decoding_message_size(limit),
+            watch: WatchServer::new(WatchApi).max_decoding_message_size(limit),
         }
     }
 
@@ -133,6 +137,7 @@ impl Services {
             KvServer::<KvApi>::NAME => self.kv.call(request).await,
             MaintenanceServer::<MaintenanceApi>::NAME => self.maintenance.call(request).await,
             ClusterServer::<ClusterApi>::NAME => self.cluster.call(request).await,
+            WatchServer::<WatchApi>::NAME => self.watch.call(request).await,
             unknown => {
                 Ok(tonic::Status::unimplemented(format!("unknown service {unknown}")).into_http())
             }

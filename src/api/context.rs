@@ -30,6 +30,7 @@ use crate::metrics::GrpcCounters;
 use crate::runtime::link::{FromRaft, Outcome, Published, Refusal, ServingCore, ToRaft, Token};
 use crate::runtime::mailbox::Mailbox;
 use crate::runtime::signal::Signal;
+use crate::watch::{Hub, Source};
 
 /// What every core knows about this member, fixed at start.
 #[derive(Debug)]
@@ -75,6 +76,8 @@ pub struct Serving {
     reads: RefCell<Reads>,
     next_token: Cell<Token>,
     next_id: Cell<u64>,
+    /// This core's watchers.
+    pub watch: RefCell<Hub>,
     /// Set once the raft core has gone: nothing more will be answered.
     raft_gone: Cell<bool>,
 }
@@ -117,6 +120,7 @@ impl Serving {
             reads: RefCell::new(Reads::default()),
             next_token: Cell::new(1),
             next_id: Cell::new(first_id),
+            watch: RefCell::new(Hub::default()),
             raft_gone: Cell::new(false),
         });
         SERVING.with(|s| *s.borrow_mut() = Some(serving.clone()));
@@ -181,6 +185,7 @@ impl Serving {
         for answer in batch {
             match answer {
                 FromRaft::Ready => self.ready.fire(),
+                FromRaft::Changes(changes) => self.watch.borrow_mut().changed(self, &changes),
                 FromRaft::Applied { id, outcome } => {
                     if let Some(waiter) = self.proposals.borrow_mut().remove(&id) {
                         let _ = waiter.send(outcome);
@@ -206,6 +211,7 @@ impl Serving {
     /// `server stopped`, and so does every later one.
     pub fn raft_gone(&self) {
         self.raft_gone.set(true);
+        self.watch.borrow_mut().close_all();
         for (_, waiter) in self.proposals.borrow_mut().drain() {
             let _ = waiter.send(Err(Refusal::Stopped));
         }
@@ -245,5 +251,17 @@ impl Serving {
             revision,
             raft_term: self.published.term(),
         }
+    }
+}
+
+impl Source for Serving {
+    fn view(&self) -> mvcc::Result<(ReadTxn, Revisions)> {
+        let txn = self.db.begin_read()?;
+        let revisions = mvcc::revisions(&txn)?;
+        Ok((txn, revisions))
+    }
+
+    fn header(&self, revision: i64) -> ResponseHeader {
+        Serving::header(self, revision)
     }
 }

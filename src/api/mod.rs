@@ -15,3 +15,4 @@ pub mod kv;
 pub mod maintenance;
 pub mod serving;
 pub mod status;
+pub mod watch;

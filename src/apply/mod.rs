@@ -24,10 +24,10 @@ use keelson_proto::etcdserverpb::InternalRaftRequest;
 use prost::Message;
 use raft::eraftpb::{Entry, EntryType};
 
-use crate::raft::seams::{Answer, Maintained, StateMachine};
+use crate::raft::seams::{Answer, AppliedBatch, Maintained, StateMachine};
 use crate::raft::turn::RaftCoreError;
 use crate::runtime::fatal;
-use crate::runtime::link::{Published, Refusal};
+use crate::runtime::link::{Changes, Published, Refusal};
 
 /// How often the page file is synced (etcd's backend commit interval).
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
@@ -152,9 +152,9 @@ impl StateMachine for Applier {
         self.store.applied()
     }
 
-    async fn apply(&mut self, committed: Vec<Entry>) -> Result<Vec<Answer>, RaftCoreError> {
+    async fn apply(&mut self, committed: Vec<Entry>) -> Result<AppliedBatch, RaftCoreError> {
         let Some(first) = committed.first().map(|e| e.index) else {
-            return Ok(Vec::new());
+            return Ok(AppliedBatch::default());
         };
         let (batch, ids): (Vec<mvcc::Entry>, Vec<u64>) = committed.iter().map(decode).unzip();
         for entry in &batch {
@@ -163,7 +163,9 @@ impl StateMachine for Applier {
             }
         }
         let mut answers = Vec::new();
-        for applied in self.store.apply_via(&batch, &self.file).await? {
+        let mut events = Vec::new();
+        for mut applied in self.store.apply_via(&batch, &self.file).await? {
+            events.append(&mut applied.events);
             // Committed entries are contiguous: an applied index finds its entry by offset.
             let at = (applied.index - first) as usize;
             let id = ids[at];
@@ -181,7 +183,11 @@ impl StateMachine for Applier {
                 answers.push(answer);
             }
         }
-        Ok(answers)
+        let changes = (!events.is_empty()).then(|| Changes {
+            revision: self.store.revisions().current,
+            events,
+        });
+        Ok(AppliedBatch { answers, changes })
     }
 
     async fn maintain(&mut self) -> Result<Maintained, RaftCoreError> {

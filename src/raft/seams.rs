@@ -10,7 +10,7 @@
 use raft::eraftpb::{Entry, HardState, Message};
 
 use super::turn::RaftCoreError;
-use crate::runtime::link::Outcome;
+use crate::runtime::link::{Changes, Outcome};
 
 /// Where the raft log's entries and hard state are made durable.
 pub trait DurableLog {
@@ -36,6 +36,15 @@ pub struct Answer {
     pub outcome: Outcome,
 }
 
+/// What applying a batch of committed entries came to.
+#[derive(Debug, Default)]
+pub struct AppliedBatch {
+    /// The outcomes of the entries a member proposed.
+    pub answers: Vec<Answer>,
+    /// What the batch changed, for watchers (`None`: nothing a watcher sees).
+    pub changes: Option<Changes>,
+}
+
 /// What background work did ([`StateMachine::maintain`]).
 #[derive(Debug, Default)]
 pub struct Maintained {
@@ -51,8 +60,8 @@ pub trait StateMachine {
     /// The index and term of the last entry applied.
     fn applied(&self) -> (u64, u64);
     /// Applies committed entries (contiguous, in order) and returns the outcomes of those a member
-    /// proposed. An error is fatal.
-    async fn apply(&mut self, committed: Vec<Entry>) -> Result<Vec<Answer>, RaftCoreError>;
+    /// proposed and what the batch changed. An error is fatal.
+    async fn apply(&mut self, committed: Vec<Entry>) -> Result<AppliedBatch, RaftCoreError>;
     /// Does background work between turns — starts or finishes a sync, steps a compaction.
     async fn maintain(&mut self) -> Result<Maintained, RaftCoreError>;
     /// Whether [`StateMachine::maintain`] has work to do at once (a compaction in progress).

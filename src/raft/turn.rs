@@ -268,8 +268,14 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
         if committed.is_empty() {
             return Ok(());
         }
-        let answers = self.state.apply(committed).await?;
-        self.route(answers);
+        let applied = self.state.apply(committed).await?;
+        if let Some(changes) = applied.changes {
+            let changes = Arc::new(changes);
+            for replies in &mut self.replies {
+                replies.push(FromRaft::Changes(changes.clone()));
+            }
+        }
+        self.route(applied.answers);
         self.published.set_applied(self.state.applied().0);
         Ok(())
     }

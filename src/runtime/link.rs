@@ -13,9 +13,11 @@
 //!
 //! Runs on: both sides (these are the types each side holds).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use keelson_engine::mvcc;
+use keelson_proto::mvccpb::Event;
 
 use crate::metrics::RaftMetrics;
 
@@ -59,6 +61,16 @@ pub enum Refusal {
 /// What a proposal came to.
 pub type Outcome = Result<mvcc::Response, Refusal>;
 
+/// What one applied batch changed, as watchers see it: shared by every serving core (one
+/// allocation per batch, whatever the number of cores).
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// The store's revision once the batch is applied (and published in the page file).
+    pub revision: i64,
+    /// The batch's events, in revision order.
+    pub events: Vec<Event>,
+}
+
 /// From the raft core to a serving core.
 #[derive(Debug)]
 pub enum FromRaft {
@@ -71,6 +83,9 @@ pub enum FromRaft {
         /// Its response (headers carry the revision) or why not.
         outcome: Outcome,
     },
+    /// A batch was applied, and the page file shows it: its changes, for the core's watchers.
+    /// Sent to every serving core, in apply order, before the batch's answers.
+    Changes(Arc<Changes>),
     /// A read batch may read: every write committed before it was asked for is applied.
     ReadReady {
         /// The serving core's read batch.

@@ -1,6 +1,8 @@
 //! What the tests of the binary share: a tokio runtime for the `etcd-client` crate, and writers
 //! that record every acknowledged put, so a test can stop the server any way it likes and then
 //! check that nothing acknowledged was lost.
+// Each test file uses the helpers it needs.
+#![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;

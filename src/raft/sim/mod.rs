@@ -39,7 +39,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::boot;
-use super::seams::{Answer, DurableLog, Maintained, StateMachine, Transport};
+use super::seams::{Answer, AppliedBatch, DurableLog, Maintained, StateMachine, Transport};
 use super::turn::{Event, RaftCore, RaftCoreError};
 use crate::apply;
 use crate::runtime::link::{FromRaft, Published, Refusal, ServingCore, ToRaft, Token};
@@ -157,7 +157,7 @@ impl StateMachine for Machine {
         store.applied.last().map_or((0, 0), |a| (a.index, a.term))
     }
 
-    async fn apply(&mut self, committed: Vec<Entry>) -> Result<Vec<Answer>, RaftCoreError> {
+    async fn apply(&mut self, committed: Vec<Entry>) -> Result<AppliedBatch, RaftCoreError> {
         let mut store = self.store.borrow_mut();
         let mut answers = Vec::new();
         for entry in &committed {
@@ -184,7 +184,11 @@ impl StateMachine for Machine {
                 });
             }
         }
-        Ok(answers)
+        // The simulated store has no keys: nothing for watchers.
+        Ok(AppliedBatch {
+            answers,
+            changes: None,
+        })
     }
 
     async fn maintain(&mut self) -> Result<Maintained, RaftCoreError> {
@@ -664,7 +668,7 @@ impl Cluster {
 
     fn answered(&mut self, m: usize, reply: FromRaft) {
         match reply {
-            FromRaft::Ready => {}
+            FromRaft::Ready | FromRaft::Changes(_) => {}
             FromRaft::Applied { id, outcome } => {
                 self.pending.remove(&id);
                 match outcome {

@@ -1,0 +1,414 @@
+//! A serving core's watch hub: the watch streams of this core's clients, their watchers by key
+//! ([`keys`]), and the delivery of events to them — live, from each applied batch's
+//! [`Changes`] the raft core sends every serving core, or from the page file's history for a
+//! watcher that starts in the past or fell behind.
+//!
+//! A watcher is *synced* while it gets events live, *unsynced* while its stream's task catches it
+//! up from history in batches of [`CATCH_UP_REVISIONS`] revisions. Each watcher keeps `next`, the
+//! first revision it has not been sent: live events below it are skipped, so catching up and
+//! going live meet with no gap and no duplicate. A stream's responses go through one bounded
+//! channel; when it is full, the watchers the batch was for become unsynced (nothing is queued
+//! beyond the bound) and catch up from history once the client reads again — or get the
+//! compacted answer, if history moved past them meanwhile.
+//!
+//! Invariants: a watcher becomes synced only in the same synchronous step that read the page
+//! file's latest view (so every batch after that view reaches it live); `revision` is a revision
+//! every synced watcher has been sent all events of (what a progress response may claim).
+//!
+//! Runs on: every serving core (one hub each; nothing shared between cores).
+
+pub mod keys;
+
+use std::collections::BTreeMap;
+
+use futures_channel::mpsc;
+use keelson_engine::mvcc::{self, MvccError, Revisions};
+use keelson_engine::pagefile::ReadTxn;
+use keelson_proto::etcdserverpb::watch_create_request::FilterType;
+use keelson_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
+use keelson_proto::mvccpb::Event;
+use keelson_proto::mvccpb::event::EventType;
+use tonic::Status;
+
+use crate::runtime::link::Changes;
+use keys::{KeyIndex, Keys, Member};
+
+/// Revisions read from history per catch-up step (etcd's `watchBatchMaxRevs`).
+pub const CATCH_UP_REVISIONS: usize = 1000;
+/// Responses a stream holds for its client before its watchers fall back to catching up.
+pub const STREAM_BUFFER: usize = 128;
+/// The watch id of responses that belong to no watcher (progress), as etcd's `InvalidWatchID`.
+pub const NO_WATCH: i64 = -1;
+
+/// etcd's answer to a watch id already in use on the stream.
+const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+/// etcd's answer to a range with nothing in it.
+const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
+
+/// The responses of one stream, as its client reads them.
+pub type Responses = mpsc::Sender<Result<WatchResponse, Status>>;
+
+/// What the hub needs of its serving core: the page file and response headers.
+pub trait Source {
+    /// A read view of the latest published page file, and its revisions.
+    fn view(&self) -> mvcc::Result<(ReadTxn, Revisions)>;
+    /// A response header at `revision`.
+    fn header(&self, revision: i64) -> ResponseHeader;
+}
+
+/// One watcher.
+#[derive(Debug)]
+struct Watcher {
+    keys: Keys,
+    /// The first revision not sent yet.
+    next: i64,
+    synced: bool,
+    prev_kv: bool,
+    no_put: bool,
+    no_delete: bool,
+}
+
+impl Watcher {
+    /// Whether `event` is for this watcher and not sent yet.
+    fn wants(&self, event: &Event) -> bool {
+        let Some(kv) = &event.kv else { return false };
+        let put = event.r#type == EventType::Put as i32;
+        kv.mod_revision >= self.next
+            && if put { !self.no_put } else { !self.no_delete }
+            && self.keys.contains(&kv.key)
+    }
+
+    /// The events to send, `prev_kv` filled in if asked (from `view`).
+    fn events(
+        &self,
+        events: impl Iterator<Item = Event>,
+        view: Option<&(ReadTxn, Revisions)>,
+    ) -> Vec<Event> {
+        events
+            .map(|mut event| {
+                if let (true, Some((txn, revs))) = (self.prev_kv, view) {
+                    event.prev_kv = mvcc::prev_kv(txn, *revs, &event).ok().flatten();
+                }
+                event
+            })
+            .collect()
+    }
+}
+
+/// One client's watch stream.
+#[derive(Debug)]
+struct Stream {
+    out: Responses,
+    watchers: BTreeMap<i64, Watcher>,
+    /// The next id to try for a watcher the client lets the server name.
+    next_id: i64,
+    /// Wakes the stream's task: a watcher needs catching up, or a progress response is due.
+    work: mpsc::Sender<()>,
+    /// A progress request waits for every watcher to be synced.
+    progress_asked: bool,
+}
+
+impl Stream {
+    fn wake(&mut self) {
+        // A full channel already holds a wake-up.
+        let _ = self.work.try_send(());
+    }
+}
+
+/// The watch hub of a serving core.
+#[derive(Debug, Default)]
+pub struct Hub {
+    streams: BTreeMap<u64, Stream>,
+    keys: KeyIndex,
+    next_stream: u64,
+    /// Every synced watcher has been sent every event through this revision.
+    revision: i64,
+}
+
+impl Hub {
+    /// Opens a stream whose responses go to `out`; its task is woken through `work`.
+    pub fn open(&mut self, out: Responses, work: mpsc::Sender<()>) -> u64 {
+        let id = self.next_stream;
+        self.next_stream += 1;
+        self.streams.insert(
+            id,
+            Stream {
+                out,
+                watchers: BTreeMap::new(),
+                next_id: 0,
+                work,
+                progress_asked: false,
+            },
+        );
+        id
+    }
+
+    /// Closes stream `id`: its watchers are gone.
+    pub fn close(&mut self, id: u64) {
+        if let Some(stream) = self.streams.remove(&id) {
+            for (watch, watcher) in stream.watchers {
+                self.keys.remove(&watcher.keys, (id, watch));
+            }
+        }
+    }
+
+    /// Ends every stream (the member stops): their clients see the streams end.
+    pub fn close_all(&mut self) {
+        self.streams.clear();
+        self.keys = KeyIndex::default();
+    }
+
+    /// A create request on `stream`; `out` is the stream task's sender, with room for one
+    /// response. Answers as etcd does and registers the watcher (synced if it starts after the
+    /// current revision, else to be caught up).
+    pub fn create(
+        &mut self,
+        source: &impl Source,
+        stream: u64,
+        out: &mut Responses,
+        create: &WatchCreateRequest,
+    ) -> Result<(), Status> {
+        let (_, revs) = source.view().map_err(|e| crate::api::status::of_mvcc(&e))?;
+        if self.keys.is_empty() {
+            // Nobody here waited for a batch still on its way: the view is as far as any got.
+            self.revision = self.revision.max(revs.current);
+        }
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return Ok(());
+        };
+        let refused = |reason: &str| WatchResponse {
+            header: Some(source.header(revs.current)),
+            watch_id: NO_WATCH,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.to_string(),
+            ..WatchResponse::default()
+        };
+        let Some(keys) = Keys::of(&create.key, &create.range_end) else {
+            return send(out, refused(EMPTY_RANGE));
+        };
+        let id = if create.watch_id == 0 {
+            while s.watchers.contains_key(&s.next_id) {
+                s.next_id += 1;
+            }
+            s.next_id += 1;
+            s.next_id - 1
+        } else if s.watchers.contains_key(&create.watch_id) {
+            return send(out, refused(DUPLICATE_ID));
+        } else {
+            create.watch_id
+        };
+        let next = if create.start_revision == 0 {
+            revs.current + 1
+        } else {
+            create.start_revision
+        };
+        send(
+            out,
+            WatchResponse {
+                header: Some(source.header(revs.current)),
+                watch_id: id,
+                created: true,
+                ..WatchResponse::default()
+            },
+        )?;
+        let filters = |f: FilterType| create.filters.contains(&(f as i32));
+        let watcher = Watcher {
+            keys: keys.clone(),
+            next,
+            synced: next > revs.current,
+            prev_kv: create.prev_kv,
+            no_put: filters(FilterType::Noput),
+            no_delete: filters(FilterType::Nodelete),
+        };
+        if !watcher.synced {
+            s.wake();
+        }
+        s.watchers.insert(id, watcher);
+        self.keys.insert(&keys, (stream, id));
+        Ok(())
+    }
+
+    /// A cancel request: the watcher goes, and etcd's answer if it was there.
+    pub fn cancel(
+        &mut self,
+        source: &impl Source,
+        stream: u64,
+        out: &mut Responses,
+        watch: i64,
+    ) -> Result<(), Status> {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return Ok(());
+        };
+        let Some(watcher) = s.watchers.remove(&watch) else {
+            return Ok(());
+        };
+        self.keys.remove(&watcher.keys, (stream, watch));
+        let revision = source
+            .view()
+            .map_or(self.revision, |(_, revs)| revs.current);
+        send(
+            out,
+            WatchResponse {
+                header: Some(source.header(revision)),
+                watch_id: watch,
+                canceled: true,
+                ..WatchResponse::default()
+            },
+        )
+    }
+
+    /// A progress request: answered once every watcher of the stream is synced.
+    pub fn progress(&mut self, stream: u64) {
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.progress_asked = true;
+            s.wake();
+        }
+    }
+
+    /// Delivers an applied batch's events to the synced watchers they concern.
+    pub fn changed(&mut self, source: &impl Source, changes: &Changes) {
+        let mut concerned: BTreeMap<Member, Vec<usize>> = BTreeMap::new();
+        for (at, event) in changes.events.iter().enumerate() {
+            if let Some(kv) = &event.kv {
+                self.keys.matching(&kv.key, |member| {
+                    concerned.entry(member).or_default().push(at)
+                });
+            }
+        }
+        let mut view = None;
+        for ((stream, watch), ats) in concerned {
+            let Some(s) = self.streams.get_mut(&stream) else {
+                continue;
+            };
+            let Some(w) = s.watchers.get_mut(&watch) else {
+                continue;
+            };
+            let wanted: Vec<&Event> = ats
+                .iter()
+                .map(|&at| &changes.events[at])
+                .filter(|e| w.wants(e))
+                .collect();
+            if !w.synced || wanted.is_empty() {
+                continue;
+            }
+            if w.prev_kv && view.is_none() {
+                view = source.view().ok();
+            }
+            let first = wanted[0].kv.as_ref().map_or(w.next, |kv| kv.mod_revision);
+            let response = WatchResponse {
+                header: Some(source.header(changes.revision)),
+                watch_id: watch,
+                events: w.events(wanted.into_iter().cloned(), view.as_ref()),
+                ..WatchResponse::default()
+            };
+            match s.out.try_send(Ok(response)) {
+                Ok(()) => w.next = changes.revision + 1,
+                Err(e) if e.is_full() => {
+                    // The client reads too slowly: this watcher catches up from history.
+                    w.synced = false;
+                    w.next = first;
+                    s.wake();
+                }
+                Err(_) => {}
+            }
+        }
+        self.revision = self.revision.max(changes.revision);
+        for s in self.streams.values_mut() {
+            if s.progress_asked {
+                s.wake();
+            }
+        }
+    }
+
+    /// One step of stream `stream`'s background work, `out` having room for one response: one
+    /// catch-up batch for one unsynced watcher, or the progress response once all are synced.
+    /// Returns whether work is left.
+    pub fn work(
+        &mut self,
+        source: &impl Source,
+        stream: u64,
+        out: &mut Responses,
+    ) -> Result<bool, Status> {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return Ok(false);
+        };
+        let Some((&watch, w)) = s.watchers.iter_mut().find(|(_, w)| !w.synced) else {
+            if s.progress_asked {
+                s.progress_asked = false;
+                send(
+                    out,
+                    WatchResponse {
+                        header: Some(source.header(self.revision)),
+                        watch_id: NO_WATCH,
+                        ..WatchResponse::default()
+                    },
+                )?;
+            }
+            return Ok(false);
+        };
+        let view = source.view().map_err(|e| crate::api::status::of_mvcc(&e))?;
+        let (txn, revs) = &view;
+        match mvcc::history(txn, *revs, w.next, CATCH_UP_REVISIONS) {
+            Err(MvccError::Compacted { compacted, .. }) => {
+                // As etcd: one response with the compaction revision, and the watcher sees
+                // nothing more — its id stays taken until the client cancels it.
+                self.keys.remove(&w.keys, (stream, watch));
+                w.synced = true;
+                w.next = i64::MAX;
+                send(
+                    out,
+                    WatchResponse {
+                        header: Some(source.header(0)),
+                        watch_id: watch,
+                        canceled: true,
+                        compact_revision: compacted,
+                        ..WatchResponse::default()
+                    },
+                )?;
+            }
+            Err(e) => return Err(crate::api::status::of_mvcc(&e)),
+            Ok(events) => {
+                let reached = events
+                    .last()
+                    .and_then(|e| e.kv.as_ref())
+                    .map(|kv| kv.mod_revision);
+                let revisions = {
+                    let mut seen: Vec<i64> = events
+                        .iter()
+                        .filter_map(|e| e.kv.as_ref().map(|kv| kv.mod_revision))
+                        .collect();
+                    seen.dedup();
+                    seen.len()
+                };
+                let done = revisions < CATCH_UP_REVISIONS;
+                let wanted: Vec<Event> = events.into_iter().filter(|e| w.wants(e)).collect();
+                if !wanted.is_empty() {
+                    let response = WatchResponse {
+                        header: Some(source.header(revs.current)),
+                        watch_id: watch,
+                        events: w.events(wanted.into_iter(), Some(&view)),
+                        ..WatchResponse::default()
+                    };
+                    send(out, response)?;
+                }
+                if done {
+                    w.next = revs.current + 1;
+                    w.synced = true;
+                } else if let Some(reached) = reached {
+                    w.next = reached + 1;
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Sends `response` on `out`, which has room for it; a stream whose client is gone is not an
+/// error here (its task ends when the client's requests do).
+fn send(out: &mut Responses, response: WatchResponse) -> Result<(), Status> {
+    match out.try_send(Ok(response)) {
+        Err(e) if e.is_full() => Err(Status::internal("etcdserver: watch stream has no room")),
+        _ => Ok(()),
+    }
+}
