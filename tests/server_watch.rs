@@ -4,7 +4,7 @@
 //! a prefix with a filter, a start at a compacted revision, client-chosen and duplicate ids, an
 //! empty range, progress, cancel, and live events after all of them. Then keelson alone: a
 //! watcher whose client stops reading while thousands of writes go by receives every one of them,
-//! in order, once it reads again.
+//! in order, once it reads again; and SIGTERM ends open streams and the member.
 
 use std::path::Path;
 use std::time::Duration;
@@ -195,4 +195,29 @@ fn a_watcher_that_stops_reading_misses_nothing() {
         }
         assert_eq!(values, (0..writes).collect::<Vec<_>>());
     });
+}
+
+#[test]
+fn sigterm_ends_open_watch_streams_and_the_member() {
+    let mut keelson = Server::start(Path::new(env!("CARGO_BIN_EXE_keelson")), Ports::free(), &[]);
+    runtime().block_on(async {
+        let mut c = Client::connect([keelson.endpoint()], None).await.unwrap();
+        let mut streams = Vec::new();
+        for key in ["a", "b", "c"] {
+            let mut w = c.watch(key, None).await.unwrap();
+            assert!(w.message().await.unwrap().unwrap().created());
+            streams.push(w);
+        }
+        keelson.send_term();
+        for mut w in streams {
+            // The stream ends (cleanly or with an error), rather than waiting for events forever.
+            let ended = tokio::time::timeout(Duration::from_secs(15), w.message()).await;
+            assert!(matches!(ended, Ok(Ok(None)) | Ok(Err(_))), "{ended:?}");
+        }
+    });
+    // Well inside the stop watchdog's 10 s: open streams do not hold the member up.
+    let status = keelson
+        .exit_within(Duration::from_secs(8))
+        .expect("the member exits");
+    assert!(status.success(), "{status:?}");
 }
