@@ -91,17 +91,18 @@ pub fn raft_log(
 ) -> RaftLog {
     let (index, term) = applied;
     let newest = entries.last().map_or(term, |e| e.term.max(term));
+    let commit = hard_state.commit.max(index);
     let hard_state = if newest > hard_state.term {
         // A vote recorded belongs to an older term; none was cast in this one (a vote is durable
         // before it is sent).
         HardState {
             term: newest,
             vote: raft::INVALID_ID,
-            commit: hard_state.commit.max(index),
+            commit,
         }
     } else {
         HardState {
-            commit: hard_state.commit.max(index),
+            commit,
             ..hard_state
         }
     };

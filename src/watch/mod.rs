@@ -268,6 +268,11 @@ impl Hub {
 
     /// Delivers an applied batch's events to the synced watchers they concern.
     pub fn changed(&mut self, source: &impl Source, changes: &Changes) {
+        self.revision = self.revision.max(changes.revision);
+        if self.keys.is_empty() {
+            // No watcher on this core (the common case for most cores): nothing to match.
+            return;
+        }
         let mut concerned: BTreeMap<Member, Vec<usize>> = BTreeMap::new();
         for (at, event) in changes.events.iter().enumerate() {
             if let Some(kv) = &event.kv {
@@ -313,7 +318,6 @@ impl Hub {
                 Err(_) => {}
             }
         }
-        self.revision = self.revision.max(changes.revision);
         for s in self.streams.values_mut() {
             if s.progress_asked {
                 s.wake();
@@ -373,14 +377,14 @@ impl Hub {
                     .last()
                     .and_then(|e| e.kv.as_ref())
                     .map(|kv| kv.mod_revision);
-                let revisions = {
-                    let mut seen: Vec<i64> = events
-                        .iter()
-                        .filter_map(|e| e.kv.as_ref().map(|kv| kv.mod_revision))
-                        .collect();
-                    seen.dedup();
-                    seen.len()
-                };
+                // Events come in revision order: a revision starts wherever the one before differs.
+                let revisions = events
+                    .iter()
+                    .filter_map(|e| e.kv.as_ref().map(|kv| kv.mod_revision))
+                    .fold((0, None), |(n, last), rev| {
+                        (if last == Some(rev) { n } else { n + 1 }, Some(rev))
+                    })
+                    .0;
                 let done = revisions < CATCH_UP_REVISIONS;
                 let wanted: Vec<Event> = events.into_iter().filter(|e| w.wants(e)).collect();
                 if !wanted.is_empty() {

@@ -635,25 +635,21 @@ impl Cluster {
     }
 
     fn deliver(&mut self) {
-        let mut net = self.net.borrow_mut();
-        let now = net.now;
-        let held = std::mem::take(&mut net.held);
-        let (due, later): (Vec<InFlight>, Vec<InFlight>) = net
-            .in_flight
-            .drain(..)
-            .partition(|f| f.deliver_at <= now && !held.contains(&(f.message.from, f.message.to)));
-        net.held = held;
-        net.in_flight = later;
-        for flight in due {
-            let (from, to) = (flight.message.from, flight.message.to);
-            if net.is_cut(from, to) {
-                continue;
-            }
-            let member = &mut self.members[to as usize - 1];
-            if member.core.is_some() {
-                member.events.push(Event::Peer(vec![flight.message]));
-            }
-        }
+        let due = {
+            let net = &mut *self.net.borrow_mut();
+            let (now, held) = (net.now, &net.held);
+            let (due, later): (Vec<InFlight>, Vec<InFlight>) =
+                net.in_flight.drain(..).partition(|f| {
+                    f.deliver_at <= now && !held.contains(&(f.message.from, f.message.to))
+                });
+            net.in_flight = later;
+            let net = &*net;
+            due.into_iter()
+                .map(|f| f.message)
+                .filter(|m| !net.is_cut(m.from, m.to))
+                .collect()
+        };
+        self.deliver_now(due);
     }
 
     /// Records the leader of each term and checks there is only one.
