@@ -1,6 +1,7 @@
 //! Compiles the .proto files (written in this crate from etcd's API reference) with prost, and the
 //! services with tonic's code generator (server side only: keelson serves them on its own HTTP/2
-//! connections; methods not implemented yet answer `Unimplemented`). Needs `protoc` (Debian:
+//! connections; methods not implemented yet answer `Unimplemented`), with keelson's counting codec
+//! (`src/codec.rs`). Needs `protoc` (Debian:
 //! protobuf-compiler).
 
 fn main() -> std::io::Result<()> {
@@ -9,6 +10,7 @@ fn main() -> std::io::Result<()> {
         .build_client(false)
         .build_transport(false)
         .generate_default_stubs(true)
+        .codec_path("crate::codec::CountingCodec")
         .compile_protos(
             &[
                 "etcd/mvccpb/kv.proto",

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::Args as ClapArgs;
 
-use crate::ids;
+use crate::{duration, ids};
 
 /// etcd's defaults that the flags below refer to.
 const DEFAULT_NAME: &str = "default";
@@ -23,6 +23,10 @@ const DEFAULT_PEER_URL: &str = "http://localhost:2380";
 /// The largest `--max-request-bytes` keelson takes: a proposal is one WAL record, and a record must
 /// fit in a 64 MiB segment.
 const MAX_REQUEST_BYTES: u32 = 32 << 20;
+/// etcd's default period of watch progress notifications.
+const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(600);
+/// etcd's shortest period of watch progress notifications (`minWatchProgressInterval`).
+const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 /// etcd's `--snapshot-count` default.
 pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
 
@@ -85,6 +89,16 @@ pub struct Flags {
     /// Log level: debug, info, warn, error, panic or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Duration of periodic watch progress notifications (etcd 3.6's spelling; default 10m).
+    #[arg(long, env = "ETCD_WATCH_PROGRESS_NOTIFY_INTERVAL", value_parser = duration::parse)]
+    pub watch_progress_notify_interval: Option<Duration>,
+    /// The same, as etcd 3.4 and 3.5 spell it (kubeadm passes this one).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        value_parser = duration::parse
+    )]
+    pub experimental_watch_progress_notify_interval: Option<Duration>,
     /// keelson: the CPUs to run on, one executor pinned to each — a count (the first N CPUs of the
     /// process's affinity mask) or a list like `0,2-3` (default: every CPU in the mask).
     #[arg(long, env = "KEELSON_CORES")]
@@ -145,7 +159,6 @@ pub const INERT_FLAGS: &[&str] = &[
     "experimental-enable-lease-checkpoint",
     "experimental-compaction-batch-limit",
     "experimental-peer-skip-client-san-verification",
-    "experimental-watch-progress-notify-interval",
     "unsafe-no-fsync",
     "force-new-cluster",
     "proxy",
@@ -216,6 +229,8 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Most operations in one txn.
     pub max_txn_ops: usize,
+    /// How often an idle watcher that asked for progress notifications gets one.
+    pub watch_progress_notify_interval: Duration,
     /// CPUs to run on (None: every CPU in the affinity mask).
     pub cores: Option<String>,
 }
@@ -346,6 +361,20 @@ impl Config {
             });
         }
         let cluster_id = ids::cluster_id(members.iter().map(|m| m.id));
+        let watch_progress_notify_interval = match flags
+            .watch_progress_notify_interval
+            .or(flags.experimental_watch_progress_notify_interval)
+        {
+            // As etcd: zero keeps the default, and less than the minimum is raised to it.
+            None | Some(Duration::ZERO) => DEFAULT_PROGRESS_INTERVAL,
+            Some(asked) if asked < MIN_PROGRESS_INTERVAL => {
+                tracing::warn!(
+                    "adjusting watch progress notify interval to minimum period {MIN_PROGRESS_INTERVAL:?}"
+                );
+                MIN_PROGRESS_INTERVAL
+            }
+            Some(asked) => asked,
+        };
         Ok(Config {
             name: flags.name.clone(),
             data_dir,
@@ -358,6 +387,7 @@ impl Config {
             election_ticks: (flags.election_timeout / flags.heartbeat_interval) as usize,
             max_request_bytes: flags.max_request_bytes as usize,
             max_txn_ops: flags.max_txn_ops as usize,
+            watch_progress_notify_interval,
             cores: flags.cores.clone(),
         })
     }
@@ -428,6 +458,17 @@ mod tests {
         assert_eq!(c.members[0].peer_urls, vec!["http://localhost:2380"]);
         assert_eq!(c.election_ticks, 10);
         assert_eq!(c.max_request_bytes, 1_572_864);
+        assert_eq!(c.watch_progress_notify_interval, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn both_spellings_of_the_progress_interval_are_taken() {
+        let old = config(&["--experimental-watch-progress-notify-interval", "5s"]).unwrap();
+        assert_eq!(old.watch_progress_notify_interval, Duration::from_secs(5));
+        let new = config(&["--watch-progress-notify-interval", "1m"]).unwrap();
+        assert_eq!(new.watch_progress_notify_interval, Duration::from_secs(60));
+        let short = config(&["--watch-progress-notify-interval", "1ms"]).unwrap();
+        assert_eq!(short.watch_progress_notify_interval, MIN_PROGRESS_INTERVAL);
     }
 
     #[test]

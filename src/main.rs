@@ -8,6 +8,7 @@ mod api;
 mod apply;
 mod cli;
 mod config;
+mod duration;
 mod ids;
 mod inspect;
 mod logging;

@@ -1,12 +1,13 @@
 //! Prometheus metrics under etcd's names, for what exists. Every value is an atomic written by one
 //! core only — the raft core's in [`RaftMetrics`], each serving core's own row of
-//! [`GrpcCounters`] — and summed when `/metrics` is scraped, so counting never shares a cache line
+//! [`CoreMetrics`] — and summed when `/metrics` is scraped, so counting never shares a cache line
 //! between cores on the hot path.
 //!
 //! Runs on: written by each owner core; rendered on the serving core that answers `/metrics`.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// etcd's disk histograms: 14 buckets doubling from 1 ms (`ExponentialBuckets(0.001, 2, 14)`).
@@ -65,24 +66,43 @@ pub struct RaftMetrics {
     pub proposals_pending: AtomicU64,
 }
 
-/// The gRPC methods keelson serves, as `grpc_server_handled_total` labels them.
-pub const METHODS: &[(&str, &str)] = &[
-    ("etcdserverpb.KV", "Range"),
-    ("etcdserverpb.KV", "Put"),
-    ("etcdserverpb.KV", "DeleteRange"),
-    ("etcdserverpb.KV", "Txn"),
-    ("etcdserverpb.KV", "Compact"),
-    ("etcdserverpb.Maintenance", "Alarm"),
-    ("etcdserverpb.Maintenance", "Status"),
-    ("etcdserverpb.Maintenance", "Defragment"),
-    ("etcdserverpb.Maintenance", "Hash"),
-    ("etcdserverpb.Maintenance", "HashKV"),
-    ("etcdserverpb.Maintenance", "MoveLeader"),
-    ("etcdserverpb.Cluster", "MemberAdd"),
-    ("etcdserverpb.Cluster", "MemberRemove"),
-    ("etcdserverpb.Cluster", "MemberUpdate"),
-    ("etcdserverpb.Cluster", "MemberList"),
-    ("etcdserverpb.Cluster", "MemberPromote"),
+/// How a gRPC method is called, as `grpc_type` labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// One request, one response.
+    Unary,
+    /// Streams both ways.
+    BidiStream,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Unary => "unary",
+            Kind::BidiStream => "bidi_stream",
+        }
+    }
+}
+
+/// The gRPC methods keelson serves, as `grpc_server_*_total` label them.
+pub const METHODS: &[(&str, &str, Kind)] = &[
+    ("etcdserverpb.KV", "Range", Kind::Unary),
+    ("etcdserverpb.KV", "Put", Kind::Unary),
+    ("etcdserverpb.KV", "DeleteRange", Kind::Unary),
+    ("etcdserverpb.KV", "Txn", Kind::Unary),
+    ("etcdserverpb.KV", "Compact", Kind::Unary),
+    ("etcdserverpb.Watch", "Watch", Kind::BidiStream),
+    ("etcdserverpb.Maintenance", "Alarm", Kind::Unary),
+    ("etcdserverpb.Maintenance", "Status", Kind::Unary),
+    ("etcdserverpb.Maintenance", "Defragment", Kind::Unary),
+    ("etcdserverpb.Maintenance", "Hash", Kind::Unary),
+    ("etcdserverpb.Maintenance", "HashKV", Kind::Unary),
+    ("etcdserverpb.Maintenance", "MoveLeader", Kind::Unary),
+    ("etcdserverpb.Cluster", "MemberAdd", Kind::Unary),
+    ("etcdserverpb.Cluster", "MemberRemove", Kind::Unary),
+    ("etcdserverpb.Cluster", "MemberUpdate", Kind::Unary),
+    ("etcdserverpb.Cluster", "MemberList", Kind::Unary),
+    ("etcdserverpb.Cluster", "MemberPromote", Kind::Unary),
 ];
 
 /// gRPC status codes by number, as labels.
@@ -106,16 +126,49 @@ const CODES: [&str; 17] = [
     "Unauthenticated",
 ];
 
-/// One serving core's count of calls handled, by method and code.
-#[derive(Debug)]
-pub struct GrpcCounters {
-    handled: Vec<[AtomicU64; CODES.len()]>,
+/// What a serving core's watch hub holds, as etcd's `etcd_debugging_mvcc_*` report it. Each core
+/// adds to and takes from its own; the sums are the member's.
+#[derive(Debug, Default)]
+pub struct WatchGauges {
+    /// Open watch streams.
+    pub streams: AtomicI64,
+    /// Watchers.
+    pub watchers: AtomicI64,
+    /// Watchers catching up from history (etcd's unsynced and victim watchers).
+    pub slow: AtomicI64,
+    /// Events handed to a stream and not yet taken by its connection.
+    pub pending_events: AtomicI64,
+    /// Events sent.
+    pub events: AtomicI64,
 }
 
-impl Default for GrpcCounters {
+impl WatchGauges {
+    /// Adds `by` (negative: takes) to `gauge` (owner core only).
+    pub fn add(gauge: &AtomicI64, by: i64) {
+        gauge.fetch_add(by, Ordering::Relaxed);
+    }
+}
+
+/// One serving core's metrics: gRPC calls started and handled (by method and code), its watch
+/// hub, and the bytes of gRPC messages it sent and received.
+#[derive(Debug)]
+pub struct CoreMetrics {
+    started: Vec<AtomicU64>,
+    handled: Vec<[AtomicU64; CODES.len()]>,
+    /// This core's watch hub.
+    pub watch: WatchGauges,
+    /// The bytes of the gRPC messages sent and received (as etcd counts them: the encoded
+    /// messages, without gRPC's framing).
+    pub bytes: Arc<keelson_proto::codec::Bytes>,
+}
+
+impl Default for CoreMetrics {
     fn default() -> Self {
-        GrpcCounters {
+        CoreMetrics {
+            started: METHODS.iter().map(|_| AtomicU64::new(0)).collect(),
             handled: METHODS.iter().map(|_| Default::default()).collect(),
+            watch: WatchGauges::default(),
+            bytes: Arc::default(),
         }
     }
 }
@@ -125,10 +178,17 @@ pub fn method_index(path: &str) -> Option<usize> {
     let (service, method) = path.trim_start_matches('/').split_once('/')?;
     METHODS
         .iter()
-        .position(|&(s, m)| s == service && m == method)
+        .position(|&(s, m, _)| s == service && m == method)
 }
 
-impl GrpcCounters {
+impl CoreMetrics {
+    /// Counts a call to `METHODS[method]` that started (owner core only).
+    pub fn started(&self, method: usize) {
+        if let Some(counter) = self.started.get(method) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts a call to `METHODS[method]` that ended with gRPC status `code` (owner core only).
     pub fn handled(&self, method: usize, code: usize) {
         if let Some(counter) = self.handled.get(method).and_then(|codes| codes.get(code)) {
@@ -152,7 +212,7 @@ pub struct Gauges {
 }
 
 /// The Prometheus text of everything.
-pub fn render(raft: &RaftMetrics, cores: &[GrpcCounters], gauges: &Gauges) -> String {
+pub fn render(raft: &RaftMetrics, cores: &[CoreMetrics], gauges: &Gauges) -> String {
     let mut out = String::new();
     let mut gauge = |name: &str, kind: &str, help: &str, value: u64| {
         let _ = writeln!(
@@ -208,6 +268,59 @@ pub fn render(raft: &RaftMetrics, cores: &[GrpcCounters], gauges: &Gauges) -> St
         "Log lines dropped because the log destination was full or closed.",
         gauges.log_lines_dropped,
     );
+    let sum = |of: fn(&WatchGauges) -> &AtomicI64| -> u64 {
+        let total: i64 = cores
+            .iter()
+            .map(|c| of(&c.watch).load(Ordering::Relaxed))
+            .sum();
+        total.max(0) as u64
+    };
+    for (name, kind, help, value) in [
+        (
+            "etcd_debugging_mvcc_watch_stream_total",
+            "gauge",
+            "Total number of watch streams.",
+            sum(|w| &w.streams),
+        ),
+        (
+            "etcd_debugging_mvcc_watcher_total",
+            "gauge",
+            "Total number of watchers.",
+            sum(|w| &w.watchers),
+        ),
+        (
+            "etcd_debugging_mvcc_slow_watcher_total",
+            "gauge",
+            "Total number of unsynced slow watchers.",
+            sum(|w| &w.slow),
+        ),
+        (
+            "etcd_debugging_mvcc_events_total",
+            "counter",
+            "Total number of events sent by this member.",
+            sum(|w| &w.events),
+        ),
+        (
+            "etcd_debugging_mvcc_pending_events_total",
+            "gauge",
+            "Total number of pending events to be sent.",
+            sum(|w| &w.pending_events),
+        ),
+        (
+            "etcd_network_client_grpc_sent_bytes_total",
+            "counter",
+            "The total number of bytes sent to grpc clients.",
+            cores.iter().map(|c| c.bytes.sent()).sum(),
+        ),
+        (
+            "etcd_network_client_grpc_received_bytes_total",
+            "counter",
+            "The total number of bytes received from grpc clients.",
+            cores.iter().map(|c| c.bytes.received()).sum(),
+        ),
+    ] {
+        gauge(name, kind, help, value);
+    }
     raft.wal_fsync.render(
         "etcd_disk_wal_fsync_duration_seconds",
         "The latency distributions of fsync called by WAL.",
@@ -218,12 +331,29 @@ pub fn render(raft: &RaftMetrics, cores: &[GrpcCounters], gauges: &Gauges) -> St
         "The latency distributions of commit called by backend.",
         &mut out,
     );
+    let name = "grpc_server_started_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Total number of RPCs started on the server.\n# TYPE {name} counter"
+    );
+    for (i, (service, method, kind)) in METHODS.iter().enumerate() {
+        let total: u64 = cores
+            .iter()
+            .map(|c| c.started[i].load(Ordering::Relaxed))
+            .sum();
+        let kind = kind.label();
+        let _ = writeln!(
+            out,
+            "{name}{{grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"{kind}\"}} {total}"
+        );
+    }
     let name = "grpc_server_handled_total";
     let _ = writeln!(
         out,
         "# HELP {name} Total number of RPCs completed on the server, regardless of success or failure.\n# TYPE {name} counter"
     );
-    for (i, (service, method)) in METHODS.iter().enumerate() {
+    for (i, (service, method, kind)) in METHODS.iter().enumerate() {
+        let kind = kind.label();
         for (code, label) in CODES.iter().enumerate() {
             let total: u64 = cores
                 .iter()
@@ -231,7 +361,7 @@ pub fn render(raft: &RaftMetrics, cores: &[GrpcCounters], gauges: &Gauges) -> St
                 .sum();
             let _ = writeln!(
                 out,
-                "{name}{{grpc_code=\"{label}\",grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"unary\"}} {total}"
+                "{name}{{grpc_code=\"{label}\",grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"{kind}\"}} {total}"
             );
         }
     }
@@ -247,7 +377,7 @@ mod tests {
         let raft = RaftMetrics::default();
         raft.wal_fsync.observe(Duration::from_micros(300));
         raft.wal_fsync.observe(Duration::from_millis(3));
-        let cores = [GrpcCounters::default(), GrpcCounters::default()];
+        let cores = [CoreMetrics::default(), CoreMetrics::default()];
         let put = method_index("/etcdserverpb.KV/Put").unwrap();
         let range = method_index("/etcdserverpb.KV/Range").unwrap();
         assert_eq!(method_index("/nope/Nope"), None);

@@ -16,7 +16,7 @@ use keelson_engine::mvcc::{self, Store};
 use crate::api::context::Identity;
 use crate::api::serving;
 use crate::config::Config;
-use crate::metrics::GrpcCounters;
+use crate::metrics::CoreMetrics;
 use crate::raft::run as raft;
 use crate::raft::turn::RaftCoreError;
 use crate::runtime::cores;
@@ -96,11 +96,13 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
             members: config.members.clone(),
             max_request_bytes: config.max_request_bytes,
             max_txn_ops: config.max_txn_ops,
+            election_timeout: config.tick * config.election_ticks as u32,
+            progress_interval: config.watch_progress_notify_interval,
         }),
         published: published.clone(),
         db: store.db().clone(),
-        grpc: (0..serving_cpus.len())
-            .map(|_| GrpcCounters::default())
+        metrics: (0..serving_cpus.len())
+            .map(|_| CoreMetrics::default())
             .collect(),
         addrs: config.client_addrs.clone(),
         shutdown: shutdown.clone(),

@@ -4,11 +4,15 @@
 //! index, the version and sizes in `endpoint status`, and timings are set aside — they describe the
 //! implementation, not the data.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use keelson_testkit::server::{Ports, Server};
+
+mod common;
+
+use common::http_get;
 
 /// One etcdctl invocation: arguments, and what goes to its standard input.
 struct Step {
@@ -146,21 +150,6 @@ fn normalize(text: &str) -> String {
         .join("\n")
 }
 
-/// `GET path` over plain HTTP/1 on the client port: status code and body.
-fn http_get(endpoint: &str, path: &str) -> (String, String) {
-    let mut s = std::net::TcpStream::connect(endpoint).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().to_string();
-    (status, body.to_string())
-}
-
 /// The HTTP answers both servers must give alike.
 fn http_session(endpoint: &str) -> Vec<(String, String)> {
     ["/health", "/version", "/nope"]
@@ -212,6 +201,13 @@ fn metrics_use_etcds_names() {
         "etcd_server_proposals_committed_total",
         "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 1",
         "grpc_server_handled_total{grpc_code=\"OutOfRange\",grpc_method=\"Range\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 1",
+        "grpc_server_started_total{grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 1",
+        "etcd_debugging_mvcc_watch_stream_total 0",
+        "etcd_debugging_mvcc_watcher_total 0",
+        "etcd_debugging_mvcc_slow_watcher_total 0",
+        "etcd_debugging_mvcc_pending_events_total 0",
+        "etcd_network_client_grpc_sent_bytes_total",
+        "etcd_network_client_grpc_received_bytes_total",
     ] {
         assert!(text.contains(line), "no {line:?} in:\n{text}");
     }

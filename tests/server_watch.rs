@@ -221,3 +221,93 @@ fn sigterm_ends_open_watch_streams_and_the_member() {
         .expect("the member exits");
     assert!(status.success(), "{status:?}");
 }
+
+/// Keys put, then deleted in one revision, in the fragment test.
+const KEYS: usize = 80;
+
+/// Fragments and progress notifications, against keelson and etcd started alike (same ports, so
+/// the same ids and header sizes): a txn of large values seen by a watcher that asked for
+/// fragments arrives in the same parts from both, and an idle watcher that asked for progress
+/// notifications gets them at the current revision.
+async fn fragment_and_progress_steps(endpoint: String) -> (Vec<usize>, Vec<usize>, i64) {
+    let mut c = Client::connect([endpoint.clone()], None).await.unwrap();
+    let mut parts = c
+        .watch(
+            "f/",
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_prev_key()
+                    .with_fragment(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert!(parts.message().await.unwrap().unwrap().created());
+    let mut whole = c
+        .watch(
+            "f/",
+            Some(WatchOptions::new().with_prefix().with_prev_key()),
+        )
+        .await
+        .unwrap();
+    assert!(whole.message().await.unwrap().unwrap().created());
+    let mut idle = c
+        .watch("idle", Some(WatchOptions::new().with_progress_notify()))
+        .await
+        .unwrap();
+    assert!(idle.message().await.unwrap().unwrap().created());
+    // Each put fits the request limit; the delete of them all, with their previous values, is more
+    // than the limit and gRPC's 512 KiB allowance.
+    for i in 0..KEYS {
+        c.put(format!("f/{i:02}"), vec![b'v'; 7000 + i * 10], None)
+            .await
+            .unwrap();
+    }
+    let deleted = c
+        .delete("f/", Some(etcd_client::DeleteOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    let revision = deleted.header().unwrap().revision();
+    let sizes = |mut stream: WatchStream| async move {
+        let mut sizes = Vec::new();
+        while sizes.iter().sum::<usize>() < 2 * KEYS {
+            let r = stream.message().await.unwrap().unwrap();
+            sizes.push(r.events().len());
+        }
+        sizes
+    };
+    let fragmented = sizes(parts).await;
+    let unfragmented = sizes(whole).await;
+    let progress = tokio::time::timeout(Duration::from_secs(10), idle.message())
+        .await
+        .expect("a progress notification")
+        .unwrap()
+        .unwrap();
+    assert!(progress.events().is_empty() && !progress.canceled());
+    assert_eq!(progress.header().unwrap().revision(), revision);
+    (fragmented, unfragmented, revision)
+}
+
+#[test]
+fn fragments_and_progress_notifications_as_etcd_sends_them() {
+    let ports = Ports::free();
+    let flags = [
+        "--max-request-bytes",
+        "8192",
+        "--experimental-watch-progress-notify-interval",
+        "300ms",
+    ];
+    let mut etcd = Server::start(Path::new("/usr/bin/etcd"), ports, &flags);
+    let want = runtime().block_on(fragment_and_progress_steps(etcd.endpoint()));
+    etcd.terminate();
+    drop(etcd);
+    let keelson = Server::start(Path::new(env!("CARGO_BIN_EXE_keelson")), ports, &flags);
+    let got = runtime().block_on(fragment_and_progress_steps(keelson.endpoint()));
+    assert_eq!(got, want);
+    assert!(got.0.len() > KEYS + 1, "split into parts: {got:?}");
+    assert_eq!(got.1.len(), KEYS + 1, "not split unless asked: {got:?}");
+    let gauge = |name| common::metric(&keelson.endpoint(), name);
+    assert_eq!(gauge("etcd_debugging_mvcc_pending_events_total"), Some(0.0));
+    assert_eq!(gauge("etcd_debugging_mvcc_watch_stream_total"), Some(0.0));
+}

@@ -11,6 +11,8 @@
 //! - [`authpb`]: users and roles.
 //! - [`v3lockpb`], [`v3electionpb`]: the lock and election services.
 
+pub mod codec;
+
 /// etcd's MVCC records (package `mvccpb`).
 #[allow(missing_docs)]
 pub mod mvccpb {

@@ -46,7 +46,7 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// gRPC's allowance on top of etcd's `--max-request-bytes` for the rest of a message (etcd's
 /// `grpcOverheadBytes`).
-const GRPC_OVERHEAD: usize = 512 * 1024;
+pub const GRPC_OVERHEAD: usize = 512 * 1024;
 
 /// Spawns hyper's tasks on this core's executor.
 #[derive(Clone, Copy, Debug)]
@@ -144,15 +144,20 @@ impl Services {
         };
         let response = response.unwrap_or_else(|never| match never {});
         // An error comes back "trailers-only": its status in the headers; success puts it in the
-        // trailers, after the body.
-        let code = response
+        // trailers, after the body. A stream that started counts itself handled when it ends.
+        let ended = response
             .headers()
             .get("grpc-status")
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-            .unwrap_or(0);
+            .and_then(|v| v.to_str().ok()?.parse().ok());
         if let Some(method) = method {
             let _ = context::with(|s| {
-                s.count_handled(method, code);
+                let metrics = s.own_metrics();
+                metrics.started(method);
+                match (ended, metrics::METHODS[method].2) {
+                    (Some(code), _) => metrics.handled(method, code),
+                    (None, metrics::Kind::Unary) => metrics.handled(method, 0),
+                    (None, metrics::Kind::BidiStream) => {}
+                }
                 Ok(())
             });
         }

@@ -15,6 +15,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_channel::oneshot;
 use keelson_engine::mvcc::{self, Revisions};
@@ -26,7 +27,7 @@ use tonic::Status;
 use super::status;
 use crate::config::Member;
 use crate::ids;
-use crate::metrics::GrpcCounters;
+use crate::metrics::{CoreMetrics, WatchGauges};
 use crate::runtime::link::{FromRaft, Outcome, Published, Refusal, ServingCore, ToRaft, Token};
 use crate::runtime::mailbox::Mailbox;
 use crate::runtime::signal::Signal;
@@ -45,6 +46,10 @@ pub struct Identity {
     pub max_request_bytes: usize,
     /// Most operations in one txn.
     pub max_txn_ops: usize,
+    /// The election timeout.
+    pub election_timeout: Duration,
+    /// How often an idle watcher that asked for progress notifications gets one.
+    pub progress_interval: Duration,
 }
 
 type ReadWaiter = oneshot::Sender<Result<(), Status>>;
@@ -66,8 +71,8 @@ pub struct Serving {
     pub published: Arc<Published>,
     /// The page file, for reads.
     pub db: Db,
-    /// Every serving core's call counters (this core writes only its own).
-    pub grpc: Arc<[GrpcCounters]>,
+    /// Every serving core's metrics (this core writes only its own).
+    pub metrics: Arc<[CoreMetrics]>,
     /// Requests for the raft core, taken by this core's forwarder.
     pub outbox: Mailbox<ToRaft>,
     /// Fired when the raft core says the member is ready.
@@ -103,7 +108,7 @@ impl Serving {
         identity: Arc<Identity>,
         published: Arc<Published>,
         db: Db,
-        grpc: Arc<[GrpcCounters]>,
+        metrics: Arc<[CoreMetrics]>,
         ready: Signal,
     ) -> Rc<Serving> {
         // Lanes 0..=254; the raft core has its own.
@@ -113,7 +118,7 @@ impl Serving {
             identity,
             published,
             db,
-            grpc,
+            metrics,
             outbox: Mailbox::default(),
             ready,
             proposals: RefCell::new(HashMap::new()),
@@ -123,6 +128,7 @@ impl Serving {
             watch: RefCell::new(Hub::default()),
             raft_gone: Cell::new(false),
         });
+        keelson_proto::codec::count_into(serving.own_metrics().bytes.clone());
         SERVING.with(|s| *s.borrow_mut() = Some(serving.clone()));
         serving
     }
@@ -211,7 +217,7 @@ impl Serving {
     /// `server stopped`, and so does every later one.
     pub fn raft_gone(&self) {
         self.raft_gone.set(true);
-        self.watch.borrow_mut().close_all();
+        self.watch.borrow_mut().close_all(self);
         for (_, waiter) in self.proposals.borrow_mut().drain() {
             let _ = waiter.send(Err(Refusal::Stopped));
         }
@@ -236,11 +242,10 @@ impl Serving {
         read().map_err(|e| status::of_mvcc(&e))
     }
 
-    /// Counts a gRPC call (`METHODS[method]`) handled on this core.
-    pub fn count_handled(&self, method: usize, code: usize) {
-        if let Some(counters) = self.grpc.get(self.core.0) {
-            counters.handled(method, code);
-        }
+    /// This core's own metrics (its row of [`Serving::metrics`], one per serving core by
+    /// construction).
+    pub fn own_metrics(&self) -> &CoreMetrics {
+        &self.metrics[self.core.0]
     }
 
     /// A response header as etcd fills it, at `revision`.
@@ -263,5 +268,9 @@ impl Source for Serving {
 
     fn header(&self, revision: i64) -> ResponseHeader {
         Serving::header(self, revision)
+    }
+
+    fn gauges(&self) -> &WatchGauges {
+        &self.own_metrics().watch
     }
 }

@@ -53,7 +53,7 @@ fn scrape() -> String {
             db_size,
             log_lines_dropped: logging::dropped(),
         };
-        Ok(metrics::render(&published.metrics, &s.grpc, &gauges))
+        Ok(metrics::render(&published.metrics, &s.metrics, &gauges))
     })
     .unwrap_or_default()
 }

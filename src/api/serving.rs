@@ -19,7 +19,7 @@ use keelson_engine::pagefile::Db;
 
 use super::conn::{self, Connections};
 use super::context::{Identity, Serving};
-use crate::metrics::GrpcCounters;
+use crate::metrics::CoreMetrics;
 use crate::runtime::link::{FromRaft, Published, ServingCore, ToRaft};
 use crate::runtime::shutdown::{Cause, Shutdown};
 use crate::runtime::signal::Signal;
@@ -39,8 +39,8 @@ pub struct Shared {
     pub published: Arc<Published>,
     /// The page file, for reads.
     pub db: Db,
-    /// Every serving core's call counters.
-    pub grpc: Arc<[GrpcCounters]>,
+    /// Every serving core's metrics.
+    pub metrics: Arc<[CoreMetrics]>,
     /// The client addresses to listen on.
     pub addrs: Vec<SocketAddr>,
     /// The member's shutdown.
@@ -53,7 +53,7 @@ pub async fn run(core: ServingCore, ends: Ends, shared: Shared) {
         identity,
         published,
         db,
-        grpc,
+        metrics,
         addrs,
         shutdown,
     } = shared;
@@ -61,7 +61,14 @@ pub async fn run(core: ServingCore, ends: Ends, shared: Shared) {
     let to_raft = to_raft.connect().await;
     let from_raft = from_raft.connect().await;
     let ready = Signal::default();
-    let serving = Serving::install(core, identity.clone(), published, db, grpc, ready.clone());
+    let serving = Serving::install(
+        core,
+        identity.clone(),
+        published,
+        db,
+        metrics,
+        ready.clone(),
+    );
     let forwarder = {
         let serving = serving.clone();
         glommio::spawn_local(async move {

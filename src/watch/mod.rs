@@ -28,8 +28,10 @@ use keelson_proto::etcdserverpb::watch_create_request::FilterType;
 use keelson_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
 use keelson_proto::mvccpb::Event;
 use keelson_proto::mvccpb::event::EventType;
+use prost::Message;
 use tonic::Status;
 
+use crate::metrics::WatchGauges;
 use crate::runtime::link::Changes;
 use keys::{KeyIndex, Keys, Member};
 
@@ -48,12 +50,14 @@ const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
 /// The responses of one stream, as its client reads them.
 pub type Responses = mpsc::Sender<Result<WatchResponse, Status>>;
 
-/// What the hub needs of its serving core: the page file and response headers.
+/// What the hub needs of its serving core: the page file, response headers, and its gauges.
 pub trait Source {
     /// A read view of the latest published page file, and its revisions.
     fn view(&self) -> mvcc::Result<(ReadTxn, Revisions)>;
     /// A response header at `revision`.
     fn header(&self, revision: i64) -> ResponseHeader;
+    /// This core's watch gauges.
+    fn gauges(&self) -> &WatchGauges;
 }
 
 /// One watcher.
@@ -66,6 +70,12 @@ struct Watcher {
     prev_kv: bool,
     no_put: bool,
     no_delete: bool,
+    /// Its responses may be split ([`fragments`]).
+    fragment: bool,
+    /// It asked for periodic progress notifications.
+    progress_notify: bool,
+    /// Nothing was sent to it since the last progress tick.
+    quiet: bool,
 }
 
 impl Watcher {
@@ -78,20 +88,47 @@ impl Watcher {
             && self.keys.contains(&kv.key)
     }
 
-    /// The events to send, `prev_kv` filled in if asked (from `view`).
-    fn events(
-        &self,
+    /// Marks the watcher synced or not, keeping the slow-watcher gauge.
+    fn set_synced(&mut self, synced: bool, gauges: &WatchGauges) {
+        if self.synced != synced {
+            WatchGauges::add(&gauges.slow, if synced { -1 } else { 1 });
+            self.synced = synced;
+        }
+    }
+
+    /// Its response carrying `events` (`prev_kv` filled in if asked, from `view`), at `revision`.
+    fn response(
+        &mut self,
+        source: &impl Source,
+        watch: i64,
+        revision: i64,
         events: impl Iterator<Item = Event>,
         view: Option<&(ReadTxn, Revisions)>,
-    ) -> Vec<Event> {
-        events
+    ) -> WatchResponse {
+        let events = events
             .map(|mut event| {
                 if let (true, Some((txn, revs))) = (self.prev_kv, view) {
                     event.prev_kv = mvcc::prev_kv(txn, *revs, &event).ok().flatten();
                 }
                 event
             })
-            .collect()
+            .collect();
+        self.quiet = false;
+        WatchResponse {
+            header: Some(source.header(revision)),
+            watch_id: watch,
+            events,
+            fragment: self.fragment,
+            ..WatchResponse::default()
+        }
+    }
+
+    /// Forgets the watcher: the gauges no longer count it.
+    fn forget(&self, gauges: &WatchGauges) {
+        WatchGauges::add(&gauges.watchers, -1);
+        if !self.synced {
+            WatchGauges::add(&gauges.slow, -1);
+        }
     }
 }
 
@@ -113,6 +150,14 @@ impl Stream {
         // A full channel already holds a wake-up.
         let _ = self.work.try_send(());
     }
+
+    /// Forgets every watcher of the stream.
+    fn forget(&self, gauges: &WatchGauges) {
+        WatchGauges::add(&gauges.streams, -1);
+        for watcher in self.watchers.values() {
+            watcher.forget(gauges);
+        }
+    }
 }
 
 /// The watch hub of a serving core.
@@ -127,9 +172,10 @@ pub struct Hub {
 
 impl Hub {
     /// Opens a stream whose responses go to `out`; its task is woken through `work`.
-    pub fn open(&mut self, out: Responses, work: mpsc::Sender<()>) -> u64 {
+    pub fn open(&mut self, source: &impl Source, out: Responses, work: mpsc::Sender<()>) -> u64 {
         let id = self.next_stream;
         self.next_stream += 1;
+        WatchGauges::add(&source.gauges().streams, 1);
         self.streams.insert(
             id,
             Stream {
@@ -144,8 +190,9 @@ impl Hub {
     }
 
     /// Closes stream `id`: its watchers are gone.
-    pub fn close(&mut self, id: u64) {
+    pub fn close(&mut self, source: &impl Source, id: u64) {
         if let Some(stream) = self.streams.remove(&id) {
+            stream.forget(source.gauges());
             for (watch, watcher) in stream.watchers {
                 self.keys.remove(&watcher.keys, (id, watch));
             }
@@ -153,8 +200,10 @@ impl Hub {
     }
 
     /// Ends every stream (the member stops): their clients see the streams end.
-    pub fn close_all(&mut self) {
-        self.streams.clear();
+    pub fn close_all(&mut self, source: &impl Source) {
+        for stream in std::mem::take(&mut self.streams).into_values() {
+            stream.forget(source.gauges());
+        }
         self.keys = KeyIndex::default();
     }
 
@@ -176,6 +225,7 @@ impl Hub {
         let Some(s) = self.streams.get_mut(&stream) else {
             return Ok(());
         };
+        let gauges = source.gauges();
         let refused = |reason: &str| WatchResponse {
             header: Some(source.header(revs.current)),
             watch_id: NO_WATCH,
@@ -185,7 +235,7 @@ impl Hub {
             ..WatchResponse::default()
         };
         let Some(keys) = Keys::of(&create.key, &create.range_end) else {
-            return send(out, refused(EMPTY_RANGE));
+            return send(out, refused(EMPTY_RANGE), gauges);
         };
         let id = if create.watch_id == 0 {
             while s.watchers.contains_key(&s.next_id) {
@@ -194,7 +244,7 @@ impl Hub {
             s.next_id += 1;
             s.next_id - 1
         } else if s.watchers.contains_key(&create.watch_id) {
-            return send(out, refused(DUPLICATE_ID));
+            return send(out, refused(DUPLICATE_ID), gauges);
         } else {
             create.watch_id
         };
@@ -211,17 +261,23 @@ impl Hub {
                 created: true,
                 ..WatchResponse::default()
             },
+            gauges,
         )?;
         let filters = |f: FilterType| create.filters.contains(&(f as i32));
-        let watcher = Watcher {
+        let mut watcher = Watcher {
             keys: keys.clone(),
             next,
-            synced: next > revs.current,
+            synced: true,
             prev_kv: create.prev_kv,
             no_put: filters(FilterType::Noput),
             no_delete: filters(FilterType::Nodelete),
+            fragment: create.fragment,
+            progress_notify: create.progress_notify,
+            quiet: true,
         };
-        if !watcher.synced {
+        WatchGauges::add(&gauges.watchers, 1);
+        if next <= revs.current {
+            watcher.set_synced(false, gauges);
             s.wake();
         }
         s.watchers.insert(id, watcher);
@@ -243,6 +299,7 @@ impl Hub {
         let Some(watcher) = s.watchers.remove(&watch) else {
             return Ok(());
         };
+        watcher.forget(source.gauges());
         self.keys.remove(&watcher.keys, (stream, watch));
         let revision = source
             .view()
@@ -255,6 +312,7 @@ impl Hub {
                 canceled: true,
                 ..WatchResponse::default()
             },
+            source.gauges(),
         )
     }
 
@@ -264,6 +322,47 @@ impl Hub {
             s.progress_asked = true;
             s.wake();
         }
+    }
+
+    /// A progress-notify tick on `stream`: the watchers owed a progress notification (synced,
+    /// asked for them, and sent nothing since the tick before), as etcd's periodic progress.
+    pub fn progress_due(&mut self, stream: u64) -> Vec<i64> {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return Vec::new();
+        };
+        let mut due = Vec::new();
+        for (&watch, w) in s.watchers.iter_mut().filter(|(_, w)| w.progress_notify) {
+            if w.quiet && w.synced && w.next != i64::MAX {
+                due.push(watch);
+            }
+            w.quiet = true;
+        }
+        due
+    }
+
+    /// Sends watcher `watch` of `stream` a progress notification (no events, at the revision every
+    /// synced watcher has been sent), if it is still there and synced; `out` has room for it.
+    pub fn notify(
+        &self,
+        source: &impl Source,
+        stream: u64,
+        out: &mut Responses,
+        watch: i64,
+    ) -> Result<(), Status> {
+        let synced = self
+            .streams
+            .get(&stream)
+            .and_then(|s| s.watchers.get(&watch))
+            .is_some_and(|w| w.synced);
+        if !synced {
+            return Ok(());
+        }
+        let response = WatchResponse {
+            header: Some(source.header(self.revision)),
+            watch_id: watch,
+            ..WatchResponse::default()
+        };
+        send(out, response, source.gauges())
     }
 
     /// Delivers an applied batch's events to the synced watchers they concern.
@@ -281,6 +380,7 @@ impl Hub {
                 });
             }
         }
+        let gauges = source.gauges();
         let mut view = None;
         for ((stream, watch), ats) in concerned {
             let Some(s) = self.streams.get_mut(&stream) else {
@@ -301,17 +401,13 @@ impl Hub {
                 view = source.view().ok();
             }
             let first = wanted[0].kv.as_ref().map_or(w.next, |kv| kv.mod_revision);
-            let response = WatchResponse {
-                header: Some(source.header(changes.revision)),
-                watch_id: watch,
-                events: w.events(wanted.into_iter().cloned(), view.as_ref()),
-                ..WatchResponse::default()
-            };
-            match s.out.try_send(Ok(response)) {
+            let events = wanted.into_iter().cloned();
+            let response = w.response(source, watch, changes.revision, events, view.as_ref());
+            match offer(&mut s.out, response, gauges) {
                 Ok(()) => w.next = changes.revision + 1,
                 Err(e) if e.is_full() => {
                     // The client reads too slowly: this watcher catches up from history.
-                    w.synced = false;
+                    w.set_synced(false, gauges);
                     w.next = first;
                     s.wake();
                 }
@@ -337,6 +433,7 @@ impl Hub {
         let Some(s) = self.streams.get_mut(&stream) else {
             return Ok(false);
         };
+        let gauges = source.gauges();
         let Some((&watch, w)) = s.watchers.iter_mut().find(|(_, w)| !w.synced) else {
             if s.progress_asked {
                 s.progress_asked = false;
@@ -347,6 +444,7 @@ impl Hub {
                         watch_id: NO_WATCH,
                         ..WatchResponse::default()
                     },
+                    gauges,
                 )?;
             }
             return Ok(false);
@@ -358,7 +456,7 @@ impl Hub {
                 // As etcd: one response with the compaction revision, and the watcher sees
                 // nothing more — its id stays taken until the client cancels it.
                 self.keys.remove(&w.keys, (stream, watch));
-                w.synced = true;
+                w.set_synced(true, gauges);
                 w.next = i64::MAX;
                 send(
                     out,
@@ -369,6 +467,7 @@ impl Hub {
                         compact_revision: compacted,
                         ..WatchResponse::default()
                     },
+                    gauges,
                 )?;
             }
             Err(e) => return Err(crate::api::status::of_mvcc(&e)),
@@ -388,17 +487,13 @@ impl Hub {
                 let done = revisions < CATCH_UP_REVISIONS;
                 let wanted: Vec<Event> = events.into_iter().filter(|e| w.wants(e)).collect();
                 if !wanted.is_empty() {
-                    let response = WatchResponse {
-                        header: Some(source.header(revs.current)),
-                        watch_id: watch,
-                        events: w.events(wanted.into_iter(), Some(&view)),
-                        ..WatchResponse::default()
-                    };
-                    send(out, response)?;
+                    let response =
+                        w.response(source, watch, revs.current, wanted.into_iter(), Some(&view));
+                    send(out, response, gauges)?;
                 }
                 if done {
                     w.next = revs.current + 1;
-                    w.synced = true;
+                    w.set_synced(true, gauges);
                 } else if let Some(reached) = reached {
                     w.next = reached + 1;
                 }
@@ -408,10 +503,58 @@ impl Hub {
     }
 }
 
+/// The parts to send `response` in: itself, unless its watcher asked for fragments (the hub sets
+/// `fragment` on such a watcher's responses) and it holds two events or more in `max` bytes or
+/// more. Then it goes in parts of whole events, each as large as it can be while under `max` (a
+/// part holds one event at least), every part but the last marked `fragment` — as etcd splits at
+/// `--max-request-bytes` plus gRPC's allowance.
+pub fn fragments(mut response: WatchResponse, max: usize) -> Vec<WatchResponse> {
+    if !response.fragment || response.events.len() < 2 || response.encoded_len() < max {
+        response.fragment = false;
+        return vec![response];
+    }
+    let events = std::mem::take(&mut response.events);
+    // The bytes of a part: those of the response without events, and each event's field.
+    let bare = response.encoded_len();
+    let field = |event: &Event| prost::encoding::message::encoded_len(EVENTS_FIELD, event);
+    let mut parts = Vec::new();
+    let mut part = response.clone();
+    let mut size = bare;
+    for event in events {
+        let grown = size + field(&event);
+        if !part.events.is_empty() && grown >= max {
+            parts.push(std::mem::replace(&mut part, response.clone()));
+            size = bare + field(&event);
+        } else {
+            size = grown;
+        }
+        part.events.push(event);
+    }
+    part.fragment = false;
+    parts.push(part);
+    parts
+}
+
+/// `WatchResponse.events`' field number.
+const EVENTS_FIELD: u32 = 11;
+
+/// Offers `response` to `out`, counting its events as pending once taken.
+fn offer(
+    out: &mut Responses,
+    response: WatchResponse,
+    gauges: &WatchGauges,
+) -> Result<(), mpsc::TrySendError<Result<WatchResponse, Status>>> {
+    let events = response.events.len() as i64;
+    out.try_send(Ok(response))?;
+    WatchGauges::add(&gauges.pending_events, events);
+    WatchGauges::add(&gauges.events, events);
+    Ok(())
+}
+
 /// Sends `response` on `out`, which has room for it; a stream whose client is gone is not an
 /// error here (its task ends when the client's requests do).
-fn send(out: &mut Responses, response: WatchResponse) -> Result<(), Status> {
-    match out.try_send(Ok(response)) {
+fn send(out: &mut Responses, response: WatchResponse, gauges: &WatchGauges) -> Result<(), Status> {
+    match offer(out, response, gauges) {
         Err(e) if e.is_full() => Err(Status::internal("etcdserver: watch stream has no room")),
         _ => Ok(()),
     }

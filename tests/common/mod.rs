@@ -1,4 +1,5 @@
-//! What the tests of the binary share: a tokio runtime for the `etcd-client` crate, and writers
+//! What the tests of the binary share: a tokio runtime for the `etcd-client` crate, plain HTTP
+//! gets (metrics), and writers
 //! that record every acknowledged put, so a test can stop the server any way it likes and then
 //! check that nothing acknowledged was lost.
 // Each test file uses the helpers it needs.
@@ -15,6 +16,29 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// `GET path` over plain HTTP/1 on the client port: status code and body.
+pub fn http_get(endpoint: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(endpoint).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().to_string();
+    (status, body.to_string())
+}
+
+/// The value of metric `name` (a line `name value`) in the server's `/metrics`, if there.
+pub fn metric(endpoint: &str, name: &str) -> Option<f64> {
+    let (_, text) = http_get(endpoint, "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Keys whose puts were acknowledged.
