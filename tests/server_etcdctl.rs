@@ -2,11 +2,13 @@
 //! real etcd 3.4 started with the same flags (so member and cluster ids must match too): every
 //! step's exit status, output and error line must be the same on both. Only the raft term and
 //! index, the version and sizes in `endpoint status`, and timings are set aside — they describe the
-//! implementation, not the data.
+//! implementation, not the data. `etcdctl watch`, in each of its modes, is compared the same way,
+//! its watches left running while the writes go by.
 
 use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
 
 use keelson_testkit::server::{Ports, Server};
 
@@ -237,4 +239,151 @@ fn endpoint_status_and_health_describe_this_member() {
     let health = run(&endpoint, &step("endpoint health"));
     assert!(health.contains("is healthy"), "{health}");
     keelson.terminate();
+}
+
+/// An `etcdctl watch` left running, its output gathered in files.
+struct Watching {
+    child: Child,
+    stdin: ChildStdin,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Watching {
+    /// Starts `etcdctl watch <args>` against `endpoint`, writing into `dir` under `name`.
+    fn start(endpoint: &str, args: &[&str], dir: &Path, name: usize) -> Watching {
+        let (out, err) = (
+            dir.join(format!("{name}.out")),
+            dir.join(format!("{name}.err")),
+        );
+        let mut child = Command::new("/usr/bin/etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", endpoint, "watch"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("etcdctl runs (apt-get install -y etcd-client)");
+        let stdin = child.stdin.take().unwrap();
+        Watching {
+            child,
+            stdin,
+            out,
+            err,
+        }
+    }
+
+    /// Types `line` into an interactive (`-i`) watch.
+    fn type_line(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// Ends it; what it printed (without the client library's JSON log lines).
+    fn stop(mut self) -> String {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let read = |path: &Path| std::fs::read_to_string(path).unwrap();
+        let err: Vec<String> = read(&self.err)
+            .lines()
+            .filter(|l| !l.starts_with('{'))
+            .map(str::to_string)
+            .collect();
+        format!("{}\n{}", normalize(&read(&self.out)), err.join("\n"))
+    }
+}
+
+/// Waits until the watches' output files have not grown for a second.
+fn settle(watches: &[Watching]) {
+    let size = || -> u64 {
+        watches
+            .iter()
+            .map(|w| std::fs::metadata(&w.out).unwrap().len())
+            .sum()
+    };
+    let mut last = size();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = size();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+/// The watch session: watches of a key, a prefix, a range, from a past revision with previous
+/// values, as JSON, with a command run per event, and interactive (`-i`, with `progress`); then
+/// writes, one txn touching several of them at one revision; then a watch from a compacted
+/// revision. Returns what each watch printed, and that last watch's exit and message.
+fn watch_session(endpoint: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let put = |args: &str| run(endpoint, &step(args));
+    for args in ["put a 1", "put b/x 2", "put c 3"] {
+        put(args);
+    }
+    let each_event = "echo $ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY $ETCD_WATCH_REVISION";
+    let watches: [&[&str]; 7] = [
+        &["a"],
+        &["--prefix", "b/"],
+        &["a", "--rev", "2", "--prev-kv"],
+        &["a", "c"],
+        &["--prefix", "b/", "--rev", "1", "--prev-kv", "-w", "json"],
+        &["c", "--", "sh", "-c", each_event],
+        &["-i"],
+    ];
+    let mut watches: Vec<Watching> = watches
+        .iter()
+        .enumerate()
+        .map(|(i, args)| Watching::start(endpoint, args, dir.path(), i))
+        .collect();
+    let interactive = watches.last_mut().unwrap();
+    interactive.type_line("watch a --rev 2");
+    interactive.type_line("watch c --prev-kv");
+    common::await_metric(endpoint, "etcd_debugging_mvcc_watcher_total", 8.0);
+    for args in ["put a 4", "put b/y 5", "del b/x"] {
+        put(args);
+    }
+    run(
+        endpoint,
+        &Step {
+            args: vec!["txn".into()],
+            stdin: Some("\nput a 6\nput b/z 7\n\n\n"),
+        },
+    );
+    for args in ["del a", "put c 8"] {
+        put(args);
+    }
+    settle(&watches);
+    watches.last_mut().unwrap().type_line("progress");
+    settle(&watches);
+    put("compaction 9");
+    let compacted = run(endpoint, &step("watch a --rev 3"));
+    let mut seen: Vec<String> = watches.into_iter().map(Watching::stop).collect();
+    seen.push(compacted);
+    seen
+}
+
+#[test]
+fn etcdctl_watch_sees_keelson_as_it_sees_etcd() {
+    let ports = Ports::free();
+    let mut etcd = Server::etcd(ports);
+    let expected = watch_session(&etcd.endpoint());
+    etcd.terminate();
+    drop(etcd);
+    let keelson = Server::start(Path::new(env!("CARGO_BIN_EXE_keelson")), ports, &[]);
+    let got = watch_session(&keelson.endpoint());
+    for (i, (got, expected)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(got, expected, "watch {i} (left: keelson, right: etcd)");
+    }
+    assert_eq!(got.len(), expected.len());
+    // Each watch printed what its events say, not nothing alike on both sides.
+    assert!(expected[0].contains("PUT\na\n4\n"), "{}", expected[0]);
+    assert!(
+        expected[6].contains("progress notify: 10"),
+        "{}",
+        expected[6]
+    );
+    assert!(expected[7].contains("compacted"), "{}", expected[7]);
 }

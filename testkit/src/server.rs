@@ -85,6 +85,11 @@ impl Server {
         Server::start(Path::new("/usr/bin/etcd"), ports, &[])
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")

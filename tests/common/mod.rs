@@ -41,6 +41,22 @@ pub fn metric(endpoint: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// Waits until metric `name` of the server at `endpoint` reads `value`, failing after 30 s.
+pub fn await_metric(endpoint: &str, name: &str, value: f64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = metric(endpoint, name);
+        if now == Some(value) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} stayed at {now:?}, not {value}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Keys whose puts were acknowledged.
 pub type Acknowledged = Arc<Mutex<Vec<String>>>;
 
