@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use clap::Args as ClapArgs;
 
+use crate::raft::lessor;
 use crate::{duration, ids};
 
 /// etcd's defaults that the flags below refer to.
@@ -99,6 +100,24 @@ pub struct Flags {
         value_parser = duration::parse
     )]
     pub experimental_watch_progress_notify_interval: Option<Duration>,
+    /// Enable leader to send regular checkpoints to other members to prevent reset of remaining
+    /// TTL on leader change (keelson: on unless set to false).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub experimental_enable_lease_checkpoint: bool,
+    /// Duration of periodic checkpoints of each lease's remaining TTL (default 5m).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL",
+        value_parser = duration::parse
+    )]
+    pub experimental_lease_checkpoint_interval: Option<Duration>,
     /// keelson: the CPUs to run on, one executor pinned to each — a count (the first N CPUs of the
     /// process's affinity mask) or a list like `0,2-3` (default: every CPU in the mask).
     #[arg(long, env = "KEELSON_CORES")]
@@ -156,8 +175,9 @@ pub const INERT_FLAGS: &[&str] = &[
     "experimental-corrupt-check-time",
     "experimental-enable-v2v3",
     "experimental-backend-bbolt-freelist-type",
-    "experimental-enable-lease-checkpoint",
     "experimental-compaction-batch-limit",
+    // 3.5: persist checkpoints; keelson always keeps them in the lease record.
+    "experimental-enable-lease-checkpoint-persist",
     "experimental-peer-skip-client-san-verification",
     "unsafe-no-fsync",
     "force-new-cluster",
@@ -231,8 +251,19 @@ pub struct Config {
     pub max_txn_ops: usize,
     /// How often an idle watcher that asked for progress notifications gets one.
     pub watch_progress_notify_interval: Duration,
+    /// How often long leases are checkpointed (None: checkpoints off).
+    pub lease_checkpoint_interval: Option<Duration>,
+    /// The shortest time to live a lease is granted, in seconds.
+    pub min_lease_ttl: i64,
     /// CPUs to run on (None: every CPU in the affinity mask).
     pub cores: Option<String>,
+}
+
+/// etcd's shortest lease: 1.5 election timeouts, counted in whole heartbeats (`3 * ticks / 2`),
+/// rounded up to a second.
+fn min_lease_ttl(heartbeat_ms: u64, election_ms: u64) -> i64 {
+    let ticks = 3 * (election_ms / heartbeat_ms) / 2;
+    (ticks * heartbeat_ms).div_ceil(1000) as i64
 }
 
 fn split_list(s: &str) -> Vec<String> {
@@ -388,6 +419,13 @@ impl Config {
             max_request_bytes: flags.max_request_bytes as usize,
             max_txn_ops: flags.max_txn_ops as usize,
             watch_progress_notify_interval,
+            lease_checkpoint_interval: flags.experimental_enable_lease_checkpoint.then_some(
+                match flags.experimental_lease_checkpoint_interval {
+                    None | Some(Duration::ZERO) => lessor::DEFAULT_CHECKPOINT_INTERVAL,
+                    Some(asked) => asked,
+                },
+            ),
+            min_lease_ttl: min_lease_ttl(flags.heartbeat_interval, flags.election_timeout),
             cores: flags.cores.clone(),
         })
     }
@@ -459,6 +497,23 @@ mod tests {
         assert_eq!(c.election_ticks, 10);
         assert_eq!(c.max_request_bytes, 1_572_864);
         assert_eq!(c.watch_progress_notify_interval, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn leases_are_checkpointed_and_no_shorter_than_etcd_grants() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.min_lease_ttl, 2);
+        assert_eq!(c.lease_checkpoint_interval, Some(Duration::from_secs(300)));
+        let c = config(&["--election-timeout", "5000", "--heartbeat-interval", "300"]).unwrap();
+        // 16 ticks of 300 ms: 24 ticks, 7.2 s, rounded up.
+        assert_eq!(c.min_lease_ttl, 8);
+        let off = config(&["--experimental-enable-lease-checkpoint=false"]).unwrap();
+        assert_eq!(off.lease_checkpoint_interval, None);
+        let often = config(&["--experimental-lease-checkpoint-interval", "1s"]).unwrap();
+        assert_eq!(
+            often.lease_checkpoint_interval,
+            Some(Duration::from_secs(1))
+        );
     }
 
     #[test]

@@ -10,49 +10,74 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// etcd's disk histograms: 14 buckets doubling from 1 ms (`ExponentialBuckets(0.001, 2, 14)`).
-const BUCKETS: usize = 14;
-
-/// A latency histogram with etcd's disk buckets.
-#[derive(Debug, Default)]
+/// A histogram with Prometheus' exponential buckets: `count` upper bounds doubling from `first`
+/// (`ExponentialBuckets(first, 2, count)`).
+#[derive(Debug)]
 pub struct Histogram {
-    buckets: [AtomicU64; BUCKETS],
+    first: f64,
+    buckets: Box<[AtomicU64]>,
     count: AtomicU64,
-    sum_nanos: AtomicU64,
+    /// The sum of observations, as `f64` bits (one writer: no lost updates).
+    sum: AtomicU64,
 }
 
-fn bound(i: usize) -> f64 {
-    0.001 * f64::from(1u32 << i)
+impl Default for Histogram {
+    /// etcd's disk histograms: 14 buckets doubling from 1 ms.
+    fn default() -> Self {
+        Histogram::exponential(0.001, 14)
+    }
 }
 
 impl Histogram {
-    /// Records one observation (owner core only).
+    /// Empty, with `count` buckets doubling from `first`.
+    pub fn exponential(first: f64, count: usize) -> Histogram {
+        Histogram {
+            first,
+            buckets: (0..count).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0f64.to_bits()),
+        }
+    }
+
+    fn bound(&self, i: usize) -> f64 {
+        self.first * 2f64.powi(i as i32)
+    }
+
+    /// Records a duration, in seconds (owner core only).
     pub fn observe(&self, took: Duration) {
-        let seconds = took.as_secs_f64();
-        if let Some(i) = (0..BUCKETS).find(|&i| seconds <= bound(i)) {
+        self.record(took.as_secs_f64());
+    }
+
+    /// Records one observation (owner core only).
+    pub fn record(&self, value: f64) {
+        if let Some(i) = (0..self.buckets.len()).find(|&i| value <= self.bound(i)) {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos
-            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        let sum = f64::from_bits(self.sum.load(Ordering::Relaxed)) + value;
+        self.sum.store(sum.to_bits(), Ordering::Relaxed);
     }
 
     fn render(&self, name: &str, help: &str, out: &mut String) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
-        for i in 0..BUCKETS {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", bound(i));
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{}\"}} {cumulative}",
+                self.bound(i)
+            );
         }
         let count = self.count.load(Ordering::Relaxed);
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let sum = f64::from_bits(self.sum.load(Ordering::Relaxed));
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
     }
 }
 
 /// What the raft core measures.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RaftMetrics {
     /// WAL write + fdatasync per turn.
     pub wal_fsync: Histogram,
@@ -64,6 +89,30 @@ pub struct RaftMetrics {
     pub proposals_failed: AtomicU64,
     /// Proposals waiting to be applied.
     pub proposals_pending: AtomicU64,
+    /// Leases granted (applied).
+    pub leases_granted: AtomicU64,
+    /// Leases revoked or expired (applied).
+    pub leases_revoked: AtomicU64,
+    /// Renewals the leader answered.
+    pub leases_renewed: AtomicU64,
+    /// Granted times to live, in seconds (etcd's buckets: 1 s to 3 months).
+    pub lease_ttl: Histogram,
+}
+
+impl Default for RaftMetrics {
+    fn default() -> Self {
+        RaftMetrics {
+            wal_fsync: Histogram::default(),
+            backend_commit: Histogram::default(),
+            leader_changes: AtomicU64::default(),
+            proposals_failed: AtomicU64::default(),
+            proposals_pending: AtomicU64::default(),
+            leases_granted: AtomicU64::default(),
+            leases_revoked: AtomicU64::default(),
+            leases_renewed: AtomicU64::default(),
+            lease_ttl: Histogram::exponential(1.0, 24),
+        }
+    }
 }
 
 /// How a gRPC method is called, as `grpc_type` labels it.
@@ -92,6 +141,11 @@ pub const METHODS: &[(&str, &str, Kind)] = &[
     ("etcdserverpb.KV", "Txn", Kind::Unary),
     ("etcdserverpb.KV", "Compact", Kind::Unary),
     ("etcdserverpb.Watch", "Watch", Kind::BidiStream),
+    ("etcdserverpb.Lease", "LeaseGrant", Kind::Unary),
+    ("etcdserverpb.Lease", "LeaseRevoke", Kind::Unary),
+    ("etcdserverpb.Lease", "LeaseKeepAlive", Kind::BidiStream),
+    ("etcdserverpb.Lease", "LeaseTimeToLive", Kind::Unary),
+    ("etcdserverpb.Lease", "LeaseLeases", Kind::Unary),
     ("etcdserverpb.Maintenance", "Alarm", Kind::Unary),
     ("etcdserverpb.Maintenance", "Status", Kind::Unary),
     ("etcdserverpb.Maintenance", "Defragment", Kind::Unary),
@@ -318,9 +372,32 @@ pub fn render(raft: &RaftMetrics, cores: &[CoreMetrics], gauges: &Gauges) -> Str
             "The total number of bytes received from grpc clients.",
             cores.iter().map(|c| c.bytes.received()).sum(),
         ),
+        (
+            "etcd_debugging_lease_granted_total",
+            "counter",
+            "The total number of granted leases.",
+            raft.leases_granted.load(Ordering::Relaxed),
+        ),
+        (
+            "etcd_debugging_lease_revoked_total",
+            "counter",
+            "The total number of revoked leases.",
+            raft.leases_revoked.load(Ordering::Relaxed),
+        ),
+        (
+            "etcd_debugging_lease_renewed_total",
+            "counter",
+            "The number of renewed leases seen by the leader.",
+            raft.leases_renewed.load(Ordering::Relaxed),
+        ),
     ] {
         gauge(name, kind, help, value);
     }
+    raft.lease_ttl.render(
+        "etcd_debugging_lease_ttl_total",
+        "Bucketed histogram of lease TTLs.",
+        &mut out,
+    );
     raft.wal_fsync.render(
         "etcd_disk_wal_fsync_duration_seconds",
         "The latency distributions of fsync called by WAL.",

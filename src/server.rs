@@ -71,7 +71,11 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
         path: snap_dir.display().to_string(),
         error,
     })?;
-    let store = Store::open(&db_path, mvcc::Options::default())?;
+    let options = mvcc::Options {
+        min_lease_ttl: config.min_lease_ttl,
+        ..mvcc::Options::default()
+    };
+    let store = Store::open(&db_path, options)?;
     if shutdown.is_stopping() {
         return Ok(());
     }

@@ -24,6 +24,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use keelson_proto::etcdserverpb::cluster_server::ClusterServer;
 use keelson_proto::etcdserverpb::kv_server::KvServer;
+use keelson_proto::etcdserverpb::lease_server::LeaseServer;
 use keelson_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use keelson_proto::etcdserverpb::watch_server::WatchServer;
 use tonic::body::Body;
@@ -31,6 +32,7 @@ use tonic::server::NamedService;
 use tower_service::Service;
 
 use super::io::Io;
+use super::lease::LeaseApi;
 use super::watch::WatchApi;
 use super::{cluster::ClusterApi, context, http as plain, kv::KvApi, maintenance::MaintenanceApi};
 use crate::metrics;
@@ -116,6 +118,7 @@ struct Services {
     maintenance: MaintenanceServer<MaintenanceApi>,
     cluster: ClusterServer<ClusterApi>,
     watch: WatchServer<WatchApi>,
+    lease: LeaseServer<LeaseApi>,
 }
 
 impl Services {
@@ -126,6 +129,7 @@ impl Services {
             maintenance: MaintenanceServer::new(MaintenanceApi).max_decoding_message_size(limit),
             cluster: ClusterServer::new(ClusterApi).max_decoding_message_size(limit),
             watch: WatchServer::new(WatchApi).max_decoding_message_size(limit),
+            lease: LeaseServer::new(LeaseApi).max_decoding_message_size(limit),
         }
     }
 
@@ -138,6 +142,7 @@ impl Services {
             MaintenanceServer::<MaintenanceApi>::NAME => self.maintenance.call(request).await,
             ClusterServer::<ClusterApi>::NAME => self.cluster.call(request).await,
             WatchServer::<WatchApi>::NAME => self.watch.call(request).await,
+            LeaseServer::<LeaseApi>::NAME => self.lease.call(request).await,
             unknown => {
                 Ok(tonic::Status::unimplemented(format!("unknown service {unknown}")).into_http())
             }

@@ -1,6 +1,6 @@
 //! A serving core's own state, reachable from the gRPC handlers that run on it: the way to the raft
-//! core (proposals and read-index batches, gathered in an outbox), the requests waiting for an
-//! answer, and the page file to read from. It lives in a thread-local of the core's executor
+//! core (proposals, read-index batches and questions to the lessor, gathered in an outbox), the
+//! requests waiting for an answer, and the page file to read from. It lives in a thread-local of the core's executor
 //! thread, because tonic's handlers must be `Send` futures: a handler touches it only in
 //! synchronous calls ([`with`]) and awaits only `Send` one-shot receivers.
 //!
@@ -27,8 +27,10 @@ use tonic::Status;
 use super::status;
 use crate::config::Member;
 use crate::ids;
-use crate::metrics::{CoreMetrics, WatchGauges};
-use crate::runtime::link::{FromRaft, Outcome, Published, Refusal, ServingCore, ToRaft, Token};
+use crate::metrics::{self, CoreMetrics, WatchGauges};
+use crate::runtime::link::{
+    FromRaft, LeaseAnswer, LeaseAsk, Outcome, Published, Refusal, ServingCore, ToRaft, Token,
+};
 use crate::runtime::mailbox::Mailbox;
 use crate::runtime::signal::Signal;
 use crate::watch::{Hub, Source};
@@ -53,6 +55,7 @@ pub struct Identity {
 }
 
 type ReadWaiter = oneshot::Sender<Result<(), Status>>;
+type LeaseWaiter = oneshot::Sender<Result<LeaseAnswer, Refusal>>;
 
 #[derive(Default)]
 struct Reads {
@@ -79,6 +82,8 @@ pub struct Serving {
     ready: Signal,
     proposals: RefCell<HashMap<u64, oneshot::Sender<Outcome>>>,
     reads: RefCell<Reads>,
+    /// Questions to the lessor awaiting its answer.
+    lease_asks: RefCell<HashMap<Token, LeaseWaiter>>,
     next_token: Cell<Token>,
     next_id: Cell<u64>,
     /// This core's watchers.
@@ -123,6 +128,7 @@ impl Serving {
             ready,
             proposals: RefCell::new(HashMap::new()),
             reads: RefCell::new(Reads::default()),
+            lease_asks: RefCell::new(HashMap::new()),
             next_token: Cell::new(1),
             next_id: Cell::new(first_id),
             watch: RefCell::new(Hub::default()),
@@ -161,6 +167,27 @@ impl Serving {
         Ok(rx)
     }
 
+    /// A new lease id, for a grant that left it to the server: positive, and unique as request ids
+    /// are (etcd takes its lease ids from its request id generator too).
+    pub fn new_lease_id(&self) -> i64 {
+        let id = self.next_id.get();
+        self.next_id.set(id.wrapping_add(1));
+        (id & i64::MAX as u64) as i64
+    }
+
+    /// Asks the raft core's lessor; the receiver yields its answer.
+    pub fn ask_lessor(&self, ask: LeaseAsk) -> oneshot::Receiver<Result<LeaseAnswer, Refusal>> {
+        let (tx, rx) = oneshot::channel();
+        if self.raft_gone.get() {
+            let _ = tx.send(Err(Refusal::Stopped));
+            return rx;
+        }
+        let token = self.token();
+        self.lease_asks.borrow_mut().insert(token, tx);
+        self.outbox.push(ToRaft::Lease { token, ask });
+        rx
+    }
+
     /// Waits for a linearizable read: the receiver yields once every write committed before this
     /// call is applied to the page file.
     pub fn read_barrier(&self) -> oneshot::Receiver<Result<(), Status>> {
@@ -197,6 +224,11 @@ impl Serving {
                         let _ = waiter.send(outcome);
                     }
                 }
+                FromRaft::Lease { token, answer } => {
+                    if let Some(waiter) = self.lease_asks.borrow_mut().remove(&token) {
+                        let _ = waiter.send(answer);
+                    }
+                }
                 FromRaft::ReadReady { token, result } => {
                     let mut reads = self.reads.borrow_mut();
                     if reads.asked.as_ref().is_some_and(|(t, _)| *t == token) {
@@ -221,6 +253,9 @@ impl Serving {
         for (_, waiter) in self.proposals.borrow_mut().drain() {
             let _ = waiter.send(Err(Refusal::Stopped));
         }
+        for (_, waiter) in self.lease_asks.borrow_mut().drain() {
+            let _ = waiter.send(Err(Refusal::Stopped));
+        }
         let mut reads = self.reads.borrow_mut();
         let asked = reads.asked.take().map(|(_, w)| w).unwrap_or_default();
         for waiter in asked.into_iter().chain(reads.next.drain(..)) {
@@ -240,6 +275,14 @@ impl Serving {
             f(&txn, revisions)
         };
         read().map_err(|e| status::of_mvcc(&e))
+    }
+
+    /// Counts a stream of gRPC method `path` handled, with the status it `ended` with.
+    pub fn stream_ended(&self, path: &str, ended: &Result<(), Status>) {
+        if let Some(method) = metrics::method_index(path) {
+            let code = ended.as_ref().map_or_else(|e| e.code() as usize, |()| 0);
+            self.own_metrics().handled(method, code);
+        }
     }
 
     /// This core's own metrics (its row of [`Serving::metrics`], one per serving core by

@@ -12,6 +12,7 @@ pub mod context;
 pub mod http;
 pub mod io;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod serving;
 pub mod status;

@@ -24,7 +24,7 @@ use keelson_proto::etcdserverpb::{WatchRequest, WatchResponse};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{conn, context, status};
-use crate::metrics::{self, WatchGauges};
+use crate::metrics::WatchGauges;
 use crate::watch::{self, Responses, STREAM_BUFFER};
 
 /// Election timeouts without a leader after which a stream that requires one ends (etcd's
@@ -103,10 +103,7 @@ async fn serve(
     };
     let _ = context::with(|s| {
         s.watch.borrow_mut().close(s, id);
-        if let Some(method) = metrics::method_index("/etcdserverpb.Watch/Watch") {
-            let code = ended.as_ref().map_or_else(|e| e.code() as usize, |()| 0);
-            s.own_metrics().handled(method, code);
-        }
+        s.stream_ended("/etcdserverpb.Watch/Watch", &ended);
         Ok(())
     });
 }

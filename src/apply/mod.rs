@@ -7,8 +7,9 @@
 //! runs in a task of its own *beside* the raft core's turns — entries go on being applied and
 //! answered while its fdatasyncs run — and reports the index it made durable when it finishes.
 //!
-//! The lessor, membership changes, alarms and auth join here as they land, so none of them grows
-//! the raft core's turn.
+//! It tells the raft core's lessor what each batch did to leases (grants, revokes, checkpoints).
+//! Membership changes, alarms and auth join here as they land, so none of them grows the raft
+//! core's turn.
 //!
 //! Runs on: the raft core.
 
@@ -24,6 +25,7 @@ use keelson_proto::etcdserverpb::InternalRaftRequest;
 use prost::Message;
 use raft::eraftpb::{Entry, EntryType};
 
+use crate::raft::lessor::LeaseChange;
 use crate::raft::seams::{Answer, AppliedBatch, Maintained, StateMachine};
 use crate::raft::turn::RaftCoreError;
 use crate::runtime::fatal;
@@ -57,6 +59,28 @@ pub fn decode(entry: &Entry) -> (mvcc::Entry, u64) {
         request,
     };
     (entry, id)
+}
+
+/// What an applied request did to leases, for the lessor (nothing, if the store refused it).
+fn lease_changes(
+    request: &mvcc::Request,
+    response: &mvcc::Result<mvcc::Response>,
+    into: &mut Vec<LeaseChange>,
+) {
+    match (request, response) {
+        (_, Ok(mvcc::Response::LeaseGrant(granted))) => into.push(LeaseChange::Granted {
+            id: granted.id,
+            ttl: granted.ttl,
+        }),
+        (mvcc::Request::LeaseRevoke(r), Ok(_)) => into.push(LeaseChange::Revoked(r.id)),
+        (mvcc::Request::LeaseCheckpoint(c), Ok(_)) => {
+            into.extend(c.checkpoints.iter().map(|c| LeaseChange::Checkpointed {
+                id: c.id,
+                remaining: c.remaining_ttl,
+            }));
+        }
+        _ => {}
+    }
 }
 
 /// A page-file sync whose I/O runs in a task of its own.
@@ -164,10 +188,12 @@ impl StateMachine for Applier {
         }
         let mut answers = Vec::new();
         let mut events = Vec::new();
+        let mut leases = Vec::new();
         for mut applied in self.store.apply_via(&batch, &self.file).await? {
             events.append(&mut applied.events);
             // Committed entries are contiguous: an applied index finds its entry by offset.
             let at = (applied.index - first) as usize;
+            lease_changes(&batch[at].request, &applied.response, &mut leases);
             let id = ids[at];
             if id == 0 {
                 continue;
@@ -187,7 +213,11 @@ impl StateMachine for Applier {
             revision: self.store.revisions().current,
             events,
         });
-        Ok(AppliedBatch { answers, changes })
+        Ok(AppliedBatch {
+            answers,
+            changes,
+            leases,
+        })
     }
 
     async fn maintain(&mut self) -> Result<Maintained, RaftCoreError> {

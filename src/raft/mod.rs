@@ -1,6 +1,7 @@
 //! Raft on the raft core: its boot ([`boot`]: WAL replay → raft log → `RawNode`), the turn
 //! ([`turn`]) and the seams it is written against ([`seams`]: the WAL, the state machine, the
-//! transport), linearizable reads ([`reads`]), the in-memory log raft-rs reads ([`log`]), the WAL as
+//! transport), linearizable reads ([`reads`]), the lessor ([`lessor`]), the in-memory log raft-rs
+//! reads ([`log`]), the WAL as
 //! that log's durable home ([`durable`]), and the glommio driver that runs it all ([`run`]).
 //! raft-rs's logging is routed into `tracing` here. `sim/` (tests only) drives the same turn in a
 //! simulated cluster.
@@ -9,6 +10,7 @@
 
 pub mod boot;
 pub mod durable;
+pub mod lessor;
 pub mod log;
 pub mod reads;
 pub mod run;

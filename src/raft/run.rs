@@ -11,10 +11,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
-use keelson_engine::mvcc::Store;
+use keelson_engine::mvcc::{self, Store};
 use keelson_engine::pagefile::UringFile;
 
 use super::boot;
+use super::lessor::{LeaseOptions, Lessor};
 use super::seams::NoPeers;
 use super::turn::{Event, RaftCore, RaftCoreError};
 use crate::apply::Applier;
@@ -88,12 +89,23 @@ async fn serve(
         let events = events.clone();
         Rc::new(move || events.wake())
     };
+    let view = store.db().begin_read().map_err(mvcc::MvccError::from)?;
+    let stored = mvcc::leases(&view)?;
+    drop(view);
+    let lessor = Lessor::new(
+        LeaseOptions {
+            checkpoint_interval: config.lease_checkpoint_interval,
+            promote_extension: config.tick * config.election_ticks as u32,
+        },
+        stored.iter().map(|l| (l.id, l.ttl, l.remaining_ttl)),
+    );
     let applier = Applier::new(store, file, published.clone(), wake);
     let mut core = RaftCore::new(
         booted.node,
         booted.wal,
         applier,
         NoPeers,
+        lessor,
         published,
         senders.len(),
         ids::first_request_id(config.member_id, ids::RAFT_CORE_LANE),

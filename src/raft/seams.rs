@@ -9,6 +9,7 @@
 
 use raft::eraftpb::{Entry, HardState, Message};
 
+use super::lessor::LeaseChange;
 use super::turn::RaftCoreError;
 use crate::runtime::link::{Changes, Outcome};
 
@@ -43,6 +44,8 @@ pub struct AppliedBatch {
     pub answers: Vec<Answer>,
     /// What the batch changed, for watchers (`None`: nothing a watcher sees).
     pub changes: Option<Changes>,
+    /// What it did to leases, for the lessor.
+    pub leases: Vec<LeaseChange>,
 }
 
 /// What background work did ([`StateMachine::maintain`]).

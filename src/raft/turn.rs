@@ -6,7 +6,9 @@
 //! hard state go to the WAL in one write and one fdatasync (group commit), and what persisting
 //! released is applied too. Then it releases the reads whose index is applied, publishes raft's
 //! state for every core, lets the state machine do background work (a page-file sync runs *beside*
-//! the turns, never inside one), and leaves the replies for each serving core in one batch.
+//! the turns, never inside one), and leaves the replies for each serving core in one batch. The
+//! lessor ([`super::lessor`]) is the core's too: it answers renewals from memory, learns grants and
+//! revokes from each applied batch, and its expired leases and checkpoints are proposed each turn.
 //!
 //! Invariants:
 //! - a proposal is answered only after its entry is durable (on a quorum) and applied;
@@ -24,14 +26,19 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use keelson_engine::{mvcc, wal};
+use keelson_proto::etcdserverpb::{LeaseCheckpoint, LeaseCheckpointRequest, LeaseRevokeRequest};
+use prost::Message as _;
 use raft::eraftpb::{Entry, Message};
 use raft::{RawNode, StateRole};
 
 use super::boot;
+use super::lessor::{LeaseChange, Lessor, Renewed};
 use super::log::RaftLog;
 use super::reads::Reads;
 use super::seams::{Answer, DurableLog, StateMachine, Transport};
-use crate::runtime::link::{FromRaft, Published, Refusal, ServingCore, ToRaft};
+use crate::runtime::link::{
+    FromRaft, LeaseAnswer, LeaseAsk, Published, Refusal, ServingCore, ToRaft,
+};
 
 /// Entries the log keeps, at most, for a follower behind; further behind, it will need the page
 /// file as a snapshot (the cluster's snapshots).
@@ -84,6 +91,7 @@ pub struct RaftCore<L, S, T> {
     /// Proposals in flight, by request id: the serving core to answer.
     proposals: HashMap<u64, ServingCore>,
     reads: Reads,
+    lessor: Lessor,
     /// Replies gathered this turn, per serving core.
     replies: Vec<Vec<FromRaft>>,
     /// Whether the serving cores have been told the member is ready.
@@ -94,11 +102,16 @@ pub struct RaftCore<L, S, T> {
 impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
     /// A raft core over a booted node, answering `serving_cores` serving cores; its read-index
     /// contexts count from `first_read_context` (unique to this member and this start).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is a part the core owns; a builder would only rename them"
+    )]
     pub fn new(
         node: RawNode<RaftLog>,
         log: L,
         state: S,
         transport: T,
+        lessor: Lessor,
         published: Arc<Published>,
         serving_cores: usize,
         first_read_context: u64,
@@ -113,6 +126,7 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
             published,
             proposals: HashMap::new(),
             reads: Reads::new(retry_after, first_read_context),
+            lessor,
             replies: (0..serving_cores).map(|_| Vec::new()).collect(),
             ready_sent: false,
             stopping: false,
@@ -140,6 +154,10 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
                         match request {
                             ToRaft::Propose { id, data } => self.propose(core, id, data),
                             ToRaft::ReadIndex { token } => self.reads.arrived(core, token),
+                            ToRaft::Lease { token, ask } => {
+                                let answer = self.ask_lessor(ask);
+                                self.replies[core.0].push(FromRaft::Lease { token, answer });
+                            }
                         }
                     }
                 }
@@ -161,6 +179,7 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
         self.reads
             .release(self.published.applied(), &mut self.replies);
         self.publish_state();
+        self.propose_due_leases();
         let done = self.state.maintain().await?;
         self.route(done.answers);
         if let Some(durable) = done.durable {
@@ -277,7 +296,82 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
         }
         self.route(applied.answers);
         self.published.set_applied(self.state.applied().0);
+        let now = Instant::now();
+        let metrics = &self.published.metrics;
+        for change in &applied.leases {
+            match change {
+                LeaseChange::Granted { ttl, .. } => {
+                    metrics.leases_granted.fetch_add(1, Ordering::Relaxed);
+                    metrics.lease_ttl.record(*ttl as f64);
+                }
+                LeaseChange::Revoked(_) => {
+                    metrics.leases_revoked.fetch_add(1, Ordering::Relaxed);
+                }
+                LeaseChange::Checkpointed { .. } => {}
+            }
+            self.lessor.applied(change, now);
+        }
         Ok(())
+    }
+
+    /// Answers a serving core's question to the lessor.
+    fn ask_lessor(&mut self, ask: LeaseAsk) -> Result<LeaseAnswer, Refusal> {
+        let now = Instant::now();
+        match ask {
+            LeaseAsk::Renew(id) => match self.lessor.renew(id, now) {
+                Renewed::Ttl {
+                    ttl,
+                    clear_checkpoint,
+                } => {
+                    self.published
+                        .metrics
+                        .leases_renewed
+                        .fetch_add(1, Ordering::Relaxed);
+                    if clear_checkpoint {
+                        self.propose_own(mvcc::Request::LeaseCheckpoint(LeaseCheckpointRequest {
+                            checkpoints: vec![LeaseCheckpoint {
+                                id,
+                                remaining_ttl: 0,
+                            }],
+                        }));
+                    }
+                    Ok(LeaseAnswer::Renewed(ttl))
+                }
+                Renewed::Gone => Ok(LeaseAnswer::Renewed(0)),
+                Renewed::NotPrimary => Err(Refusal::NoLeader),
+            },
+            LeaseAsk::TimeToLive(id) => {
+                Ok(LeaseAnswer::TimeToLive(self.lessor.time_to_live(id, now)))
+            }
+            LeaseAsk::Leases => Ok(LeaseAnswer::Leases(self.lessor.by_deadline())),
+        }
+    }
+
+    /// Proposes the revokes of expired leases and the checkpoints that fell due (the leader's).
+    fn propose_due_leases(&mut self) {
+        let due = self.lessor.due(Instant::now());
+        for id in due.revoke {
+            self.propose_own(mvcc::Request::LeaseRevoke(LeaseRevokeRequest { id }));
+        }
+        if !due.checkpoints.is_empty() {
+            let checkpoints = due
+                .checkpoints
+                .into_iter()
+                .map(|(id, remaining_ttl)| LeaseCheckpoint { id, remaining_ttl })
+                .collect();
+            self.propose_own(mvcc::Request::LeaseCheckpoint(LeaseCheckpointRequest {
+                checkpoints,
+            }));
+        }
+    }
+
+    /// Proposes a request of the raft core's own: its id is 0, so nobody waits for its answer. A
+    /// refusal (leadership lost meanwhile) is dropped: the next leader's lessor proposes anew.
+    fn propose_own(&mut self, request: mvcc::Request) {
+        let data = request.into_internal(0).encode_to_vec();
+        if let Err(e) = self.node.propose(Vec::new(), data) {
+            tracing::debug!("a proposal of the lessor's was refused: {e}");
+        }
     }
 
     /// Hands each answer to the serving core waiting for it (proposals of other members have
@@ -319,6 +413,14 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
             .store(self.proposals.len() as u64, Ordering::Relaxed);
         self.published
             .set_raft(raft.term, raft.leader_id, raft.raft_log.committed);
+        let leading = raft.state == StateRole::Leader;
+        if leading != self.lessor.is_primary() {
+            if leading {
+                self.lessor.promote(Instant::now());
+            } else {
+                self.lessor.demote();
+            }
+        }
         let ready = raft.leader_id != raft::INVALID_ID
             && (raft.state != StateRole::Leader || raft.commit_to_current_term());
         if ready && !self.ready_sent {

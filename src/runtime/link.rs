@@ -1,8 +1,8 @@
 //! What crosses between cores, and the state the raft core publishes for every core to read.
 //!
-//! Each serving core sends the raft core batches of [`ToRaft`] (proposals, read-index requests) on
-//! a glommio shared channel of its own; the raft core answers with batches of [`FromRaft`] on one
-//! channel back. A batch is one channel slot and at most one wake-up, however many requests it
+//! Each serving core sends the raft core batches of [`ToRaft`] (proposals, read-index requests,
+//! questions for the lessor) on a glommio shared channel of its own; the raft core answers with
+//! batches of [`FromRaft`] on one channel back. A batch is one channel slot and at most one wake-up, however many requests it
 //! carries. The raft core's end of a channel knows which serving core it serves, so messages do not
 //! say. When the raft core stops it closes its channels: that is how serving cores learn it is
 //! gone. Answers are keelson's own outcomes ([`Outcome`], [`Refusal`]); the serving core turns them
@@ -45,6 +45,35 @@ pub enum ToRaft {
         /// The serving core's read batch.
         token: Token,
     },
+    /// Ask the lessor; answered with [`FromRaft::Lease`].
+    Lease {
+        /// The serving core's name for the question.
+        token: Token,
+        /// The question.
+        ask: LeaseAsk,
+    },
+}
+
+/// What a serving core asks the lessor (the raft core's; only the leader keeps deadlines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseAsk {
+    /// Renew a lease for its full time to live (a keep-alive).
+    Renew(i64),
+    /// A lease's time left and granted time to live.
+    TimeToLive(i64),
+    /// Every lease, soonest deadline first.
+    Leases,
+}
+
+/// The lessor's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseAnswer {
+    /// The time to live it was renewed for, in seconds; 0: no such lease, or it expired.
+    Renewed(i64),
+    /// Seconds left and granted, if the lease exists.
+    TimeToLive(Option<(i64, i64)>),
+    /// Every lease's id.
+    Leases(Vec<i64>),
 }
 
 /// Why the member did not carry out a request.
@@ -86,6 +115,13 @@ pub enum FromRaft {
     /// A batch was applied, and the page file shows it: its changes, for the core's watchers.
     /// Sent to every serving core, in apply order, before the batch's answers.
     Changes(Arc<Changes>),
+    /// The lessor's answer to [`ToRaft::Lease`].
+    Lease {
+        /// The question's token.
+        token: Token,
+        /// The answer, or why there is none.
+        answer: Result<LeaseAnswer, Refusal>,
+    },
     /// A read batch may read: every write committed before it was asked for is applied.
     ReadReady {
         /// The serving core's read batch.

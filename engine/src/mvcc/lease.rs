@@ -1,10 +1,12 @@
 //! Leases as they touch the key-value store: granting (a record in etcd's `lease` bucket),
-//! revoking (deleting every key attached, at one revision, in key order), and the existence
-//! checks puts make. Timing — expiry, keep-alives — is the server's lessor's business; it revokes
+//! revoking (deleting every key attached, at one revision, in key order), checkpoints (the time
+//! to live a lease has left, kept in its record as etcd 3.6 keeps it), and the existence checks
+//! puts make. Timing — expiry, keep-alives — is the server's lessor's business; it revokes
 //! through here.
 
 use keelson_proto::etcdserverpb::{
-    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse,
 };
 use keelson_proto::leasepb::Lease;
 use prost::Message;
@@ -119,4 +121,38 @@ pub(crate) fn revoke(
     Ok(LeaseRevokeResponse {
         header: header(revision),
     })
+}
+
+/// Records each lease's remaining time to live (leases revoked meanwhile are passed over, as etcd
+/// passes them over). Changes no key: the revision stays.
+pub(crate) fn checkpoint(
+    w: &mut Writes<'_, '_>,
+    req: &LeaseCheckpointRequest,
+) -> Result<LeaseCheckpointResponse> {
+    for c in &req.checkpoints {
+        let Some(stored) = record(&*w.txn, c.id)? else {
+            continue;
+        };
+        let record = Lease {
+            remaining_ttl: c.remaining_ttl,
+            ..stored
+        };
+        w.txn
+            .bucket(LEASE)?
+            .put(&lease_key(c.id), &record.encode_to_vec())?;
+    }
+    Ok(LeaseCheckpointResponse {
+        header: header(w.main - 1),
+    })
+}
+
+/// Lease `id`'s record, if it exists.
+fn record(view: &dyn View, id: i64) -> Result<Option<Lease>> {
+    let Some(leases) = view.view(LEASE)? else {
+        return Ok(None);
+    };
+    leases
+        .get(&lease_key(id))?
+        .map(|value| Lease::decode(value).map_err(|_| corrupt("a lease record does not decode")))
+        .transpose()
 }

@@ -7,9 +7,9 @@
 
 use keelson_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
-    InternalRaftRequest, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest,
-    LeaseRevokeResponse, PutRequest, PutResponse, RangeResponse, RequestHeader, ResponseHeader,
-    TxnRequest, TxnResponse,
+    InternalRaftRequest, LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseGrantRequest,
+    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse,
+    RangeResponse, RequestHeader, ResponseHeader, TxnRequest, TxnResponse,
 };
 
 /// An etcd response: it carries a header (the store fills the revision, the server the rest).
@@ -114,6 +114,8 @@ kinds! {
     LeaseGrant(LeaseGrantRequest) -> LeaseGrantResponse, lease_grant;
     /// etcd's LeaseRevoke (also how a lease expires).
     LeaseRevoke(LeaseRevokeRequest) -> LeaseRevokeResponse, lease_revoke;
+    /// etcd's lease checkpoint: the leader's record of the time to live each lease has left.
+    LeaseCheckpoint(LeaseCheckpointRequest) -> LeaseCheckpointResponse, lease_checkpoint;
 }
 
 #[cfg(test)]
@@ -142,6 +144,7 @@ mod tests {
             }),
             Request::LeaseGrant(LeaseGrantRequest { ttl: 10, id: 3 }),
             Request::LeaseRevoke(LeaseRevokeRequest { id: 3 }),
+            Request::LeaseCheckpoint(LeaseCheckpointRequest::default()),
             Request::Nothing,
         ];
         for (id, request) in kinds.into_iter().enumerate() {

@@ -238,6 +238,9 @@ impl Store {
                     lease::grant(&mut w, g, self.options.min_lease_ttl).map(Response::LeaseGrant)
                 }
                 Request::LeaseRevoke(r) => lease::revoke(&mut w, r).map(Response::LeaseRevoke),
+                Request::LeaseCheckpoint(c) => {
+                    lease::checkpoint(&mut w, c).map(Response::LeaseCheckpoint)
+                }
                 Request::Nothing => Ok(Response::Nothing),
             };
             let response = match response {

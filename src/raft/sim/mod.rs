@@ -27,6 +27,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_lite::future::block_on;
 use keelson_engine::mvcc;
@@ -39,6 +40,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::boot;
+use super::lessor::{LeaseOptions, Lessor};
 use super::seams::{Answer, AppliedBatch, DurableLog, Maintained, StateMachine, Transport};
 use super::turn::{Event, RaftCore, RaftCoreError};
 use crate::apply;
@@ -188,6 +190,7 @@ impl StateMachine for Machine {
         Ok(AppliedBatch {
             answers,
             changes: None,
+            leases: Vec::new(),
         })
     }
 
@@ -384,6 +387,13 @@ impl Cluster {
             Wal(member.disk.clone()),
             machine,
             Net(self.net.clone()),
+            Lessor::new(
+                LeaseOptions {
+                    checkpoint_interval: None,
+                    promote_extension: Duration::ZERO,
+                },
+                [],
+            ),
             Arc::new(Published::default()),
             1,
             (member.id << 48) | (self.starts << 32),
@@ -664,7 +674,8 @@ impl Cluster {
 
     fn answered(&mut self, m: usize, reply: FromRaft) {
         match reply {
-            FromRaft::Ready | FromRaft::Changes(_) => {}
+            // The simulation asks the lessor nothing (leases across leader changes: the cluster).
+            FromRaft::Ready | FromRaft::Changes(_) | FromRaft::Lease { .. } => {}
             FromRaft::Applied { id, outcome } => {
                 self.pending.remove(&id);
                 match outcome {
