@@ -14,20 +14,8 @@ use keelson_testkit::server::{Ports, Server};
 
 mod common;
 
+use common::etcdctl::{Step, normalize, run, step};
 use common::http_get;
-
-/// One etcdctl invocation: arguments, and what goes to its standard input.
-struct Step {
-    args: Vec<String>,
-    stdin: Option<&'static str>,
-}
-
-fn step(args: &str) -> Step {
-    Step {
-        args: args.split(' ').map(str::to_string).collect(),
-        stdin: None,
-    }
-}
 
 /// The session both servers go through.
 fn session() -> Vec<Step> {
@@ -100,58 +88,6 @@ fn session() -> Vec<Step> {
     steps
 }
 
-/// What a step printed, with the implementation's own numbers taken out.
-fn run(endpoint: &str, step: &Step) -> String {
-    let mut child = Command::new("/usr/bin/etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args(["--endpoints", endpoint])
-        .args(&step.args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("etcdctl runs (apt-get install -y etcd-client)");
-    let mut stdin = child.stdin.take().unwrap();
-    if let Some(input) = step.stdin {
-        stdin.write_all(input.as_bytes()).unwrap();
-    }
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    // etcdctl's client logs warnings with timestamps and client ids; the last line is its verdict.
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let error = stderr
-        .lines()
-        .filter(|l| !l.starts_with('{'))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let stdout = normalize(&String::from_utf8_lossy(&out.stdout));
-    format!("status {:?}\n{stdout}\n{error}", out.status.code())
-}
-
-/// Blanks `"raft_term":N` (etcd's first term is 2, after its bootstrap entries; keelson's is 1) and
-/// the raft term column of `-w fields`.
-fn normalize(text: &str) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("\"raft_term\":") {
-        let (head, tail) = rest.split_at(at + "\"raft_term\":".len());
-        out.push_str(head);
-        out.push('T');
-        rest = tail.trim_start_matches(|c: char| c.is_ascii_digit());
-    }
-    out.push_str(rest);
-    out.lines()
-        .map(|l| {
-            if l.starts_with("\"RaftTerm\" : ") {
-                "\"RaftTerm\" : T"
-            } else {
-                l
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// The HTTP answers both servers must give alike.
 fn http_session(endpoint: &str) -> Vec<(String, String)> {
     ["/health", "/version", "/nope"]
@@ -208,6 +144,10 @@ fn metrics_use_etcds_names() {
         "etcd_debugging_mvcc_watcher_total 0",
         "etcd_debugging_mvcc_slow_watcher_total 0",
         "etcd_debugging_mvcc_pending_events_total 0",
+        "etcd_debugging_lease_granted_total 0",
+        "etcd_debugging_lease_revoked_total 0",
+        "etcd_debugging_lease_renewed_total 0",
+        "etcd_debugging_lease_ttl_total_bucket{le=\"1\"} 0",
         "etcd_network_client_grpc_sent_bytes_total",
         "etcd_network_client_grpc_received_bytes_total",
     ] {

@@ -5,6 +5,8 @@
 // Each test file uses the helpers it needs.
 #![allow(dead_code)]
 
+pub mod etcdctl;
+
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
