@@ -122,6 +122,8 @@ pub enum Kind {
     Unary,
     /// Streams both ways.
     BidiStream,
+    /// One request, a stream of responses.
+    ServerStream,
 }
 
 impl Kind {
@@ -129,6 +131,7 @@ impl Kind {
         match self {
             Kind::Unary => "unary",
             Kind::BidiStream => "bidi_stream",
+            Kind::ServerStream => "server_stream",
         }
     }
 }
@@ -157,6 +160,13 @@ pub const METHODS: &[(&str, &str, Kind)] = &[
     ("etcdserverpb.Cluster", "MemberUpdate", Kind::Unary),
     ("etcdserverpb.Cluster", "MemberList", Kind::Unary),
     ("etcdserverpb.Cluster", "MemberPromote", Kind::Unary),
+    ("v3lockpb.Lock", "Lock", Kind::Unary),
+    ("v3lockpb.Lock", "Unlock", Kind::Unary),
+    ("v3electionpb.Election", "Campaign", Kind::Unary),
+    ("v3electionpb.Election", "Proclaim", Kind::Unary),
+    ("v3electionpb.Election", "Leader", Kind::Unary),
+    ("v3electionpb.Election", "Observe", Kind::ServerStream),
+    ("v3electionpb.Election", "Resign", Kind::Unary),
 ];
 
 /// gRPC status codes by number, as labels.

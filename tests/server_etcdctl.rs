@@ -5,16 +5,13 @@
 //! implementation, not the data. `etcdctl watch`, in each of its modes, is compared the same way,
 //! its watches left running while the writes go by.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 use keelson_testkit::server::{Ports, Server};
 
 mod common;
 
-use common::etcdctl::{Step, normalize, run, step};
+use common::etcdctl::{Running, Step, run, same_output_as_etcd, settle, step};
 use common::http_get;
 
 /// The session both servers go through.
@@ -181,91 +178,6 @@ fn endpoint_status_and_health_describe_this_member() {
     keelson.terminate();
 }
 
-/// An `etcdctl watch` left running, its output gathered in files.
-struct Watching {
-    child: Child,
-    stdin: ChildStdin,
-    out: PathBuf,
-    err: PathBuf,
-}
-
-impl Watching {
-    /// Starts `etcdctl watch <args>` against `endpoint`, writing into `dir` under `name`.
-    fn start(endpoint: &str, args: &[&str], dir: &Path, name: usize) -> Watching {
-        let (out, err) = (
-            dir.join(format!("{name}.out")),
-            dir.join(format!("{name}.err")),
-        );
-        let mut child = Command::new("/usr/bin/etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", endpoint, "watch"])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .expect("etcdctl runs (apt-get install -y etcd-client)");
-        let stdin = child.stdin.take().unwrap();
-        Watching {
-            child,
-            stdin,
-            out,
-            err,
-        }
-    }
-
-    /// Types `line` into an interactive (`-i`) watch.
-    fn type_line(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    /// Waits until it has printed something.
-    fn await_output(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::fs::metadata(&self.out).unwrap().len() == 0 {
-            assert!(
-                Instant::now() < deadline,
-                "{} printed nothing",
-                self.out.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Ends it; what it printed (without the client library's JSON log lines).
-    fn stop(mut self) -> String {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        let read = |path: &Path| std::fs::read_to_string(path).unwrap();
-        let err: Vec<String> = read(&self.err)
-            .lines()
-            .filter(|l| !l.starts_with('{'))
-            .map(str::to_string)
-            .collect();
-        format!("{}\n{}", normalize(&read(&self.out)), err.join("\n"))
-    }
-}
-
-/// Waits until the watches' output files have not grown for a second.
-fn settle(watches: &[Watching]) {
-    let size = || -> u64 {
-        watches
-            .iter()
-            .map(|w| std::fs::metadata(&w.out).unwrap().len())
-            .sum()
-    };
-    let mut last = size();
-    loop {
-        std::thread::sleep(Duration::from_secs(1));
-        let now = size();
-        if now == last {
-            return;
-        }
-        last = now;
-    }
-}
-
 /// The watch session: watches of a key, a prefix, a range, from a past revision with previous
 /// values, as JSON, with a command run per event, and interactive (`-i`, with `progress`); then
 /// writes, one txn touching several of them at one revision; then a watch from a compacted
@@ -286,10 +198,10 @@ fn watch_session(endpoint: &str) -> Vec<String> {
         &["c", "--", "sh", "-c", each_event],
         &["-i"],
     ];
-    let mut watches: Vec<Watching> = watches
+    let mut watches: Vec<Running> = watches
         .iter()
         .enumerate()
-        .map(|(i, args)| Watching::start(endpoint, args, dir.path(), i))
+        .map(|(i, args)| Running::start(endpoint, &[&["watch"], *args].concat(), dir.path(), i))
         .collect();
     let interactive = watches.last_mut().unwrap();
     interactive.type_line("watch a --rev 2");
@@ -318,24 +230,14 @@ fn watch_session(endpoint: &str) -> Vec<String> {
     settle(&watches);
     put("compaction 9");
     let compacted = run(endpoint, &step("watch a --rev 3"));
-    let mut seen: Vec<String> = watches.into_iter().map(Watching::stop).collect();
+    let mut seen: Vec<String> = watches.into_iter().map(Running::kill).collect();
     seen.push(compacted);
     seen
 }
 
 #[test]
 fn etcdctl_watch_sees_keelson_as_it_sees_etcd() {
-    let ports = Ports::free();
-    let mut etcd = Server::etcd(ports);
-    let expected = watch_session(&etcd.endpoint());
-    etcd.terminate();
-    drop(etcd);
-    let keelson = Server::start(Path::new(env!("CARGO_BIN_EXE_keelson")), ports, &[]);
-    let got = watch_session(&keelson.endpoint());
-    for (i, (got, expected)) in got.iter().zip(&expected).enumerate() {
-        assert_eq!(got, expected, "watch {i} (left: keelson, right: etcd)");
-    }
-    assert_eq!(got.len(), expected.len());
+    let expected = same_output_as_etcd(watch_session);
     // Each watch printed what its events say, not nothing alike on both sides.
     assert!(expected[0].contains("PUT\na\n4\n"), "{}", expected[0]);
     assert!(

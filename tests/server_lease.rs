@@ -17,20 +17,8 @@ use keelson_testkit::server::{Ports, Server};
 
 mod common;
 
-use common::etcdctl::{run, step};
-use common::runtime;
-
-/// What an answer or an error says, for comparing the two servers.
-fn said<T: std::fmt::Debug>(
-    r: Result<T, etcd_client::Error>,
-    show: impl Fn(&T) -> String,
-) -> String {
-    match r {
-        Ok(r) => show(&r),
-        Err(etcd_client::Error::GRpcStatus(s)) => format!("error {:?} {}", s.code(), s.message()),
-        Err(e) => format!("error {e}"),
-    }
-}
+use common::etcdctl::{run, same_output_as_etcd, step};
+use common::{runtime, said};
 
 /// The next response of `w` that deletes (the puts before it passed over).
 async fn deletes(w: &mut etcd_client::WatchStream) -> etcd_client::WatchResponse {
@@ -172,18 +160,7 @@ async fn steps(endpoint: String) -> Vec<String> {
 
 #[test]
 fn leases_answer_as_etcd_answers() {
-    let keelson = Server::start(Path::new(env!("CARGO_BIN_EXE_keelson")), Ports::free(), &[]);
-    let etcd = Server::etcd(Ports::free());
-    let (got, want) = runtime().block_on(async {
-        (
-            steps(keelson.endpoint()).await,
-            steps(etcd.endpoint()).await,
-        )
-    });
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert_eq!(g, w, "answer {i}\nkeelson: {got:#?}\netcd: {want:#?}");
-    }
-    assert_eq!(got.len(), want.len());
+    common::same_answers_as_etcd(steps);
 }
 
 /// etcdctl's lease commands, step by step; lease ids (chosen by each server) are replaced by
@@ -237,17 +214,7 @@ fn etcdctl_session(endpoint: &str) -> Vec<String> {
 
 #[test]
 fn etcdctl_lease_commands_see_keelson_as_they_see_etcd() {
-    let ports = Ports::free();
-    let mut etcd = Server::etcd(ports);
-    let want = etcdctl_session(&etcd.endpoint());
-    etcd.terminate();
-    drop(etcd);
-    let keelson = Server::start(Path::new(env!("CARGO_BIN_EXE_keelson")), ports, &[]);
-    let got = etcdctl_session(&keelson.endpoint());
-    for (g, w) in got.iter().zip(&want) {
-        assert_eq!(g, w, "(left: keelson, right: etcd)");
-    }
-    assert_eq!(got.len(), want.len());
+    let want = same_output_as_etcd(etcdctl_session);
     assert!(want[0].contains("granted with TTL(100s)"), "{}", want[0]);
     assert!(want[1].contains("granted with TTL(2s)"), "{}", want[1]);
 }

@@ -125,18 +125,7 @@ async fn steps(endpoint: String) -> Vec<String> {
 
 #[test]
 fn watch_answers_as_etcd_answers() {
-    let keelson = Server::start(Path::new(env!("CARGO_BIN_EXE_keelson")), Ports::free(), &[]);
-    let etcd = Server::etcd(Ports::free());
-    let (got, want) = runtime().block_on(async {
-        (
-            steps(keelson.endpoint()).await,
-            steps(etcd.endpoint()).await,
-        )
-    });
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert_eq!(g, w, "response {i}\nkeelson: {got:#?}\netcd: {want:#?}");
-    }
-    assert_eq!(got.len(), want.len());
+    common::same_answers_as_etcd(steps);
 }
 
 #[test]

@@ -27,12 +27,16 @@ use keelson_proto::etcdserverpb::kv_server::KvServer;
 use keelson_proto::etcdserverpb::lease_server::LeaseServer;
 use keelson_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use keelson_proto::etcdserverpb::watch_server::WatchServer;
+use keelson_proto::v3electionpb::election_server::ElectionServer;
+use keelson_proto::v3lockpb::lock_server::LockServer;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tower_service::Service;
 
+use super::election::ElectionApi;
 use super::io::Io;
 use super::lease::LeaseApi;
+use super::lock::LockApi;
 use super::watch::WatchApi;
 use super::{cluster::ClusterApi, context, http as plain, kv::KvApi, maintenance::MaintenanceApi};
 use crate::metrics;
@@ -111,6 +115,15 @@ impl Connections {
     }
 }
 
+/// Sends one response of a streaming call once the client's channel has room for it; false if
+/// the client is gone.
+pub async fn send<T>(
+    out: &mut futures_channel::mpsc::Sender<Result<T, tonic::Status>>,
+    response: Result<T, tonic::Status>,
+) -> bool {
+    std::future::poll_fn(|cx| out.poll_ready(cx)).await.is_ok() && out.start_send(response).is_ok()
+}
+
 /// The services of one connection.
 #[derive(Clone)]
 struct Services {
@@ -119,6 +132,8 @@ struct Services {
     cluster: ClusterServer<ClusterApi>,
     watch: WatchServer<WatchApi>,
     lease: LeaseServer<LeaseApi>,
+    lock: LockServer<LockApi>,
+    election: ElectionServer<ElectionApi>,
 }
 
 impl Services {
@@ -130,6 +145,8 @@ impl Services {
             cluster: ClusterServer::new(ClusterApi).max_decoding_message_size(limit),
             watch: WatchServer::new(WatchApi).max_decoding_message_size(limit),
             lease: LeaseServer::new(LeaseApi).max_decoding_message_size(limit),
+            lock: LockServer::new(LockApi).max_decoding_message_size(limit),
+            election: ElectionServer::new(ElectionApi).max_decoding_message_size(limit),
         }
     }
 
@@ -143,6 +160,8 @@ impl Services {
             ClusterServer::<ClusterApi>::NAME => self.cluster.call(request).await,
             WatchServer::<WatchApi>::NAME => self.watch.call(request).await,
             LeaseServer::<LeaseApi>::NAME => self.lease.call(request).await,
+            LockServer::<LockApi>::NAME => self.lock.call(request).await,
+            ElectionServer::<ElectionApi>::NAME => self.election.call(request).await,
             unknown => {
                 Ok(tonic::Status::unimplemented(format!("unknown service {unknown}")).into_http())
             }
@@ -161,7 +180,7 @@ impl Services {
                 match (ended, metrics::METHODS[method].2) {
                     (Some(code), _) => metrics.handled(method, code),
                     (None, metrics::Kind::Unary) => metrics.handled(method, 0),
-                    (None, metrics::Kind::BidiStream) => {}
+                    (None, metrics::Kind::BidiStream | metrics::Kind::ServerStream) => {}
                 }
                 Ok(())
             });

@@ -7,8 +7,6 @@
 //!
 //! Runs on: every serving core.
 
-use std::future::poll_fn;
-
 use futures_channel::mpsc;
 use keelson_engine::mvcc;
 use keelson_proto::etcdserverpb::lease_server::Lease;
@@ -19,6 +17,7 @@ use keelson_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status, Streaming};
 
+use super::conn::send;
 use super::kv::{linearizable, write};
 use super::{context, status};
 use crate::runtime::link::{LeaseAnswer, LeaseAsk};
@@ -61,14 +60,6 @@ async fn renew(id: i64) -> Result<LeaseKeepAliveResponse, Status> {
         }),
         other => Err(unexpected(other)),
     }
-}
-
-/// Sends `response` once the client has room for it; false if it is gone.
-async fn send(
-    out: &mut mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>,
-    response: Result<LeaseKeepAliveResponse, Status>,
-) -> bool {
-    poll_fn(|cx| out.poll_ready(cx)).await.is_ok() && out.start_send(response).is_ok()
 }
 
 /// Serves one keep-alive stream until the client stops sending or goes; counts it handled.

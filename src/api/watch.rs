@@ -7,6 +7,10 @@
 //! watchers. Responses reach the client through one bounded channel per stream (tonic wants a
 //! `Send` stream; the channel is one), split into fragments on the way out where asked.
 //!
+//! The lock and election services watch too, as etcd's do through its in-process client: a
+//! [`Watching`] is such a stream with one watcher, served by the same task, whose requests come
+//! from the server itself and which gRPC's counters do not count.
+//!
 //! Runs on: every serving core.
 
 use std::collections::VecDeque;
@@ -18,9 +22,10 @@ use std::time::{Duration, Instant};
 
 use futures_channel::mpsc;
 use futures_lite::{Stream, StreamExt};
+use keelson_engine::mvcc::MvccError;
 use keelson_proto::etcdserverpb::watch_request::RequestUnion;
 use keelson_proto::etcdserverpb::watch_server::Watch;
-use keelson_proto::etcdserverpb::{WatchRequest, WatchResponse};
+use keelson_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{conn, context, status};
@@ -65,24 +70,28 @@ async fn room(out: &mut Responses) -> bool {
 }
 
 /// Serves stream `id` until its client stops sending or goes, or the member stops; counts the
-/// call handled with the status it ends with.
+/// call handled with the status it ends with, if it is a client's (`counted`).
 async fn serve(
     id: u64,
-    mut requests: Streaming<WatchRequest>,
+    mut requests: impl Stream<Item = Result<WatchRequest, Status>> + Unpin,
     mut out: Responses,
     mut work: mpsc::Receiver<()>,
     mut clocks: Clocks,
+    counted: bool,
 ) {
     let ended = loop {
         let deadline = clocks.next();
         let woken = futures_lite::future::or(
-            futures_lite::future::or(async { Woken::Request(requests.message().await) }, async {
-                match work.next().await {
-                    Some(()) => Woken::Work,
-                    // The hub let go of the stream: the member stops.
-                    None => Woken::Request(Ok(None)),
-                }
-            }),
+            futures_lite::future::or(
+                async { Woken::Request(requests.next().await.transpose()) },
+                async {
+                    match work.next().await {
+                        Some(()) => Woken::Work,
+                        // The hub let go of the stream: the member stops.
+                        None => Woken::Request(Ok(None)),
+                    }
+                },
+            ),
             async {
                 glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
                 Woken::Timer
@@ -103,7 +112,9 @@ async fn serve(
     };
     let _ = context::with(|s| {
         s.watch.borrow_mut().close(s, id);
-        s.stream_ended("/etcdserverpb.Watch/Watch", &ended);
+        if counted {
+            s.stream_ended("/etcdserverpb.Watch/Watch", &ended);
+        }
         Ok(())
     });
 }
@@ -225,6 +236,88 @@ impl Drop for Outgoing {
     }
 }
 
+/// Opens a stream on this core's hub and spawns its task, which reads `requests` and, if the
+/// client requires a leader, ends the stream when the member has none. Returns what it answers.
+fn open(
+    requests: impl Stream<Item = Result<WatchRequest, Status>> + Unpin + 'static,
+    requires_leader: bool,
+    counted: bool,
+) -> Result<Outgoing, Status> {
+    let (out, responses) = mpsc::channel(STREAM_BUFFER);
+    let (wake, work) = mpsc::channel(1);
+    let (id, clocks, max_bytes) = context::with(|s| {
+        if requires_leader && s.published.leader() == 0 {
+            return Err(status::no_leader());
+        }
+        let identity = &s.identity;
+        let now = Instant::now();
+        let clocks = Clocks {
+            interval: identity.progress_interval,
+            next_progress: now + jittered(identity.progress_interval),
+            leader: requires_leader
+                .then(|| (identity.election_timeout, now + identity.election_timeout)),
+            leaderless: 0,
+        };
+        let id = s.watch.borrow_mut().open(s, out.clone(), wake);
+        // etcd splits at the request limit plus gRPC's allowance, as its watch server does.
+        Ok((id, clocks, identity.max_request_bytes + conn::GRPC_OVERHEAD))
+    })?;
+    glommio::spawn_local(serve(id, requests, out, work, clocks, counted)).detach();
+    Ok(Outgoing {
+        responses,
+        parts: VecDeque::new(),
+        max_bytes,
+    })
+}
+
+/// A watch the server keeps for itself (the lock and election services'): one watcher on a
+/// stream of its own. Dropped, the stream ends and the watcher is gone.
+pub struct Watching {
+    /// Held so that the stream's requests do not end.
+    _requests: mpsc::Sender<Result<WatchRequest, Status>>,
+    responses: Outgoing,
+}
+
+impl Watching {
+    /// Starts watching as `create` asks.
+    pub fn start(create: WatchCreateRequest) -> Result<Watching, Status> {
+        let (mut requests, incoming) = mpsc::channel(1);
+        let create = WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(create)),
+        };
+        requests
+            .try_send(Ok(create))
+            .expect("a new channel has room for one");
+        Ok(Watching {
+            responses: open(incoming, false, false)?,
+            _requests: requests,
+        })
+    }
+
+    /// The next response with events; `None` once the stream has ended. A watcher cancelled
+    /// because its start was compacted away is etcd's compacted error.
+    pub async fn next(&mut self) -> Option<Result<WatchResponse, Status>> {
+        loop {
+            let response = match self.responses.next().await? {
+                Ok(response) => response,
+                Err(status) => return Some(Err(status)),
+            };
+            if response.compact_revision != 0 {
+                return Some(Err(status::of_mvcc(&MvccError::Compacted {
+                    requested: 0,
+                    compacted: response.compact_revision,
+                })));
+            }
+            if response.canceled {
+                return None;
+            }
+            if !response.events.is_empty() {
+                return Some(Ok(response));
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Watch for WatchApi {
     async fn watch(
@@ -235,30 +328,7 @@ impl Watch for WatchApi {
             .metadata()
             .get("hasleader")
             .is_some_and(|v| v == "true");
-        let (out, responses) = mpsc::channel(STREAM_BUFFER);
-        let (wake, work) = mpsc::channel(1);
-        let (id, clocks, max_bytes) = context::with(|s| {
-            if requires_leader && s.published.leader() == 0 {
-                return Err(status::no_leader());
-            }
-            let identity = &s.identity;
-            let now = Instant::now();
-            let clocks = Clocks {
-                interval: identity.progress_interval,
-                next_progress: now + jittered(identity.progress_interval),
-                leader: requires_leader
-                    .then(|| (identity.election_timeout, now + identity.election_timeout)),
-                leaderless: 0,
-            };
-            let id = s.watch.borrow_mut().open(s, out.clone(), wake);
-            // etcd splits at the request limit plus gRPC's allowance, as its watch server does.
-            Ok((id, clocks, identity.max_request_bytes + conn::GRPC_OVERHEAD))
-        })?;
-        glommio::spawn_local(serve(id, request.into_inner(), out, work, clocks)).detach();
-        Ok(Response::new(Box::pin(Outgoing {
-            responses,
-            parts: VecDeque::new(),
-            max_bytes,
-        })))
+        let responses = open(request.into_inner(), requires_leader, true)?;
+        Ok(Response::new(Box::pin(responses)))
     }
 }

@@ -84,7 +84,7 @@ impl Keys {
 
 /// The end of the range of keys starting with `prefix`; `None` if there is none short of every
 /// key from `prefix` on (the prefix is all 0xff).
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let last = prefix.iter().rposition(|&b| b < 0xff)?;
     let mut end = prefix[..=last].to_vec();
     end[last] += 1;

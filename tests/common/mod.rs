@@ -7,10 +7,13 @@
 
 pub mod etcdctl;
 
+use std::future::Future;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use etcd_client::Client;
+use keelson_testkit::server::{Ports, Server};
 
 /// A current-thread tokio runtime.
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -18,6 +21,38 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// What an answer or an error says, for comparing the two servers: `show` of the answer, or the
+/// error's gRPC code and message.
+pub fn said<T>(r: Result<T, etcd_client::Error>, show: impl Fn(&T) -> String) -> String {
+    match r {
+        Ok(r) => show(&r),
+        Err(etcd_client::Error::GRpcStatus(s)) => format!("error {:?} {}", s.code(), s.message()),
+        Err(e) => format!("error {e}"),
+    }
+}
+
+/// Runs `steps` (given an endpoint, every answer in order) against the keelson binary and then
+/// against a real etcd 3.4, each started with no flags but its ports, and fails at the first
+/// answer that differs. Returns etcd's answers, for the test to check they mean something.
+pub fn same_answers_as_etcd<F>(steps: impl Fn(String) -> F) -> Vec<String>
+where
+    F: Future<Output = Vec<String>>,
+{
+    let keelson = Server::start(Path::new(env!("CARGO_BIN_EXE_keelson")), Ports::free(), &[]);
+    let etcd = Server::etcd(Ports::free());
+    let (got, want) = runtime().block_on(async {
+        (
+            steps(keelson.endpoint()).await,
+            steps(etcd.endpoint()).await,
+        )
+    });
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "answer {i}\nkeelson: {got:#?}\netcd: {want:#?}");
+    }
+    assert_eq!(got.len(), want.len(), "keelson: {got:#?}\netcd: {want:#?}");
+    want
 }
 
 /// `GET path` over plain HTTP/1 on the client port: status code and body.
