@@ -4,8 +4,10 @@
 //! without a lease, time to live with keys, the lease list, keep-alives of live and unknown leases,
 //! revokes seen by a watcher as one revision of deletes, and expiry). Then keelson alone: a hundred
 //! leases kept alive on streams of their own outlive their TTL, then expire, and a watcher sees
-//! every key go; a lease's deadline after kill -9 and a restart is no later than etcd's rule
-//! (time left at the last checkpoint plus an election timeout) gives.
+//! every key go; two hundred leases renewed on one stream, as etcd's own client multiplexes them
+//! (the `etcd-client` crate opens a stream per lease, so that test speaks gRPC itself), outlive
+//! their TTL; a lease's deadline after kill -9 and a restart is no later than etcd's rule (time
+//! left at the last checkpoint plus an election timeout) gives.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -278,6 +280,67 @@ fn leases_kept_alive_outlive_their_ttl_then_expire_with_their_keys() {
     });
     let revoked = common::metric(&endpoint, "etcd_debugging_lease_revoked_total");
     assert_eq!(revoked, Some(KEPT as f64));
+}
+
+/// Leases renewed on the one stream of the multiplexing test.
+const MULTIPLEXED: usize = 200;
+
+#[test]
+fn many_leases_renewed_on_one_stream_outlive_their_ttl() {
+    use futures_channel::mpsc;
+    use keelson_proto::codec::CountingCodec;
+    use keelson_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
+
+    let keelson = Server::start(Path::new(env!("CARGO_BIN_EXE_keelson")), Ports::free(), &[]);
+    let endpoint = keelson.endpoint();
+    runtime().block_on(async {
+        let mut c = Client::connect([endpoint.clone()], None).await.unwrap();
+        let mut leases = Vec::new();
+        for i in 0..MULTIPLEXED {
+            let lease = c.lease_grant(3, None).await.unwrap().id();
+            let options = PutOptions::new().with_lease(lease);
+            c.put(format!("mux/{i}"), "v", Some(options)).await.unwrap();
+            leases.push(lease);
+        }
+        // One LeaseKeepAlive stream for all of them, as etcd's Go client keeps one per client.
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let (mut renew, requests) = mpsc::channel::<LeaseKeepAliveRequest>(MULTIPLEXED);
+        let path = http::uri::PathAndQuery::from_static("/etcdserverpb.Lease/LeaseKeepAlive");
+        let codec = CountingCodec::<LeaseKeepAliveRequest, LeaseKeepAliveResponse>::default();
+        let mut answers = grpc
+            .streaming(tonic::Request::new(requests), path, codec)
+            .await
+            .unwrap()
+            .into_inner();
+        // Renewed every second for more than their TTL, all on the one stream.
+        for _ in 0..5 {
+            for &id in &leases {
+                renew.try_send(LeaseKeepAliveRequest { id }).unwrap();
+            }
+            let mut renewed = Vec::new();
+            for _ in 0..MULTIPLEXED {
+                let answer = answers.message().await.unwrap().expect("an answer");
+                assert_eq!(answer.ttl, 3, "{answer:?}");
+                renewed.push(answer.id);
+            }
+            renewed.sort();
+            let mut asked = leases.clone();
+            asked.sort();
+            assert_eq!(renewed, asked);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let alive = c
+            .get("mux/", Some(etcd_client::GetOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        assert_eq!(alive.kvs().len(), MULTIPLEXED);
+    });
 }
 
 /// Grants a 30 s lease, waits `wait`, kills the member with SIGKILL, starts it again and returns
