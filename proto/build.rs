@@ -21,6 +21,8 @@ fn main() -> std::io::Result<()> {
                 "etcd/etcdserverpb/raft_internal.proto",
                 "etcd/v3lockpb/v3lock.proto",
                 "etcd/v3electionpb/v3election.proto",
+                "etcd/walpb/record.proto",
+                "etcd/raftpb/raft.proto",
             ],
             &["."],
         )

@@ -154,6 +154,7 @@ pub const METHODS: &[(&str, &str, Kind)] = &[
     ("etcdserverpb.Maintenance", "Defragment", Kind::Unary),
     ("etcdserverpb.Maintenance", "Hash", Kind::Unary),
     ("etcdserverpb.Maintenance", "HashKV", Kind::Unary),
+    ("etcdserverpb.Maintenance", "Snapshot", Kind::ServerStream),
     ("etcdserverpb.Maintenance", "MoveLeader", Kind::Unary),
     ("etcdserverpb.Cluster", "MemberAdd", Kind::Unary),
     ("etcdserverpb.Cluster", "MemberRemove", Kind::Unary),

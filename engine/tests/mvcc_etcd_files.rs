@@ -139,7 +139,7 @@ fn etcd_restores_a_keelson_data_file_and_serves_the_same_history() {
             revision,
             "etcdctl snapshot status"
         );
-        let etcd = Etcd::restore(&path);
+        let etcd = Etcd::restore(&path, true);
         let mut store = Store::open(&path, options()).unwrap();
         runtime.block_on(async {
             let mut client = Client::connect([etcd.endpoint()], None).await.unwrap();

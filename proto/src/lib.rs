@@ -10,6 +10,8 @@
 //! - [`leasepb`]: the lease record of the `lease` bucket.
 //! - [`authpb`]: users and roles.
 //! - [`v3lockpb`], [`v3electionpb`]: the lock and election services.
+//! - [`walpb`], [`raftpb`]: the frames of etcd's own WAL and the raft records in them, for taking
+//!   over a data dir etcd wrote.
 
 pub mod codec;
 
@@ -47,4 +49,16 @@ pub mod v3lockpb {
 #[allow(missing_docs)]
 pub mod v3electionpb {
     include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
+}
+
+/// The frames of etcd's WAL (package `walpb`).
+#[allow(missing_docs)]
+pub mod walpb {
+    include!(concat!(env!("OUT_DIR"), "/walpb.rs"));
+}
+
+/// The raft records in etcd's WAL (package `raftpb`).
+#[allow(missing_docs)]
+pub mod raftpb {
+    include!(concat!(env!("OUT_DIR"), "/raftpb.rs"));
 }

@@ -7,11 +7,6 @@
 //!
 //! Runs on: every serving core.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use futures_channel::{mpsc, oneshot};
-use futures_lite::Stream;
 use keelson_proto::etcdserverpb::range_request::SortOrder;
 use keelson_proto::etcdserverpb::{ResponseHeader, TxnRequest, WatchCreateRequest};
 use keelson_proto::mvccpb::KeyValue;
@@ -28,10 +23,12 @@ use super::concurrency::{
     session_lease, txn, wait_deletes,
 };
 use super::conn::send;
-use super::context;
+use super::streaming;
 use super::watch::Watching;
 use crate::watch::keys::prefix_end;
 
+/// The Observe call, as gRPC's counters name it.
+const PATH_OBSERVE: &str = "/v3electionpb.Election/Observe";
 /// Leader values an Observe stream holds for its client.
 const OBSERVE_BUFFER: usize = 16;
 
@@ -111,41 +108,9 @@ async fn first_put(prefix: &[u8], revision: i64) -> Result<(ResponseHeader, KeyV
     Err(Status::unknown("election: observe watch ended"))
 }
 
-/// What an Observe call answers with: the leaders its task finds. Dropped — the client went —
-/// it tells the task to stop.
-struct Observed {
-    leaders: mpsc::Receiver<Result<LeaderResponse, Status>>,
-    _gone: oneshot::Sender<()>,
-}
-
-impl Stream for Observed {
-    type Item = Result<LeaderResponse, Status>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.leaders).poll_next(cx)
-    }
-}
-
-/// Serves an Observe call until its client goes (`gone`) or a read fails (then the stream just
-/// ends, as etcd's does); counts it handled.
-async fn observe(
-    prefix: Vec<u8>,
-    mut out: mpsc::Sender<Result<LeaderResponse, Status>>,
-    gone: oneshot::Receiver<()>,
-) {
-    futures_lite::future::or(follow(&prefix, &mut out), async {
-        let _ = gone.await;
-    })
-    .await;
-    let _ = context::with(|s| {
-        s.stream_ended("/v3electionpb.Election/Observe", &Ok(()));
-        Ok(())
-    });
-}
-
 /// Streams the leaders of `prefix` into `out`: the leader now or the first to come, then each of
 /// its values until it goes, then the next.
-async fn follow(prefix: &[u8], out: &mut mpsc::Sender<Result<LeaderResponse, Status>>) {
+async fn follow(prefix: &[u8], out: &mut streaming::Out<LeaderResponse>) {
     loop {
         let found = match leader(prefix).await {
             Ok((header, Some(kv))) => Ok((header, kv)),
@@ -263,14 +228,13 @@ impl Election for ElectionApi {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<tonic::codegen::BoxStream<LeaderResponse>>, Status> {
-        let (out, leaders) = mpsc::channel(OBSERVE_BUFFER);
-        let (gone, stop) = oneshot::channel();
         let prefix = prefix(&request.into_inner().name);
-        glommio::spawn_local(observe(prefix, out, stop)).detach();
-        Ok(Response::new(Box::pin(Observed {
-            leaders,
-            _gone: gone,
-        })))
+        // The stream ends quietly if a read fails, as etcd's does.
+        let leaders = streaming::serve(PATH_OBSERVE, OBSERVE_BUFFER, |mut out| async move {
+            follow(&prefix, &mut out).await;
+            Ok(())
+        });
+        Ok(Response::new(leaders))
     }
 
     async fn resign(

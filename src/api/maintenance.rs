@@ -6,10 +6,13 @@
 //! Runs on: every serving core.
 
 use keelson_proto::etcdserverpb::maintenance_server::Maintenance;
-use keelson_proto::etcdserverpb::{StatusRequest, StatusResponse};
+use keelson_proto::etcdserverpb::{
+    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+};
+use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
-use super::context;
+use super::{context, snapshot};
 
 /// The etcd version keelson answers to: the etcd API it implements.
 pub const ETCD_VERSION: &str = "3.4.23";
@@ -38,5 +41,12 @@ impl Maintenance for MaintenanceApi {
                 is_learner: false,
             }))
         })
+    }
+
+    async fn snapshot(
+        &self,
+        _: Request<SnapshotRequest>,
+    ) -> Result<Response<BoxStream<SnapshotResponse>>, Status> {
+        Ok(Response::new(snapshot::serve()?))
     }
 }

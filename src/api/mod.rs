@@ -18,5 +18,7 @@ pub mod lease;
 pub mod lock;
 pub mod maintenance;
 pub mod serving;
+pub mod snapshot;
 pub mod status;
+pub mod streaming;
 pub mod watch;

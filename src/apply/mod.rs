@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use glommio::task::JoinHandle;
 use keelson_engine::mvcc::{self, Store};
 use keelson_engine::pagefile::{self, UringFile};
-use keelson_proto::etcdserverpb::InternalRaftRequest;
+use keelson_proto::etcdserverpb::{InternalRaftRequest, Request as V2Request};
 use prost::Message;
 use raft::eraftpb::{Entry, EntryType};
 
@@ -42,6 +42,12 @@ pub fn decode(entry: &Entry) -> (mvcc::Entry, u64) {
         if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
             match InternalRaftRequest::decode(&entry.data[..]) {
                 Ok(internal) => mvcc::Request::from_internal(internal),
+                // etcd 3.4 proposes some requests to its v2 store (a member publishing its
+                // attributes); a log etcd wrote holds them. Nothing in the v3 store changes.
+                Err(_) if V2Request::decode(&entry.data[..]).is_ok_and(|r| r.method.is_some()) => {
+                    tracing::debug!(index = entry.index, "an etcd v2 request: nothing to apply");
+                    (mvcc::Request::Nothing, 0)
+                }
                 Err(e) => {
                     tracing::error!(
                         index = entry.index,
@@ -278,5 +284,25 @@ mod tests {
         assert_eq!((applied.index, applied.term), (7, 2));
         entry.set_entry_type(EntryType::EntryConfChange);
         assert_eq!(decode(&entry).0.request, mvcc::Request::Nothing);
+    }
+
+    #[test]
+    fn an_etcd_v2_request_in_the_log_applies_as_nothing() {
+        let publish = V2Request {
+            id: Some(7),
+            method: Some("PUT".into()),
+            path: Some("/0/members/8e9e05c52164694d/attributes".into()),
+            val: Some("{\"name\":\"default\"}".into()),
+            ..V2Request::default()
+        };
+        let mut entry = Entry {
+            index: 3,
+            term: 2,
+            data: publish.encode_to_vec(),
+            ..Entry::default()
+        };
+        entry.set_entry_type(EntryType::EntryNormal);
+        let (applied, id) = decode(&entry);
+        assert_eq!((applied.request, id), (mvcc::Request::Nothing, 0));
     }
 }

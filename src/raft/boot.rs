@@ -1,6 +1,7 @@
-//! The raft core's boot: open the WAL (or create it, for a new member), replay it from the page
-//! file's consistent index into the in-memory raft log, merge the hard state, and build raft-rs's
-//! `RawNode` with keelson's raft configuration (etcd's timings, pre-vote and check-quorum on).
+//! The raft core's boot: open the WAL (or create it, for a new member; or take over etcd's, in a
+//! data dir etcd wrote), replay it from the page file's consistent index into the in-memory raft
+//! log, merge the hard state, and build raft-rs's `RawNode` with keelson's raft configuration
+//! (etcd's timings, pre-vote and check-quorum on).
 //! Every consensus decision made at start lives here; [`raft_log`] and [`raft_config`] are shared
 //! with the simulated cluster so it boots members exactly as the binary does.
 //!
@@ -31,6 +32,9 @@ pub struct Booted {
 pub async fn boot(config: &Config, applied: (u64, u64)) -> Result<Booted, RaftCoreError> {
     let index = applied.0;
     let keep = catch_up(config.members.len());
+    // A data dir etcd left (or `etcdctl snapshot restore` made) holds etcd's WAL: keelson's takes
+    // its place, with the entries the page file has not applied.
+    wal::etcd::take_over_etcd(&config.wal_dir, index, wal::Options::default()).await?;
     let (wal, hard_state, entries) = if wal::has_segments(&config.wal_dir) {
         let (wal, replay) =
             Wal::open_keeping(&config.wal_dir, index, keep, wal::Options::default()).await?;

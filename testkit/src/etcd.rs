@@ -46,6 +46,32 @@ pub fn etcdctl(args: &[&str]) -> Output {
     out
 }
 
+/// `etcdctl snapshot restore SNAPSHOT` into `data` for a one-member cluster of member `name` at
+/// `peer`, checking the snapshot's SHA-256 unless `skip_hash_check`; fails the test if it fails.
+pub fn restore(snapshot: &Path, data: &Path, name: &str, peer: &str, skip_hash_check: bool) {
+    let (snapshot, data) = (snapshot.to_str().unwrap(), data.to_str().unwrap());
+    let cluster = format!("{name}={peer}");
+    let mut args = vec![
+        "snapshot",
+        "restore",
+        snapshot,
+        "--data-dir",
+        data,
+        "--name",
+        name,
+    ];
+    args.extend([
+        "--initial-cluster",
+        &cluster,
+        "--initial-advertise-peer-urls",
+        peer,
+    ]);
+    if skip_hash_check {
+        args.push("--skip-hash-check");
+    }
+    etcdctl(&args);
+}
+
 /// Decodes standard base64 (etcdctl's JSON encoding of bytes).
 pub fn unbase64(text: &str) -> Vec<u8> {
     let sextet = |c: u8| match c {
@@ -96,25 +122,11 @@ impl Etcd {
         Etcd::launch(|_, _| {})
     }
 
-    /// Restores the snapshot (or data file) at `snapshot` with `etcdctl snapshot restore
-    /// --skip-hash-check`, starts etcd on the result and waits until it answers.
-    pub fn restore(snapshot: &Path) -> Etcd {
-        Etcd::launch(|data, peer| {
-            etcdctl(&[
-                "snapshot",
-                "restore",
-                snapshot.to_str().unwrap(),
-                "--skip-hash-check",
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--name",
-                "interop",
-                "--initial-cluster",
-                &format!("interop={peer}"),
-                "--initial-advertise-peer-urls",
-                peer,
-            ]);
-        })
+    /// Restores the snapshot (or data file) at `snapshot` with `etcdctl snapshot restore`
+    /// (checking its SHA-256 unless `skip_hash_check`), starts etcd on the result and waits until
+    /// it answers.
+    pub fn restore(snapshot: &Path, skip_hash_check: bool) -> Etcd {
+        Etcd::launch(|data, peer| restore(snapshot, data, "interop", peer, skip_hash_check))
     }
 
     /// Starts etcd on free ports, after `prepare` (given the data directory and the peer URL) has

@@ -64,7 +64,27 @@ impl Server {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
-        let mut server = Server {
+        let mut server = Server::new(binary, ports, extra, env);
+        server.launch();
+        server
+    }
+
+    /// [`Server::start`] on a data directory that `prepare` sets up first, given its path (not
+    /// there yet) and the peer URL of the member (named `node`) it will run.
+    pub fn start_on(
+        binary: &Path,
+        ports: Ports,
+        extra: &[&str],
+        prepare: impl FnOnce(&Path, &str),
+    ) -> Server {
+        let mut server = Server::new(binary, ports, extra, &[]);
+        prepare(&server.data_dir(), &server.peer_url);
+        server.launch();
+        server
+    }
+
+    fn new(binary: &Path, ports: Ports, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server {
             binary: binary.to_path_buf(),
             child: None,
             client_port: ports.client,
@@ -75,14 +95,25 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-        };
-        server.launch();
-        server
+        }
     }
 
     /// Real etcd 3.4.
     pub fn etcd(ports: Ports) -> Server {
         Server::start(Path::new("/usr/bin/etcd"), ports, &[])
+    }
+
+    /// Its ports.
+    pub fn ports(&self) -> Ports {
+        let peer = self
+            .peer_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok());
+        Ports {
+            client: self.client_port,
+            peer: peer.expect("the peer URL ends in a port"),
+        }
     }
 
     /// The process id, while it runs.

@@ -143,9 +143,19 @@ impl ReadTxn {
     /// transaction's tree, with the freelist to be rebuilt by the reader, as etcd's snapshots do),
     /// then every page up to the high-water mark. Returns the bytes written ([`ReadTxn::size`]).
     pub fn write_to(&self, w: &mut dyn Write) -> io::Result<u64> {
-        let pages = self.pages();
+        let (head, tail) = (self.copy_head(), self.copy_tail());
+        w.write_all(&head)?;
+        for chunk in tail.chunks(STREAM_CHUNK) {
+            w.write_all(chunk)?;
+        }
+        Ok((head.len() + tail.len()) as u64)
+    }
+
+    /// The first part of a copy ([`ReadTxn::write_to`]): its two meta pages, made for this
+    /// transaction.
+    pub fn copy_head(&self) -> Vec<u8> {
         let snapshot = self.snapshot();
-        let page_size = pages.page_size;
+        let page_size = self.db().page_size();
         let meta = Meta {
             page_size: page_size as u32,
             root: snapshot.root,
@@ -154,23 +164,23 @@ impl ReadTxn {
             txid: snapshot.txid,
         };
         let own_slot = snapshot.txid % 2;
+        let mut head = Vec::with_capacity(2 * page_size);
         for slot in 0..2 {
             let txid = if slot == own_slot {
                 meta.txid
             } else {
                 meta.txid.saturating_sub(1)
             };
-            w.write_all(&Meta { txid, ..meta }.encode_page(slot))?;
+            head.extend_from_slice(&Meta { txid, ..meta }.encode_page(slot));
         }
-        for chunk in pages
-            .map
-            .get(2 * page_size..)
-            .unwrap_or_default()
-            .chunks(STREAM_CHUNK)
-        {
-            w.write_all(chunk)?;
-        }
-        Ok(pages.map.len() as u64)
+        head
+    }
+
+    /// The rest of a copy: every page after the meta pages up to the high-water mark, straight
+    /// from the memory map.
+    pub fn copy_tail(&self) -> &[u8] {
+        let pages = self.pages();
+        pages.map.get(2 * pages.page_size..).unwrap_or_default()
     }
 
     /// Writes a compacted copy of this snapshot into a new page file at `dst` (which must not exist

@@ -13,6 +13,7 @@
 
 mod dump;
 mod error;
+pub mod etcd;
 mod frame;
 mod record;
 mod replay;
