@@ -6,6 +6,7 @@
 
 fn main() -> std::io::Result<()> {
     println!("cargo:rerun-if-changed=etcd");
+    println!("cargo:rerun-if-changed=grpc");
     tonic_prost_build::configure()
         .build_client(false)
         .build_transport(false)
@@ -23,6 +24,7 @@ fn main() -> std::io::Result<()> {
                 "etcd/v3electionpb/v3election.proto",
                 "etcd/walpb/record.proto",
                 "etcd/raftpb/raft.proto",
+                "grpc/health/v1/health.proto",
             ],
             &["."],
         )

@@ -46,6 +46,9 @@ pub struct Flags {
     /// URLs to listen on for client traffic (comma-separated).
     #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", default_value = DEFAULT_CLIENT_URL)]
     pub listen_client_urls: String,
+    /// Additional URLs to serve /metrics and the health endpoints on (plain HTTP).
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", default_value = "")]
+    pub listen_metrics_urls: String,
     /// This member's client URLs to advertise to the rest of the cluster.
     #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", default_value = DEFAULT_CLIENT_URL)]
     pub advertise_client_urls: String,
@@ -79,8 +82,13 @@ pub struct Flags {
     #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
     pub election_timeout: u64,
     /// Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).
-    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
-    pub quota_backend_bytes: u64,
+    #[arg(
+        long,
+        env = "ETCD_QUOTA_BACKEND_BYTES",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub quota_backend_bytes: i64,
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     pub max_request_bytes: u32,
@@ -132,7 +140,6 @@ pub const INERT_FLAGS: &[&str] = &[
     "enable-log-rotation",
     "log-rotation-config-json",
     "debug",
-    "listen-metrics-urls",
     "metrics",
     "max-snapshots",
     "max-wals",
@@ -235,6 +242,8 @@ pub struct Config {
     pub wal_dir: PathBuf,
     /// Client listen addresses.
     pub client_addrs: Vec<SocketAddr>,
+    /// Metrics and health listen addresses (`--listen-metrics-urls`).
+    pub metrics_addrs: Vec<SocketAddr>,
     /// Every member of the initial cluster, this one included.
     pub members: Vec<Member>,
     /// This member's id.
@@ -255,6 +264,9 @@ pub struct Config {
     pub lease_checkpoint_interval: Option<Duration>,
     /// The shortest time to live a lease is granted, in seconds.
     pub min_lease_ttl: i64,
+    /// The backend quota in bytes (`None`: no quota, as etcd with a negative
+    /// `--quota-backend-bytes`).
+    pub quota_bytes: Option<u64>,
     /// CPUs to run on (None: every CPU in the affinity mask).
     pub cores: Option<String>,
 }
@@ -264,6 +276,41 @@ pub struct Config {
 fn min_lease_ttl(heartbeat_ms: u64, election_ms: u64) -> i64 {
     let ticks = 3 * (election_ms / heartbeat_ms) / 2;
     (ticks * heartbeat_ms).div_ceil(1000) as i64
+}
+
+/// etcd's default backend quota (2 GiB).
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
+/// The largest quota etcd recommends (8 GiB).
+const MAX_QUOTA_BYTES: u64 = 8 << 30;
+
+/// The backend quota `--quota-backend-bytes` asks for, as etcd reads it (logging what it does with
+/// it, in etcd's words): negative, none; 0, the default.
+fn quota(flag: i64) -> Option<u64> {
+    match u64::try_from(flag) {
+        Err(_) => {
+            tracing::info!(quota_size_bytes = flag, "disabled backend quota");
+            None
+        }
+        Ok(0) => {
+            tracing::info!(
+                quota_size_bytes = DEFAULT_QUOTA_BYTES,
+                quota_size = "2.1 GB",
+                "enabled backend quota with default value"
+            );
+            Some(DEFAULT_QUOTA_BYTES)
+        }
+        Ok(bytes) => {
+            if bytes > MAX_QUOTA_BYTES {
+                tracing::warn!(
+                    quota_size_bytes = bytes,
+                    quota_maximum_size_bytes = MAX_QUOTA_BYTES,
+                    "quota exceeds the maximum value"
+                );
+            }
+            tracing::info!(quota_size_bytes = bytes, "enabled backend quota");
+            Some(bytes)
+        }
+    }
 }
 
 fn split_list(s: &str) -> Vec<String> {
@@ -320,6 +367,14 @@ impl Config {
             for addr in listen_addrs("listen-client-urls", &url)? {
                 if !client_addrs.contains(&addr) {
                     client_addrs.push(addr);
+                }
+            }
+        }
+        let mut metrics_addrs = Vec::new();
+        for url in split_list(&flags.listen_metrics_urls) {
+            for addr in listen_addrs("listen-metrics-urls", &url)? {
+                if !metrics_addrs.contains(&addr) {
+                    metrics_addrs.push(addr);
                 }
             }
         }
@@ -411,6 +466,7 @@ impl Config {
             data_dir,
             wal_dir,
             client_addrs,
+            metrics_addrs,
             members,
             member_id,
             cluster_id,
@@ -426,6 +482,7 @@ impl Config {
                 },
             ),
             min_lease_ttl: min_lease_ttl(flags.heartbeat_interval, flags.election_timeout),
+            quota_bytes: quota(flags.quota_backend_bytes),
             cores: flags.cores.clone(),
         })
     }

@@ -77,9 +77,6 @@ fn run_member(flags: &config::Flags, inert: &[String]) -> ExitCode {
         // The page file syncs on time (every 100 ms), not on a count of entries.
         inert.push("snapshot-count".into());
     }
-    if flags.quota_backend_bytes != 0 {
-        inert.push("quota-backend-bytes".into());
-    }
     for flag in inert {
         tracing::warn!("--{flag} is an etcd flag keelson does not act on yet; ignored");
     }

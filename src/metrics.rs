@@ -168,6 +168,8 @@ pub const METHODS: &[(&str, &str, Kind)] = &[
     ("v3electionpb.Election", "Leader", Kind::Unary),
     ("v3electionpb.Election", "Observe", Kind::ServerStream),
     ("v3electionpb.Election", "Resign", Kind::Unary),
+    ("grpc.health.v1.Health", "Check", Kind::Unary),
+    ("grpc.health.v1.Health", "Watch", Kind::ServerStream),
 ];
 
 /// gRPC status codes by number, as labels.
@@ -214,12 +216,25 @@ impl WatchGauges {
     }
 }
 
+/// The checks of `/livez` and `/readyz`: (probe, check), in the order they run.
+pub const PROBES: &[(&str, &str)] = &[
+    ("livez", "serializable_read"),
+    ("readyz", "data_corruption"),
+    ("readyz", "serializable_read"),
+    ("readyz", "linearizable_read"),
+    ("readyz", "non_learner"),
+];
+
 /// One serving core's metrics: gRPC calls started and handled (by method and code), its watch
-/// hub, and the bytes of gRPC messages it sent and received.
+/// hub, the bytes of gRPC messages it sent and received, and the health checks it answered.
 #[derive(Debug)]
 pub struct CoreMetrics {
     started: Vec<AtomicU64>,
     handled: Vec<[AtomicU64; CODES.len()]>,
+    /// `/health` answers: healthy, unhealthy.
+    health: [AtomicU64; 2],
+    /// Each of [`PROBES`] run: passed, failed.
+    probes: [[AtomicU64; 2]; PROBES.len()],
     /// This core's watch hub.
     pub watch: WatchGauges,
     /// The bytes of the gRPC messages sent and received (as etcd counts them: the encoded
@@ -232,6 +247,8 @@ impl Default for CoreMetrics {
         CoreMetrics {
             started: METHODS.iter().map(|_| AtomicU64::new(0)).collect(),
             handled: METHODS.iter().map(|_| Default::default()).collect(),
+            health: Default::default(),
+            probes: Default::default(),
             watch: WatchGauges::default(),
             bytes: Arc::default(),
         }
@@ -251,6 +268,18 @@ impl CoreMetrics {
     pub fn started(&self, method: usize) {
         if let Some(counter) = self.started.get(method) {
             counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a `/health` answer (owner core only).
+    pub fn health_checked(&self, healthy: bool) {
+        self.health[usize::from(!healthy)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts check `PROBES[probe]` run, passed or not (owner core only).
+    pub fn probe_checked(&self, probe: usize, passed: bool) {
+        if let Some(counts) = self.probes.get(probe) {
+            counts[usize::from(!passed)].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -403,6 +432,41 @@ pub fn render(raft: &RaftMetrics, cores: &[CoreMetrics], gauges: &Gauges) -> Str
         ),
     ] {
         gauge(name, kind, help, value);
+    }
+    let health = |i: usize| {
+        cores
+            .iter()
+            .map(|c| c.health[i].load(Ordering::Relaxed))
+            .sum()
+    };
+    gauge(
+        "etcd_server_health_success",
+        "counter",
+        "The total number of successful health checks",
+        health(0),
+    );
+    gauge(
+        "etcd_server_health_failures",
+        "counter",
+        "The total number of failed health checks",
+        health(1),
+    );
+    let name = "etcd_server_healthchecks_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} The total number of each kind of healthcheck.\n# TYPE {name} counter"
+    );
+    for (i, (kind, check)) in PROBES.iter().enumerate() {
+        for (outcome, status) in ["success", "error"].iter().enumerate() {
+            let total: u64 = cores
+                .iter()
+                .map(|c| c.probes[i][outcome].load(Ordering::Relaxed))
+                .sum();
+            let _ = writeln!(
+                out,
+                "{name}{{name=\"{check}\",status=\"{status}\",type=\"{kind}\"}} {total}"
+            );
+        }
     }
     raft.lease_ttl.render(
         "etcd_debugging_lease_ttl_total",

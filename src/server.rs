@@ -14,6 +14,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use keelson_engine::mvcc::{self, Store};
 
 use crate::api::context::Identity;
+use crate::api::http::Surface;
 use crate::api::serving;
 use crate::config::Config;
 use crate::metrics::CoreMetrics;
@@ -73,8 +74,11 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
     })?;
     let options = mvcc::Options {
         min_lease_ttl: config.min_lease_ttl,
+        quota_bytes: config.quota_bytes,
         ..mvcc::Options::default()
     };
+    // A defragmentation a crash cut short leaves its copy behind; the old file is the one.
+    let _ = std::fs::remove_file(crate::apply::defrag::copy_path(&db_path));
     let store = Store::open(&db_path, options)?;
     if shutdown.is_stopping() {
         return Ok(());
@@ -102,13 +106,16 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
             max_txn_ops: config.max_txn_ops,
             election_timeout: config.tick * config.election_ticks as u32,
             progress_interval: config.watch_progress_notify_interval,
+            quota_bytes: config.quota_bytes,
         }),
         published: published.clone(),
         db: store.db().clone(),
         metrics: (0..serving_cpus.len())
             .map(|_| CoreMetrics::default())
             .collect(),
-        addrs: config.client_addrs.clone(),
+        addrs: (config.client_addrs.iter().map(|&a| (a, Surface::Client)))
+            .chain(config.metrics_addrs.iter().map(|&a| (a, Surface::Metrics)))
+            .collect(),
         shutdown: shutdown.clone(),
     };
     let setup = raft::Setup {

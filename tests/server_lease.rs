@@ -162,7 +162,7 @@ async fn steps(endpoint: String) -> Vec<String> {
 
 #[test]
 fn leases_answer_as_etcd_answers() {
-    common::same_answers_as_etcd(steps);
+    common::same_answers_as_etcd(&[], steps);
 }
 
 /// etcdctl's lease commands, step by step; lease ids (chosen by each server) are replaced by
@@ -303,13 +303,7 @@ fn many_leases_renewed_on_one_stream_outlive_their_ttl() {
             leases.push(lease);
         }
         // One LeaseKeepAlive stream for all of them, as etcd's Go client keeps one per client.
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready().await.unwrap();
+        let mut grpc = common::grpc(&endpoint).await;
         let (mut renew, requests) = mpsc::channel::<LeaseKeepAliveRequest>(MULTIPLEXED);
         let path = http::uri::PathAndQuery::from_static("/etcdserverpb.Lease/LeaseKeepAlive");
         let codec = CountingCodec::<LeaseKeepAliveRequest, LeaseKeepAliveResponse>::default();

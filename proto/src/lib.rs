@@ -10,6 +10,7 @@
 //! - [`leasepb`]: the lease record of the `lease` bucket.
 //! - [`authpb`]: users and roles.
 //! - [`v3lockpb`], [`v3electionpb`]: the lock and election services.
+//! - [`health`]: gRPC's standard health service, which etcd registers too.
 //! - [`walpb`], [`raftpb`]: the frames of etcd's own WAL and the raft records in them, for taking
 //!   over a data dir etcd wrote.
 
@@ -61,4 +62,10 @@ pub mod walpb {
 #[allow(missing_docs)]
 pub mod raftpb {
     include!(concat!(env!("OUT_DIR"), "/raftpb.rs"));
+}
+
+/// gRPC's health service (package `grpc.health.v1`).
+#[allow(missing_docs)]
+pub mod health {
+    include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
 }

@@ -27,6 +27,7 @@ use keelson_proto::etcdserverpb::kv_server::KvServer;
 use keelson_proto::etcdserverpb::lease_server::LeaseServer;
 use keelson_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use keelson_proto::etcdserverpb::watch_server::WatchServer;
+use keelson_proto::health::health_server::HealthServer;
 use keelson_proto::v3electionpb::election_server::ElectionServer;
 use keelson_proto::v3lockpb::lock_server::LockServer;
 use tonic::body::Body;
@@ -34,6 +35,8 @@ use tonic::server::NamedService;
 use tower_service::Service;
 
 use super::election::ElectionApi;
+use super::health::HealthApi;
+use super::http::Surface;
 use super::io::Io;
 use super::lease::LeaseApi;
 use super::lock::LockApi;
@@ -134,6 +137,7 @@ struct Services {
     lease: LeaseServer<LeaseApi>,
     lock: LockServer<LockApi>,
     election: ElectionServer<ElectionApi>,
+    health: HealthServer<HealthApi>,
 }
 
 impl Services {
@@ -147,6 +151,7 @@ impl Services {
             lease: LeaseServer::new(LeaseApi).max_decoding_message_size(limit),
             lock: LockServer::new(LockApi).max_decoding_message_size(limit),
             election: ElectionServer::new(ElectionApi).max_decoding_message_size(limit),
+            health: HealthServer::new(HealthApi).max_decoding_message_size(limit),
         }
     }
 
@@ -162,6 +167,7 @@ impl Services {
             LeaseServer::<LeaseApi>::NAME => self.lease.call(request).await,
             LockServer::<LockApi>::NAME => self.lock.call(request).await,
             ElectionServer::<ElectionApi>::NAME => self.election.call(request).await,
+            HealthServer::<HealthApi>::NAME => self.health.call(request).await,
             unknown => {
                 Ok(tonic::Status::unimplemented(format!("unknown service {unknown}")).into_http())
             }
@@ -209,10 +215,12 @@ pub fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     bind(addr)
 }
 
-/// Accepts client connections on `listener` until the task is dropped, serving each on this core.
+/// Accepts connections on `listener` (a client or a metrics listener: `surface`) until the task
+/// is dropped, serving each on this core.
 pub async fn accept(
     listener: TcpListener,
     addr: SocketAddr,
+    surface: Surface,
     max_request_bytes: usize,
     connections: Connections,
 ) {
@@ -230,7 +238,7 @@ pub async fn accept(
         let _ = stream.set_nodelay(true);
         let open = connections.opened();
         let closing = connections.inner.closing.clone();
-        glommio::spawn_local(serve(stream, services.clone(), closing, open)).detach();
+        glommio::spawn_local(serve(stream, surface, services.clone(), closing, open)).detach();
     }
 }
 
@@ -251,9 +259,15 @@ async fn sniff(stream: &mut TcpStream) -> std::io::Result<(bool, Vec<u8>)> {
     Ok((seen == PREFACE, seen))
 }
 
-/// Serves one client connection: gRPC over HTTP/2, or plain HTTP/1, until it ends or `closing`
-/// fires (then gracefully). `_open` counts it as open meanwhile.
-async fn serve(mut stream: TcpStream, services: Services, closing: Signal, _open: Open) {
+/// Serves one connection: gRPC over HTTP/2 (client listeners only), or plain HTTP/1, until it ends
+/// or `closing` fires (then gracefully). `_open` counts it as open meanwhile.
+async fn serve(
+    mut stream: TcpStream,
+    surface: Surface,
+    services: Services,
+    closing: Signal,
+    _open: Open,
+) {
     let sniffed = glommio::timer::timeout(FIRST_BYTES, async {
         sniff(&mut stream)
             .await
@@ -268,14 +282,16 @@ async fn serve(mut stream: TcpStream, services: Services, closing: Signal, _open
         }
     };
     let io = Io::new(stream, read);
-    let result = if http2 {
+    let result = if http2 && surface == Surface::Client {
         let service = hyper::service::service_fn(move |request| services.clone().call(request));
         let connection =
             hyper::server::conn::http2::Builder::new(LocalExec).serve_connection(io, service);
         until_closing(pin!(connection), &closing, |c| c.graceful_shutdown()).await
     } else {
-        let connection = hyper::server::conn::http1::Builder::new()
-            .serve_connection(io, hyper::service::service_fn(plain::handle));
+        let connection = hyper::server::conn::http1::Builder::new().serve_connection(
+            io,
+            hyper::service::service_fn(move |request| plain::handle(surface, request)),
+        );
         until_closing(pin!(connection), &closing, |c| c.graceful_shutdown()).await
     };
     if let Err(e) = result {

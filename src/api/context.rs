@@ -52,6 +52,8 @@ pub struct Identity {
     pub election_timeout: Duration,
     /// How often an idle watcher that asked for progress notifications gets one.
     pub progress_interval: Duration,
+    /// The backend quota in bytes (`None`: none).
+    pub quota_bytes: Option<u64>,
 }
 
 type ReadWaiter = oneshot::Sender<Result<(), Status>>;
@@ -72,8 +74,8 @@ pub struct Serving {
     pub identity: Arc<Identity>,
     /// What the raft core publishes.
     pub published: Arc<Published>,
-    /// The page file, for reads.
-    pub db: Db,
+    /// The page file, for reads (replaced when a defragmentation rewrites it).
+    db: RefCell<Db>,
     /// Every serving core's metrics (this core writes only its own).
     pub metrics: Arc<[CoreMetrics]>,
     /// Requests for the raft core, taken by this core's forwarder.
@@ -84,12 +86,16 @@ pub struct Serving {
     reads: RefCell<Reads>,
     /// Questions to the lessor awaiting its answer.
     lease_asks: RefCell<HashMap<Token, LeaseWaiter>>,
+    /// Defragment calls awaiting the end of the defragmentation.
+    defragments: RefCell<HashMap<Token, oneshot::Sender<Result<(), Refusal>>>>,
     next_token: Cell<Token>,
     next_id: Cell<u64>,
     /// This core's watchers.
     pub watch: RefCell<Hub>,
     /// Set once the raft core has gone: nothing more will be answered.
     raft_gone: Cell<bool>,
+    /// Fired when the raft core has gone, for streams that wait on nothing else.
+    pub gone: Signal,
 }
 
 thread_local! {
@@ -122,17 +128,19 @@ impl Serving {
             core,
             identity,
             published,
-            db,
+            db: RefCell::new(db),
             metrics,
             outbox: Mailbox::default(),
             ready,
             proposals: RefCell::new(HashMap::new()),
             reads: RefCell::new(Reads::default()),
             lease_asks: RefCell::new(HashMap::new()),
+            defragments: RefCell::new(HashMap::new()),
             next_token: Cell::new(1),
             next_id: Cell::new(first_id),
             watch: RefCell::new(Hub::default()),
             raft_gone: Cell::new(false),
+            gone: Signal::default(),
         });
         keelson_proto::codec::count_into(serving.own_metrics().bytes.clone());
         SERVING.with(|s| *s.borrow_mut() = Some(serving.clone()));
@@ -188,6 +196,25 @@ impl Serving {
         rx
     }
 
+    /// Asks the raft core to defragment the page file; the receiver yields once it has (or why
+    /// it could not).
+    pub fn defragment(&self) -> oneshot::Receiver<Result<(), Refusal>> {
+        let (tx, rx) = oneshot::channel();
+        if self.raft_gone.get() {
+            let _ = tx.send(Err(Refusal::Stopped));
+            return rx;
+        }
+        let token = self.token();
+        self.defragments.borrow_mut().insert(token, tx);
+        self.outbox.push(ToRaft::Defragment { token });
+        rx
+    }
+
+    /// The page file this core reads.
+    pub fn db(&self) -> Db {
+        self.db.borrow().clone()
+    }
+
     /// Waits for a linearizable read: the receiver yields once every write committed before this
     /// call is applied to the page file.
     pub fn read_barrier(&self) -> oneshot::Receiver<Result<(), Status>> {
@@ -224,6 +251,12 @@ impl Serving {
                         let _ = waiter.send(outcome);
                     }
                 }
+                FromRaft::Defragmented { token, result } => {
+                    if let Some(waiter) = self.defragments.borrow_mut().remove(&token) {
+                        let _ = waiter.send(result);
+                    }
+                }
+                FromRaft::Reopened(db) => *self.db.borrow_mut() = db,
                 FromRaft::Lease { token, answer } => {
                     if let Some(waiter) = self.lease_asks.borrow_mut().remove(&token) {
                         let _ = waiter.send(answer);
@@ -249,11 +282,15 @@ impl Serving {
     /// `server stopped`, and so does every later one.
     pub fn raft_gone(&self) {
         self.raft_gone.set(true);
+        self.gone.fire();
         self.watch.borrow_mut().close_all(self);
         for (_, waiter) in self.proposals.borrow_mut().drain() {
             let _ = waiter.send(Err(Refusal::Stopped));
         }
         for (_, waiter) in self.lease_asks.borrow_mut().drain() {
+            let _ = waiter.send(Err(Refusal::Stopped));
+        }
+        for (_, waiter) in self.defragments.borrow_mut().drain() {
             let _ = waiter.send(Err(Refusal::Stopped));
         }
         let mut reads = self.reads.borrow_mut();
@@ -270,7 +307,7 @@ impl Serving {
         f: impl FnOnce(&ReadTxn, Revisions) -> mvcc::Result<T>,
     ) -> Result<T, Status> {
         let read = || {
-            let txn = self.db.begin_read()?;
+            let txn = self.db().begin_read()?;
             let revisions = mvcc::revisions(&txn)?;
             f(&txn, revisions)
         };
@@ -304,7 +341,7 @@ impl Serving {
 
 impl Source for Serving {
     fn view(&self) -> mvcc::Result<(ReadTxn, Revisions)> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let revisions = mvcc::revisions(&txn)?;
         Ok((txn, revisions))
     }

@@ -12,23 +12,39 @@ use keelson_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{context, status};
+use super::{context, quota, status};
 use crate::runtime::fatal;
+use crate::runtime::link::Refusal;
 
 /// The KV service of a serving core.
 #[derive(Debug, Clone, Copy)]
 pub struct KvApi;
 
-/// Proposes `request`, waits until it is applied, and answers with its response `R`.
+/// Proposes `request` (if it fits the quota), waits until it is applied, and returns its
+/// response `R` as the store gave it.
+pub(super) async fn apply<R>(request: impl Into<mvcc::Request>) -> Result<R, Status>
+where
+    R: TryFrom<mvcc::Response, Error = mvcc::Response>,
+{
+    let request = request.into();
+    quota::check(&request).await?;
+    let applied = context::with(|s| s.propose(request))?;
+    let outcome = applied.await.map_err(|_| status::stopped())?;
+    if let Err(Refusal::Rejected(mvcc::MvccError::NoSpace)) = &outcome {
+        quota::raise().await?;
+    }
+    let response = outcome.map_err(|refusal| status::of_refusal(&refusal))?;
+    R::try_from(response)
+        .map_err(|other| Status::internal(format!("etcdserver: unexpected response {other:?}")))
+}
+
+/// Proposes `request`, waits until it is applied, and answers with its response `R`, header
+/// filled in.
 pub(super) async fn write<R>(request: impl Into<mvcc::Request>) -> Result<Response<R>, Status>
 where
     R: TryFrom<mvcc::Response, Error = mvcc::Response> + WithHeader,
 {
-    let applied = context::with(|s| s.propose(request.into()))?;
-    let outcome = applied.await.map_err(|_| status::stopped())?;
-    let response = outcome.map_err(|refusal| status::of_refusal(&refusal))?;
-    let mut response = R::try_from(response)
-        .map_err(|other| Status::internal(format!("etcdserver: unexpected response {other:?}")))?;
+    let mut response: R = apply(request).await?;
     fill(response.header_mut())?;
     Ok(Response::new(response))
 }

@@ -19,6 +19,7 @@ use keelson_engine::pagefile::Db;
 
 use super::conn::{self, Connections};
 use super::context::{Identity, Serving};
+use super::http::Surface;
 use crate::metrics::CoreMetrics;
 use crate::runtime::link::{FromRaft, Published, ServingCore, ToRaft};
 use crate::runtime::shutdown::{Cause, Shutdown};
@@ -41,8 +42,8 @@ pub struct Shared {
     pub db: Db,
     /// Every serving core's metrics.
     pub metrics: Arc<[CoreMetrics]>,
-    /// The client addresses to listen on.
-    pub addrs: Vec<SocketAddr>,
+    /// The addresses to listen on: for clients, and for metrics and health only.
+    pub addrs: Vec<(SocketAddr, Surface)>,
     /// The member's shutdown.
     pub shutdown: Shutdown,
 }
@@ -95,16 +96,21 @@ pub async fn run(core: ServingCore, ends: Ends, shared: Shared) {
     let connections = Connections::default();
     let mut listeners = Vec::new();
     if !shutdown.is_stopping() {
-        for &addr in &addrs {
+        for &(addr, surface) in &addrs {
             match conn::listener(addr) {
                 Ok(listener) => listeners.push(glommio::spawn_local(conn::accept(
                     listener,
                     addr,
+                    surface,
                     identity.max_request_bytes,
                     connections.clone(),
                 ))),
                 Err(e) => shutdown.stop(Cause::Failed(format!(
-                    "cannot listen for clients on {addr}: {e}"
+                    "cannot listen for {} on {addr}: {e}",
+                    match surface {
+                        Surface::Client => "clients",
+                        Surface::Metrics => "metrics",
+                    }
                 ))),
             }
         }

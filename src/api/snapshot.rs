@@ -24,7 +24,8 @@ const BUFFER: usize = 8;
 /// Answers a Snapshot call.
 pub fn serve() -> Result<BoxStream<SnapshotResponse>, Status> {
     let txn = context::with(|s| {
-        s.db.begin_read()
+        s.db()
+            .begin_read()
             .map_err(|e| status::of_mvcc(&MvccError::from(e)))
     })?;
     Ok(streaming::serve(

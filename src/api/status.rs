@@ -20,6 +20,8 @@ pub fn of_mvcc(error: &MvccError) -> Status {
         StatusCode::NotFound => Code::NotFound,
         StatusCode::FailedPrecondition => Code::FailedPrecondition,
         StatusCode::OutOfRange => Code::OutOfRange,
+        StatusCode::ResourceExhausted => Code::ResourceExhausted,
+        StatusCode::DataLoss => Code::DataLoss,
     };
     if error.is_storage() {
         tracing::error!("reading the page file failed: {error}");
@@ -33,6 +35,7 @@ pub fn of_refusal(refusal: &Refusal) -> Status {
         Refusal::NoLeader => no_leader(),
         Refusal::Stopped => stopped(),
         Refusal::Rejected(e) => of_mvcc(e),
+        Refusal::Failed(why) => Status::unknown(why.clone()),
     }
 }
 
@@ -49,4 +52,14 @@ pub fn stopped() -> Status {
 /// A request larger than `--max-request-bytes`.
 pub fn too_large() -> Status {
     Status::invalid_argument("etcdserver: request is too large")
+}
+
+/// A call only the leader answers, made to a member that does not lead.
+pub fn not_leader() -> Status {
+    Status::failed_precondition("etcdserver: not leader")
+}
+
+/// A leader transfer to a member that cannot lead (not a voter of the cluster).
+pub fn bad_leader_transferee() -> Status {
+    Status::failed_precondition("etcdserver: bad leader transferee")
 }

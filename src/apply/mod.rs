@@ -7,11 +7,14 @@
 //! runs in a task of its own *beside* the raft core's turns — entries go on being applied and
 //! answered while its fdatasyncs run — and reports the index it made durable when it finishes.
 //!
-//! It tells the raft core's lessor what each batch did to leases (grants, revokes, checkpoints).
-//! Membership changes, alarms and auth join here as they land, so none of them grows the raft
-//! core's turn.
+//! It tells the raft core's lessor what each batch did to leases (grants, revokes, checkpoints),
+//! and asks the raft core to raise the NOSPACE alarm (etcd: each member raises its own) when a
+//! write went past the quota and the alarm is not raised yet. Membership changes and auth join
+//! here as they land, so none of them grows the raft core's turn.
 //!
 //! Runs on: the raft core.
+
+pub mod defrag;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -19,17 +22,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::task::JoinHandle;
-use keelson_engine::mvcc::{self, Store};
+use keelson_engine::mvcc::{self, Store, alarm};
 use keelson_engine::pagefile::{self, UringFile};
+use keelson_proto::etcdserverpb::{AlarmMember, AlarmType};
 use keelson_proto::etcdserverpb::{InternalRaftRequest, Request as V2Request};
 use prost::Message;
 use raft::eraftpb::{Entry, EntryType};
 
 use crate::raft::lessor::LeaseChange;
-use crate::raft::seams::{Answer, AppliedBatch, Maintained, StateMachine};
+use crate::raft::seams::{Answer, AppliedBatch, Defragmented, Maintained, StateMachine};
 use crate::raft::turn::RaftCoreError;
 use crate::runtime::fatal;
 use crate::runtime::link::{Changes, Published, Refusal};
+use defrag::Defrag;
 
 /// How often the page file is synced (etcd's backend commit interval).
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
@@ -102,6 +107,8 @@ struct Syncing {
 /// The apply layer over the MVCC store.
 pub struct Applier {
     store: Store,
+    /// This member, as the alarms it raises name it.
+    member_id: u64,
     file: UringFile,
     published: Arc<Published>,
     /// Wakes the raft core (a sync finished).
@@ -110,26 +117,33 @@ pub struct Applier {
     last_sync: Instant,
     /// Answers to physical compactions, due when no compaction work is left.
     after_compaction: Vec<Answer>,
+    /// A defragmentation in progress.
+    defrag: Option<Defrag>,
 }
 
 impl Applier {
-    /// The apply layer over `store`, writing through `file`; `wake` makes the raft core take a
-    /// turn.
+    /// The apply layer of member `member_id` over `store`, writing through `file`; `wake` makes
+    /// the raft core take a turn.
     pub fn new(
         store: Store,
+        member_id: u64,
         file: UringFile,
         published: Arc<Published>,
         wake: Rc<dyn Fn()>,
     ) -> Applier {
-        Applier {
+        let applier = Applier {
             store,
+            member_id,
             file,
             published,
             wake,
             syncing: None,
             last_sync: Instant::now(),
             after_compaction: Vec::new(),
-        }
+            defrag: None,
+        };
+        applier.publish_space();
+        applier
     }
 
     /// Finishes the sync in flight if its I/O is done; returns the index it made durable.
@@ -177,6 +191,69 @@ impl Applier {
     }
 }
 
+impl Applier {
+    /// Logs the alarms a batch raised and cleared (etcd's lines), and returns the NOSPACE alarm
+    /// to propose if a write went `past_quota` and it is not raised.
+    fn alarms_changed(&self, before: &[AlarmMember], past_quota: bool) -> Vec<mvcc::Request> {
+        let now = self.store.alarms();
+        let name =
+            |a: &AlarmMember| AlarmType::try_from(a.alarm).map_or("unknown", |t| t.as_str_name());
+        for raised in now.iter().filter(|a| !before.contains(a)) {
+            tracing::warn!(alarm = name(raised), from = %format!("{:x}", raised.member_id), "alarm raised");
+        }
+        for cleared in before.iter().filter(|a| !now.contains(a)) {
+            tracing::info!(alarm = name(cleared), from = %format!("{:x}", cleared.member_id), "alarm disarmed");
+        }
+        if !past_quota || alarm::is_raised(now, AlarmType::Nospace) {
+            return Vec::new();
+        }
+        tracing::warn!("message exceeded backend quota; raising alarm");
+        vec![alarm::raise_nospace(self.member_id)]
+    }
+
+    /// Publishes the page file's size and free space, for Status and the quota at the edge.
+    fn publish_space(&self) {
+        self.published
+            .set_space(self.store.size(), self.store.free_bytes());
+    }
+}
+
+impl Applier {
+    /// Moves a defragmentation on; once it has caught up and no sync of the old file is in
+    /// flight, puts the new file in place of the old one. Its end, if it ended.
+    async fn defrag_step(&mut self) -> Option<Defragmented> {
+        let defrag = self.defrag.as_mut()?;
+        let options = self.store.options().clone();
+        let stepped = defrag.step(&options, self.store.applied().0).await;
+        let moved = match stepped {
+            Ok(None) => return None,
+            Ok(Some((store, file))) => {
+                if let Some(syncing) = &mut self.syncing {
+                    // The old file's sync ends first: its outcome is the old file's business.
+                    (&mut syncing.task).await;
+                }
+                let path = self.store.db().path().to_path_buf();
+                defrag.finish(&path, store, file).await
+            }
+            Err(why) => Err(why),
+        };
+        let defrag = self.defrag.take()?;
+        match moved {
+            Ok((store, file)) => {
+                self.syncing = None;
+                self.store = store;
+                self.file = file;
+                self.last_sync = Instant::now();
+                Some(Defragmented::Rewritten(Some(self.store.db().clone())))
+            }
+            Err(why) => {
+                defrag.abandon(&why).await;
+                Some(Defragmented::Failed(why))
+            }
+        }
+    }
+}
+
 impl StateMachine for Applier {
     fn applied(&self) -> (u64, u64) {
         self.store.applied()
@@ -195,7 +272,10 @@ impl StateMachine for Applier {
         let mut answers = Vec::new();
         let mut events = Vec::new();
         let mut leases = Vec::new();
+        let alarms_before = self.store.alarms().to_vec();
+        let mut past_quota = false;
         for mut applied in self.store.apply_via(&batch, &self.file).await? {
+            past_quota |= matches!(applied.response, Err(mvcc::MvccError::NoSpace));
             events.append(&mut applied.events);
             // Committed entries are contiguous: an applied index finds its entry by offset.
             let at = (applied.index - first) as usize;
@@ -215,14 +295,20 @@ impl StateMachine for Applier {
                 answers.push(answer);
             }
         }
+        if let Some(defrag) = &mut self.defrag {
+            defrag.applied(&batch);
+        }
+        self.publish_space();
         let changes = (!events.is_empty()).then(|| Changes {
             revision: self.store.revisions().current,
             events,
         });
+        let proposals = self.alarms_changed(&alarms_before, past_quota);
         Ok(AppliedBatch {
             answers,
             changes,
             leases,
+            proposals,
         })
     }
 
@@ -232,16 +318,35 @@ impl StateMachine for Applier {
         if self.store.compaction_pending() {
             self.store.compact_step_via(&self.file).await?;
         }
+        let defragmented = self.defrag_step().await;
+        self.publish_space();
         let answers = if self.store.compaction_pending() {
             Vec::new()
         } else {
             std::mem::take(&mut self.after_compaction)
         };
-        Ok(Maintained { answers, durable })
+        Ok(Maintained {
+            answers,
+            durable,
+            defragmented,
+        })
     }
 
     fn busy(&self) -> bool {
-        self.store.compaction_pending()
+        self.store.compaction_pending() || self.defrag.as_ref().is_some_and(Defrag::is_busy)
+    }
+
+    fn defragment(&mut self) {
+        if self.defrag.is_some() {
+            return;
+        }
+        match self.store.db().begin_read() {
+            Ok(read) => {
+                let path = self.store.db().path().to_path_buf();
+                self.defrag = Some(Defrag::start(&path, read, self.wake.clone()));
+            }
+            Err(e) => tracing::warn!("failed to defragment: {e}"),
+        }
     }
 
     async fn close(&mut self) -> Result<(), RaftCoreError> {

@@ -99,7 +99,7 @@ async fn serve(
         },
         stored.iter().map(|l| (l.id, l.ttl, l.remaining_ttl)),
     );
-    let applier = Applier::new(store, file, published.clone(), wake);
+    let applier = Applier::new(store, config.member_id, file, published.clone(), wake);
     let mut core = RaftCore::new(
         booted.node,
         booted.wal,

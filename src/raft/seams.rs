@@ -46,6 +46,18 @@ pub struct AppliedBatch {
     pub changes: Option<Changes>,
     /// What it did to leases, for the lessor.
     pub leases: Vec<LeaseChange>,
+    /// Requests the member proposes of its own accord because of it (raising the NOSPACE alarm
+    /// when a write went past the quota).
+    pub proposals: Vec<keelson_engine::mvcc::Request>,
+}
+
+/// How a defragmentation ([`StateMachine::defragment`]) ended.
+#[derive(Debug)]
+pub enum Defragmented {
+    /// The file was rewritten; readers move to this one (`None`: nothing changes for them).
+    Rewritten(Option<keelson_engine::pagefile::Db>),
+    /// It failed, and why; the old file serves on.
+    Failed(String),
 }
 
 /// What background work did ([`StateMachine::maintain`]).
@@ -56,6 +68,8 @@ pub struct Maintained {
     /// Set when a sync finished: every entry through this index is durable in the state machine,
     /// so the log before it may go.
     pub durable: Option<u64>,
+    /// Set when a defragmentation ended.
+    pub defragmented: Option<Defragmented>,
 }
 
 /// What committed entries are applied to.
@@ -69,6 +83,9 @@ pub trait StateMachine {
     async fn maintain(&mut self) -> Result<Maintained, RaftCoreError>;
     /// Whether [`StateMachine::maintain`] has work to do at once (a compaction in progress).
     fn busy(&self) -> bool;
+    /// Starts rewriting the state machine's file compactly beside the applies (joins one that is
+    /// running); [`Maintained::defragmented`] reports the end.
+    fn defragment(&mut self);
     /// Makes everything applied durable, a sync in flight included, and stops.
     async fn close(&mut self) -> Result<(), RaftCoreError>;
 }

@@ -35,9 +35,9 @@ use super::boot;
 use super::lessor::{LeaseChange, Lessor, Renewed};
 use super::log::RaftLog;
 use super::reads::Reads;
-use super::seams::{Answer, DurableLog, StateMachine, Transport};
+use super::seams::{Answer, Defragmented, DurableLog, StateMachine, Transport};
 use crate::runtime::link::{
-    FromRaft, LeaseAnswer, LeaseAsk, Published, Refusal, ServingCore, ToRaft,
+    FromRaft, LeaseAnswer, LeaseAsk, Published, Refusal, ServingCore, ToRaft, Token,
 };
 
 /// Entries the log keeps, at most, for a follower behind; further behind, it will need the page
@@ -96,6 +96,8 @@ pub struct RaftCore<L, S, T> {
     replies: Vec<Vec<FromRaft>>,
     /// Whether the serving cores have been told the member is ready.
     ready_sent: bool,
+    /// Serving cores' requests waiting for the defragmentation under way.
+    defragmenting: Vec<(ServingCore, Token)>,
     stopping: bool,
 }
 
@@ -129,6 +131,7 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
             lessor,
             replies: (0..serving_cores).map(|_| Vec::new()).collect(),
             ready_sent: false,
+            defragmenting: Vec::new(),
             stopping: false,
         }
     }
@@ -154,6 +157,10 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
                         match request {
                             ToRaft::Propose { id, data } => self.propose(core, id, data),
                             ToRaft::ReadIndex { token } => self.reads.arrived(core, token),
+                            ToRaft::Defragment { token } => {
+                                self.defragmenting.push((core, token));
+                                self.state.defragment();
+                            }
                             ToRaft::Lease { token, ask } => {
                                 let answer = self.ask_lessor(ask);
                                 self.replies[core.0].push(FromRaft::Lease { token, answer });
@@ -182,6 +189,9 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
         self.propose_due_leases();
         let done = self.state.maintain().await?;
         self.route(done.answers);
+        if let Some(defragmented) = done.defragmented {
+            self.defragmented(defragmented);
+        }
         if let Some(durable) = done.durable {
             let keep_from = self.retained_from(durable);
             self.log.release_before(keep_from).await?;
@@ -295,6 +305,9 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
             }
         }
         self.route(applied.answers);
+        for request in applied.proposals {
+            self.propose_own(request);
+        }
         self.published.set_applied(self.state.applied().0);
         let now = Instant::now();
         let metrics = &self.published.metrics;
@@ -312,6 +325,26 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
             self.lessor.applied(change, now);
         }
         Ok(())
+    }
+
+    /// Tells every serving core to read the new file, if there is one, and answers those waiting
+    /// for the defragmentation.
+    fn defragmented(&mut self, defragmented: Defragmented) {
+        let result = match defragmented {
+            Defragmented::Rewritten(reopened) => {
+                if let Some(db) = reopened {
+                    for replies in &mut self.replies {
+                        replies.push(FromRaft::Reopened(db.clone()));
+                    }
+                }
+                Ok(())
+            }
+            Defragmented::Failed(why) => Err(why),
+        };
+        for (core, token) in self.defragmenting.drain(..) {
+            let result = result.clone().map_err(Refusal::Failed);
+            self.replies[core.0].push(FromRaft::Defragmented { token, result });
+        }
     }
 
     /// Answers a serving core's question to the lessor.
@@ -365,12 +398,13 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
         }
     }
 
-    /// Proposes a request of the raft core's own: its id is 0, so nobody waits for its answer. A
-    /// refusal (leadership lost meanwhile) is dropped: the next leader's lessor proposes anew.
+    /// Proposes a request of the raft core's own (the lessor's, the apply layer's): its id is 0,
+    /// so nobody waits for its answer. A refusal (leadership lost meanwhile) is dropped: the next
+    /// leader's lessor proposes anew, and the next write past the quota raises NOSPACE again.
     fn propose_own(&mut self, request: mvcc::Request) {
         let data = request.into_internal(0).encode_to_vec();
         if let Err(e) = self.node.propose(Vec::new(), data) {
-            tracing::debug!("a proposal of the lessor's was refused: {e}");
+            tracing::debug!("a proposal of the raft core's own was refused: {e}");
         }
     }
 

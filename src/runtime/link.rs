@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use keelson_engine::mvcc;
+use keelson_engine::pagefile::Db;
 use keelson_proto::mvccpb::Event;
 
 use crate::metrics::RaftMetrics;
@@ -43,6 +44,12 @@ pub enum ToRaft {
     /// this request arrived is applied.
     ReadIndex {
         /// The serving core's read batch.
+        token: Token,
+    },
+    /// Defragment the page file (joining a defragmentation under way); answered with
+    /// [`FromRaft::Defragmented`] when it ends.
+    Defragment {
+        /// The serving core's name for the request.
         token: Token,
     },
     /// Ask the lessor; answered with [`FromRaft::Lease`].
@@ -85,6 +92,8 @@ pub enum Refusal {
     Stopped,
     /// The store refused it, as etcd would (an unknown lease, a compacted revision...).
     Rejected(mvcc::MvccError),
+    /// It failed on this member, and why (a defragmentation that could not finish).
+    Failed(String),
 }
 
 /// What a proposal came to.
@@ -122,6 +131,16 @@ pub enum FromRaft {
         /// The answer, or why there is none.
         answer: Result<LeaseAnswer, Refusal>,
     },
+    /// A defragmentation ended (for [`ToRaft::Defragment`] `token`).
+    Defragmented {
+        /// The request's token.
+        token: Token,
+        /// Ok, or why it failed.
+        result: Result<(), Refusal>,
+    },
+    /// The page file was rewritten: read from this one from now on. Sent to every serving core
+    /// before anything applied to the new file is answered.
+    Reopened(Db),
     /// A read batch may read: every write committed before it was asked for is applied.
     ReadReady {
         /// The serving core's read batch.
@@ -138,6 +157,8 @@ pub struct Published {
     leader: AtomicU64,
     committed: AtomicU64,
     applied: AtomicU64,
+    db_size: AtomicU64,
+    free_bytes: AtomicU64,
     /// The raft core's measurements.
     pub metrics: RaftMetrics,
 }
@@ -168,6 +189,22 @@ impl Published {
         self.term.store(term, Ordering::Release);
         self.leader.store(leader, Ordering::Release);
         self.committed.store(committed, Ordering::Release);
+    }
+
+    /// Bytes of the page file's published tree (etcd's backend size, which the quota counts).
+    pub fn db_size(&self) -> u64 {
+        self.db_size.load(Ordering::Acquire)
+    }
+
+    /// Bytes of the page file's free pages, ready for reuse (the rest of the file is in use).
+    pub fn free_bytes(&self) -> u64 {
+        self.free_bytes.load(Ordering::Acquire)
+    }
+
+    /// Publishes the page file's size and free bytes (raft core only).
+    pub fn set_space(&self, size: u64, free: u64) {
+        self.db_size.store(size, Ordering::Release);
+        self.free_bytes.store(free, Ordering::Release);
     }
 
     /// Publishes the applied index (raft core only).

@@ -34,14 +34,18 @@ pub fn said<T>(r: Result<T, etcd_client::Error>, show: impl Fn(&T) -> String) ->
 }
 
 /// Runs `steps` (given an endpoint, every answer in order) against the keelson binary and then
-/// against a real etcd 3.4, each started with no flags but its ports, and fails at the first
+/// against a real etcd 3.4, each started with `flags` beside its ports, and fails at the first
 /// answer that differs. Returns etcd's answers, for the test to check they mean something.
-pub fn same_answers_as_etcd<F>(steps: impl Fn(String) -> F) -> Vec<String>
+pub fn same_answers_as_etcd<F>(flags: &[&str], steps: impl Fn(String) -> F) -> Vec<String>
 where
     F: Future<Output = Vec<String>>,
 {
-    let keelson = Server::start(Path::new(env!("CARGO_BIN_EXE_keelson")), Ports::free(), &[]);
-    let etcd = Server::etcd(Ports::free());
+    let keelson = Server::start(
+        Path::new(env!("CARGO_BIN_EXE_keelson")),
+        Ports::free(),
+        flags,
+    );
+    let etcd = Server::start(Path::new("/usr/bin/etcd"), Ports::free(), flags);
     let (got, want) = runtime().block_on(async {
         (
             steps(keelson.endpoint()).await,
@@ -53,6 +57,19 @@ where
     }
     assert_eq!(got.len(), want.len(), "keelson: {got:#?}\netcd: {want:#?}");
     want
+}
+
+/// A raw gRPC client of the server at `endpoint`, ready for a call, for what the `etcd-client`
+/// crate cannot send (several leases on one keep-alive stream, gRPC's health service).
+pub async fn grpc(endpoint: &str) -> tonic::client::Grpc<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    grpc
 }
 
 /// `GET path` over plain HTTP/1 on the client port: status code and body.

@@ -62,6 +62,12 @@ pub enum MvccError {
     /// A key was empty (etcd: ErrEmptyKey).
     #[error("mvcc: key is not provided")]
     EmptyKey,
+    /// A write beyond the backend quota, or while the NOSPACE alarm is raised (etcd: ErrNoSpace).
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
+    /// A write while the CORRUPT alarm is raised (etcd: ErrCorrupt).
+    #[error("mvcc: the cluster's data is corrupt (CORRUPT alarm)")]
+    ClusterCorrupt,
 }
 
 /// The gRPC status codes etcd answers key-value errors with (gRPC's numbering).
@@ -77,6 +83,10 @@ pub enum StatusCode {
     FailedPrecondition = 9,
     /// A revision or time to live out of range.
     OutOfRange = 11,
+    /// The backend quota is used up.
+    ResourceExhausted = 8,
+    /// The cluster's data diverged.
+    DataLoss = 15,
 }
 
 impl MvccError {
@@ -114,6 +124,11 @@ impl MvccError {
             MvccError::LeaseTtlTooLarge => (OutOfRange, "etcdserver: too large lease TTL"),
             MvccError::EmptyKey => (InvalidArgument, "etcdserver: key is not provided"),
             MvccError::KeyTooLarge(_) => (InvalidArgument, "etcdserver: request is too large"),
+            MvccError::NoSpace => (
+                ResourceExhausted,
+                "etcdserver: mvcc: database space exceeded",
+            ),
+            MvccError::ClusterCorrupt => (DataLoss, "etcdserver: corrupt cluster"),
         };
         (code, message.to_string())
     }

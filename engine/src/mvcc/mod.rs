@@ -12,8 +12,10 @@
 //!
 //! Buckets and record formats: `schema.rs` and `engine/docs/format.md`.
 
+pub mod alarm;
 mod compact;
 mod error;
+mod hash;
 mod history;
 mod index_key;
 mod lease;
@@ -30,6 +32,7 @@ mod version;
 mod write;
 
 pub use error::{MvccError, Result, StatusCode};
+pub use hash::{KvHash, hash, hash_kv};
 pub use history::{history, prev_kv};
 pub use lease::{keys_of as lease_keys, leases};
 pub use read::{Revisions, range, revisions};

@@ -6,10 +6,10 @@
 //! [`super::Store::apply`], and the handler at the API edge.
 
 use keelson_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
-    InternalRaftRequest, LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseGrantRequest,
-    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse,
-    RangeResponse, RequestHeader, ResponseHeader, TxnRequest, TxnResponse,
+    AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest,
+    DeleteRangeResponse, InternalRaftRequest, LeaseCheckpointRequest, LeaseCheckpointResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
+    PutResponse, RangeResponse, RequestHeader, ResponseHeader, TxnRequest, TxnResponse,
 };
 
 /// An etcd response: it carries a header (the store fills the revision, the server the rest).
@@ -116,6 +116,8 @@ kinds! {
     LeaseRevoke(LeaseRevokeRequest) -> LeaseRevokeResponse, lease_revoke;
     /// etcd's lease checkpoint: the leader's record of the time to live each lease has left.
     LeaseCheckpoint(LeaseCheckpointRequest) -> LeaseCheckpointResponse, lease_checkpoint;
+    /// etcd's Alarm: list, raise or clear an alarm.
+    Alarm(AlarmRequest) -> AlarmResponse, alarm;
 }
 
 #[cfg(test)]
@@ -145,6 +147,11 @@ mod tests {
             Request::LeaseGrant(LeaseGrantRequest { ttl: 10, id: 3 }),
             Request::LeaseRevoke(LeaseRevokeRequest { id: 3 }),
             Request::LeaseCheckpoint(LeaseCheckpointRequest::default()),
+            Request::Alarm(AlarmRequest {
+                action: 1,
+                member_id: 7,
+                alarm: 1,
+            }),
             Request::Nothing,
         ];
         for (id, request) in kinds.into_iter().enumerate() {

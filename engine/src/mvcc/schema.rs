@@ -5,6 +5,8 @@
 pub(crate) const KEY: &[u8] = b"key";
 /// etcd: consistent index, term, compaction revisions.
 pub(crate) const META: &[u8] = b"meta";
+/// etcd: encoded `AlarmMember` → empty: the alarms raised.
+pub(crate) const ALARM: &[u8] = b"alarm";
 /// etcd: lease id (8-byte big-endian) → `leasepb.Lease`.
 pub(crate) const LEASE: &[u8] = b"lease";
 /// Every bucket of etcd's schema, created in a new file so it is a complete etcd data file.
@@ -18,7 +20,7 @@ pub(crate) const ETCD_BUCKETS: [&[u8]; 10] = [
     b"auth",
     b"authUsers",
     b"authRoles",
-    b"alarm",
+    ALARM,
 ];
 
 /// `meta` key: index of the last raft entry applied (8-byte big-endian).

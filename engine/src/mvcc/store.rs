@@ -16,9 +16,11 @@
 
 use std::path::Path;
 
+use keelson_proto::etcdserverpb::AlarmMember;
 use keelson_proto::mvccpb::Event;
 
-use super::error::Result;
+use super::alarm;
+use super::error::{MvccError, Result};
 use super::ops::{self, Checked};
 use super::read::{Revisions, bucket, corrupt, meta_revision, revisions};
 use super::rebuild;
@@ -42,6 +44,8 @@ pub struct Options {
     /// Versions visited per compaction batch, and records per batch when rebuilding the index
     /// (etcd's `--experimental-compaction-batch-limit` defaults to 1000).
     pub batch: usize,
+    /// The backend quota in bytes (`None`: none) — see [`super::alarm`].
+    pub quota_bytes: Option<u64>,
 }
 
 impl Default for Options {
@@ -50,6 +54,7 @@ impl Default for Options {
             pagefile: pagefile::Options::default(),
             min_lease_ttl: 2,
             batch: 1000,
+            quota_bytes: None,
         }
     }
 }
@@ -103,6 +108,8 @@ pub struct Store {
     pending: Option<Pending>,
     applied_index: u64,
     applied_term: u64,
+    /// The alarms raised (the `alarm` bucket's, kept in step with it).
+    alarms: Vec<AlarmMember>,
     options: Options,
 }
 
@@ -178,6 +185,7 @@ impl Store {
             pending,
             applied_index: meta_number(&view, CONSISTENT_INDEX)?,
             applied_term: meta_number(&view, TERM)?,
+            alarms: alarm::alarms(&view)?,
             writer,
             options,
         })
@@ -193,9 +201,29 @@ impl Store {
         self.revs
     }
 
+    /// The options it was opened with.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// The alarms raised.
+    pub fn alarms(&self) -> &[AlarmMember] {
+        &self.alarms
+    }
+
     /// The index and term of the last entry applied (0, 0 before any).
     pub fn applied(&self) -> (u64, u64) {
         (self.applied_index, self.applied_term)
+    }
+
+    /// Bytes of the page file's published tree (etcd's backend size, which the quota counts).
+    pub fn size(&self) -> u64 {
+        self.writer.size()
+    }
+
+    /// Bytes of the page file's pages free for reuse now (etcd's free page count × page size).
+    pub fn free_bytes(&self) -> u64 {
+        self.writer.free_pages().0 * self.writer.db().page_size() as u64
     }
 
     /// The revision through which compaction has physically finished (-1: none yet).
@@ -221,32 +249,46 @@ impl Store {
         let (mut index, mut term) = (self.applied_index, self.applied_term);
         let mut scheduled = None;
         let mut out = Vec::new();
+        // The size the quota counts, as of the last batch (etcd's: as of its last commit).
+        let size = self.writer.size();
         let mut txn = self.writer.begin()?;
         for entry in entries {
             if entry.index <= index {
                 continue;
             }
             let mut w = Writes::new(&mut txn, revs.current);
-            let response = match &entry.request {
-                Request::Put(p) => ops::put(&mut w, p, Checked::No).map(Response::Put),
-                Request::DeleteRange(d) => ops::delete_range(&mut w, d).map(Response::DeleteRange),
-                Request::Txn(t) => txn::apply(&mut w, t, revs.compacted).map(Response::Txn),
-                Request::Compaction(c) => {
-                    compact::schedule(w.txn, c, revs).map(Response::Compaction)
-                }
-                Request::LeaseGrant(g) => {
-                    lease::grant(&mut w, g, self.options.min_lease_ttl).map(Response::LeaseGrant)
-                }
-                Request::LeaseRevoke(r) => lease::revoke(&mut w, r).map(Response::LeaseRevoke),
-                Request::LeaseCheckpoint(c) => {
-                    lease::checkpoint(&mut w, c).map(Response::LeaseCheckpoint)
-                }
-                Request::Nothing => Ok(Response::Nothing),
+            let response = match alarm::refusal(&self.alarms, &entry.request) {
+                Some(refused) => Err(refused),
+                None => match &entry.request {
+                    Request::Put(p) => ops::put(&mut w, p, Checked::No).map(Response::Put),
+                    Request::DeleteRange(d) => {
+                        ops::delete_range(&mut w, d).map(Response::DeleteRange)
+                    }
+                    Request::Txn(t) => txn::apply(&mut w, t, revs.compacted).map(Response::Txn),
+                    Request::Compaction(c) => {
+                        compact::schedule(w.txn, c, revs).map(Response::Compaction)
+                    }
+                    Request::LeaseGrant(g) => lease::grant(&mut w, g, self.options.min_lease_ttl)
+                        .map(Response::LeaseGrant),
+                    Request::LeaseRevoke(r) => lease::revoke(&mut w, r).map(Response::LeaseRevoke),
+                    Request::LeaseCheckpoint(c) => {
+                        lease::checkpoint(&mut w, c).map(Response::LeaseCheckpoint)
+                    }
+                    Request::Alarm(a) => alarm::apply(w.txn, a).map(Response::Alarm),
+                    Request::Nothing => Ok(Response::Nothing),
+                },
             };
             let response = match response {
                 Err(e) if e.is_storage() => return Err(e),
+                // Applied, but beyond the quota: etcd says so (and the member raises NOSPACE).
+                Ok(_) if alarm::over_quota(size, &entry.request, self.options.quota_bytes) => {
+                    Err(MvccError::NoSpace)
+                }
                 answered => answered,
             };
+            if let (Request::Alarm(_), Ok(_)) = (&entry.request, &response) {
+                self.alarms = alarm::alarms(&*w.txn)?;
+            }
             if w.changes > 0 {
                 revs.current = w.main;
             }

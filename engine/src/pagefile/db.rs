@@ -443,6 +443,12 @@ impl Writer {
         self.current.txid.max(self.durable.txid).max(syncing) + 1
     }
 
+    /// Bytes of the published tree: its high-water mark (what a copy of it takes, and what etcd
+    /// calls the backend's size).
+    pub fn size(&self) -> u64 {
+        self.current.hwm * self.db.inner.page_size as u64
+    }
+
     /// Pages free for reuse now, and pages freed but still reachable by a reader or the durable meta.
     pub fn free_pages(&self) -> (u64, u64) {
         (self.freelist.free_count(), self.freelist.pending_count())

@@ -41,7 +41,9 @@ use rand::{Rng, SeedableRng};
 
 use super::boot;
 use super::lessor::{LeaseOptions, Lessor};
-use super::seams::{Answer, AppliedBatch, DurableLog, Maintained, StateMachine, Transport};
+use super::seams::{
+    Answer, AppliedBatch, Defragmented, DurableLog, Maintained, StateMachine, Transport,
+};
 use super::turn::{Event, RaftCore, RaftCoreError};
 use crate::apply;
 use crate::runtime::link::{FromRaft, Published, Refusal, ServingCore, ToRaft, Token};
@@ -151,6 +153,8 @@ pub struct Machine {
     store: Rc<RefCell<Store>>,
     sync_every: u32,
     turns: u32,
+    /// A defragmentation was asked for: the store is in memory, so the next turn ends it.
+    defragment: bool,
 }
 
 impl StateMachine for Machine {
@@ -189,8 +193,7 @@ impl StateMachine for Machine {
         // The simulated store has no keys: nothing for watchers.
         Ok(AppliedBatch {
             answers,
-            changes: None,
-            leases: Vec::new(),
+            ..AppliedBatch::default()
         })
     }
 
@@ -202,11 +205,18 @@ impl StateMachine for Machine {
             store.synced = store.applied.len();
             done.durable = store.applied.last().map(|a| a.index);
         }
+        if std::mem::take(&mut self.defragment) {
+            done.defragmented = Some(Defragmented::Rewritten(None));
+        }
         Ok(done)
     }
 
     fn busy(&self) -> bool {
-        false
+        self.defragment
+    }
+
+    fn defragment(&mut self) {
+        self.defragment = true;
     }
 
     async fn close(&mut self) -> Result<(), RaftCoreError> {
@@ -381,6 +391,7 @@ impl Cluster {
             store: member.store.clone(),
             sync_every: self.sync_every,
             turns: 0,
+            defragment: false,
         };
         let mut core = RaftCore::new(
             node,
@@ -674,8 +685,13 @@ impl Cluster {
 
     fn answered(&mut self, m: usize, reply: FromRaft) {
         match reply {
-            // The simulation asks the lessor nothing (leases across leader changes: the cluster).
-            FromRaft::Ready | FromRaft::Changes(_) | FromRaft::Lease { .. } => {}
+            // The simulation asks the lessor nothing (leases across leader changes: the cluster),
+            // and defragments nothing.
+            FromRaft::Ready
+            | FromRaft::Changes(_)
+            | FromRaft::Lease { .. }
+            | FromRaft::Defragmented { .. }
+            | FromRaft::Reopened(_) => {}
             FromRaft::Applied { id, outcome } => {
                 self.pending.remove(&id);
                 match outcome {
