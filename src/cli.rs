@@ -14,11 +14,12 @@ use clap::{
 };
 
 use crate::config::{Flags, INERT_FLAGS};
+use crate::config_file;
 
 /// An etcd-compatible, strongly consistent key-value store for control planes. With no
 /// subcommand, runs a member; its flags are etcd's.
 #[derive(Debug, Parser)]
-#[command(name = "keelson", version, args_conflicts_with_subcommands = true)]
+#[command(name = "keelson", args_conflicts_with_subcommands = true)]
 pub struct Args {
     /// Inspect files instead of running a member.
     #[command(subcommand)]
@@ -34,6 +35,8 @@ pub struct Parsed {
     pub args: Args,
     /// `--flag` names given that keelson accepts and ignores.
     pub inert: Vec<String>,
+    /// The configuration file the flags came from, if they did, and its keys that name no flag.
+    pub config_file: Option<(PathBuf, Vec<String>)>,
 }
 
 fn with_inert_flags(command: clap::Command) -> clap::Command {
@@ -67,12 +70,37 @@ fn normalize(arg: String) -> String {
     }
 }
 
-/// Parses the process's command line, or exits as etcd does on a bad one.
+/// Parses the process's command line — or, for a member given `--config-file`, that file's
+/// settings alone ([`crate::config_file`]) — or exits as etcd does on a bad one.
 pub fn parse() -> Parsed {
-    let argv = std::env::args()
+    let mut argv: Vec<String> = std::env::args()
         .enumerate()
-        .map(|(i, a)| if i == 0 { a } else { normalize(a) });
-    let command = with_inert_flags(Args::command());
+        .map(|(i, a)| if i == 0 { a } else { normalize(a) })
+        .collect();
+    let mut command = with_inert_flags(Args::command());
+    let subcommand = argv
+        .get(1)
+        .is_some_and(|first| command.find_subcommand(first).is_some());
+    let mut config_file = None;
+    if let Some(path) = config_file::named(&argv[1..]).filter(|_| !subcommand) {
+        let flags: Vec<String> = command
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_string))
+            .collect();
+        match config_file::arguments(&path, |name| flags.iter().any(|f| f == name)) {
+            Ok((settings, ignored)) => {
+                argv.truncate(1);
+                argv.extend(settings);
+                // As etcd: the file alone configures the member, not ETCD_* variables either.
+                command = command.mut_args(|arg| arg.env(None));
+                config_file = Some((path, ignored));
+            }
+            Err(e) => {
+                eprintln!("keelson: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     let matches: ArgMatches = match command.try_get_matches_from(argv) {
         Ok(m) => m,
         Err(e) => {
@@ -99,7 +127,11 @@ pub fn parse() -> Parsed {
         .map(|name| name.to_string())
         .collect();
     let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    Parsed { args, inert }
+    Parsed {
+        args,
+        inert,
+        config_file,
+    }
 }
 
 /// The subcommands.

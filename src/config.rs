@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use clap::Args as ClapArgs;
 
+use crate::raft::compactor::{self, AutoCompaction};
 use crate::raft::lessor;
 use crate::{duration, ids};
 
@@ -34,6 +35,13 @@ pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
 /// The flags of `keelson` (no subcommand): etcd's, with etcd's names and defaults.
 #[derive(Debug, Clone, ClapArgs)]
 pub struct Flags {
+    /// Print the version (etcd's API version, and keelson's) and exit.
+    #[arg(long)]
+    pub version: bool,
+    /// Path to the server configuration file (etcd's YAML); other flags and ETCD_* variables are
+    /// then ignored.
+    #[arg(long, env = "ETCD_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
     /// Human-readable name for this member.
     #[arg(long, env = "ETCD_NAME", default_value = DEFAULT_NAME)]
     pub name: String,
@@ -72,6 +80,13 @@ pub struct Flags {
         default_value = "etcd-cluster"
     )]
     pub initial_cluster_token: String,
+    /// Interpret 'auto-compaction-retention' one of: periodic|revision.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    pub auto_compaction_mode: String,
+    /// Auto compaction retention for mvcc key value store: a duration, or a whole number of hours
+    /// (periodic) or revisions (revision); 0 means off.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
     /// Number of committed transactions to trigger a snapshot to disk.
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = DEFAULT_SNAPSHOT_COUNT)]
     pub snapshot_count: u64,
@@ -92,6 +107,20 @@ pub struct Flags {
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     pub max_request_bytes: u32,
+    /// Maximum concurrent streams that each client can open at a time.
+    #[arg(long, env = "ETCD_MAX_CONCURRENT_STREAMS", default_value_t = u32::MAX)]
+    pub max_concurrent_streams: u32,
+    /// Minimum interval duration that a client should wait before pinging server (accepted; pings
+    /// are not policed).
+    #[arg(long, env = "ETCD_GRPC_KEEPALIVE_MIN_TIME", value_parser = duration::parse, default_value = "5s")]
+    pub grpc_keepalive_min_time: Duration,
+    /// Frequency duration of server-to-client ping to check if a connection is alive (0 to
+    /// disable).
+    #[arg(long, env = "ETCD_GRPC_KEEPALIVE_INTERVAL", value_parser = duration::parse, default_value = "2h")]
+    pub grpc_keepalive_interval: Duration,
+    /// Additional duration of wait before closing a non-responsive connection (0 to disable).
+    #[arg(long, env = "ETCD_GRPC_KEEPALIVE_TIMEOUT", value_parser = duration::parse, default_value = "20s")]
+    pub grpc_keepalive_timeout: Duration,
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: u32,
@@ -135,33 +164,86 @@ pub struct Flags {
 /// etcd 3.4 flags keelson accepts but does not act on yet: each is taken (with or without a value)
 /// and logged as ignored, so existing command lines and unit files keep working.
 pub const INERT_FLAGS: &[&str] = &[
+    // Logging: keelson logs to standard error, in its own format.
     "logger",
     "log-outputs",
+    "log-output",
+    "log-format",
+    "log-package-levels",
     "enable-log-rotation",
     "log-rotation-config-json",
     "debug",
+    // Observability etcd offers beside its API.
     "metrics",
+    "enable-pprof",
+    "enable-distributed-tracing",
+    "distributed-tracing-address",
+    "distributed-tracing-instance-id",
+    "distributed-tracing-sampling-rate",
+    "distributed-tracing-service-name",
+    "experimental-enable-distributed-tracing",
+    "experimental-distributed-tracing-address",
+    "experimental-distributed-tracing-instance-id",
+    "experimental-distributed-tracing-sampling-rate",
+    "experimental-distributed-tracing-service-name",
+    "warning-apply-duration",
+    "experimental-warning-apply-duration",
+    "warning-unary-request-duration",
+    "experimental-warning-unary-request-duration",
+    // etcd's snapshot files and WAL retention (keelson releases WAL segments behind its page file).
     "max-snapshots",
     "max-wals",
-    "grpc-keepalive-min-time",
-    "grpc-keepalive-interval",
-    "grpc-keepalive-timeout",
+    "snapshot-catchup-entries",
+    "experimental-snapshot-catchup-entries",
+    "experimental-snapshot-catch-up-entries",
+    // Raft and membership (the cluster issue acts on these).
     "initial-election-tick-advance",
     "pre-vote",
     "strict-reconfig-check",
-    "auto-compaction-retention",
-    "auto-compaction-mode",
+    "max-learners",
+    "force-new-cluster",
+    "raft-read-timeout",
+    "raft-write-timeout",
+    "downgrade-check-time",
+    "experimental-downgrade-check-time",
+    // etcd's v2 API and proxy, and the gRPC gateway (keelson serves v3 over gRPC).
     "enable-v2",
-    "enable-pprof",
+    "experimental-enable-v2v3",
+    "v2-deprecation",
+    "proxy",
+    "proxy-dial-timeout",
+    "proxy-failure-wait",
+    "proxy-read-timeout",
+    "proxy-refresh-interval",
+    "proxy-write-timeout",
+    "enable-grpc-gateway",
+    "listen-client-http-urls",
     "cors",
     "host-whitelist",
+    // Discovery (the cluster issue).
     "discovery",
     "discovery-fallback",
     "discovery-proxy",
     "discovery-srv",
     "discovery-srv-name",
+    "discovery-endpoints",
+    "discovery-token",
+    "discovery-dial-timeout",
+    "discovery-request-timeout",
+    "discovery-keepalive-time",
+    "discovery-keepalive-timeout",
+    "discovery-insecure-transport",
+    "discovery-insecure-skip-tls-verify",
+    "discovery-cert",
+    "discovery-key",
+    "discovery-cacert",
+    "discovery-user",
+    "discovery-password",
+    // TLS (served over plain TCP until TLS lands).
     "cert-file",
     "key-file",
+    "client-cert-file",
+    "client-key-file",
     "client-cert-auth",
     "client-crl-file",
     "client-cert-allowed-hostname",
@@ -169,29 +251,53 @@ pub const INERT_FLAGS: &[&str] = &[
     "auto-tls",
     "peer-cert-file",
     "peer-key-file",
+    "peer-client-cert-file",
+    "peer-client-key-file",
     "peer-client-cert-auth",
     "peer-trusted-ca-file",
     "peer-auto-tls",
     "peer-cert-allowed-cn",
     "peer-cert-allowed-hostname",
     "peer-crl-file",
+    "peer-skip-client-san-verification",
+    "experimental-peer-skip-client-san-verification",
+    "self-signed-cert-validity",
     "cipher-suites",
+    "tls-min-version",
+    "tls-max-version",
+    // Auth (a later issue).
     "auth-token",
+    "auth-token-ttl",
     "bcrypt-cost",
+    // Corruption checks compare members' hashes: the cluster issue.
     "experimental-initial-corrupt-check",
     "experimental-corrupt-check-time",
-    "experimental-enable-v2v3",
+    "corrupt-check-time",
+    "experimental-compact-hash-check-enabled",
+    "experimental-compact-hash-check-time",
+    "compact-hash-check-time",
+    "feature-gates",
+    // The backend: keelson's page file has its own freelist and commit schedule.
     "experimental-backend-bbolt-freelist-type",
+    "backend-bbolt-freelist-type",
     "experimental-compaction-batch-limit",
-    // 3.5: persist checkpoints; keelson always keeps them in the lease record.
-    "experimental-enable-lease-checkpoint-persist",
-    "experimental-peer-skip-client-san-verification",
-    "unsafe-no-fsync",
-    "force-new-cluster",
-    "proxy",
-    "enable-grpc-gateway",
+    "compaction-batch-limit",
+    "experimental-compaction-sleep-interval",
+    "compaction-sleep-interval",
+    "experimental-bootstrap-defrag-threshold-megabytes",
+    "bootstrap-defrag-threshold-megabytes",
+    "experimental-txn-mode-write-with-shared-buffer",
+    "experimental-stop-grpc-service-on-defrag",
+    "experimental-memory-mlock",
+    "memory-mlock",
     "backend-batch-interval",
     "backend-batch-limit",
+    "unsafe-no-fsync",
+    // 3.5: persist checkpoints; keelson always keeps them in the lease record.
+    "experimental-enable-lease-checkpoint-persist",
+    // Sockets: keelson's listeners always reuse the port (one per core) and the address.
+    "socket-reuse-address",
+    "socket-reuse-port",
 ];
 
 /// A configuration that cannot run.
@@ -267,6 +373,13 @@ pub struct Config {
     /// The backend quota in bytes (`None`: no quota, as etcd with a negative
     /// `--quota-backend-bytes`).
     pub quota_bytes: Option<u64>,
+    /// Auto-compaction, if on.
+    pub auto_compaction: Option<AutoCompaction>,
+    /// Calls in flight on one client connection at most.
+    pub max_concurrent_streams: u32,
+    /// Keep-alive pings of client connections: silence before one, and how long it may go
+    /// unanswered (`None`: off).
+    pub keepalive: Option<(Duration, Duration)>,
     /// CPUs to run on (None: every CPU in the affinity mask).
     pub cores: Option<String>,
 }
@@ -483,6 +596,18 @@ impl Config {
             ),
             min_lease_ttl: min_lease_ttl(flags.heartbeat_interval, flags.election_timeout),
             quota_bytes: quota(flags.quota_backend_bytes),
+            max_concurrent_streams: flags.max_concurrent_streams,
+            keepalive: (!flags.grpc_keepalive_interval.is_zero()
+                && !flags.grpc_keepalive_timeout.is_zero())
+            .then_some((flags.grpc_keepalive_interval, flags.grpc_keepalive_timeout)),
+            auto_compaction: compactor::parse(
+                &flags.auto_compaction_mode,
+                &flags.auto_compaction_retention,
+            )
+            .map_err(|why| ConfigError::Invalid {
+                flag: "auto-compaction-retention",
+                why,
+            })?,
             cores: flags.cores.clone(),
         })
     }

@@ -8,6 +8,7 @@ mod api;
 mod apply;
 mod cli;
 mod config;
+mod config_file;
 mod duration;
 mod ids;
 mod inspect;
@@ -19,6 +20,7 @@ mod server;
 mod watch;
 
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -63,9 +65,22 @@ fn run_db(command: DbCommand, out: &mut dyn Write) -> Result<(), InspectError> {
 const STOP_BOUND: Duration = Duration::from_secs(10);
 
 /// Runs a member until it is stopped.
-fn run_member(flags: &config::Flags, inert: &[String]) -> ExitCode {
+fn run_member(
+    flags: &config::Flags,
+    inert: &[String],
+    config_file: Option<(PathBuf, Vec<String>)>,
+) -> ExitCode {
     logging::init(&flags.log_level);
     runtime::fatal::install();
+    if let Some((path, ignored)) = config_file {
+        tracing::info!(
+            path = %path.display(),
+            "loaded server configuration, other configuration command line flags and environment variables will be ignored if provided"
+        );
+        for key in ignored {
+            tracing::warn!(path = %path.display(), "{key:?} in the configuration file is no flag of etcd's or keelson's; ignored");
+        }
+    }
     let stopper = Shutdown::new(STOP_BOUND);
     if let Err(e) = shutdown::on_signals(&stopper) {
         tracing::error!("cannot watch for SIGTERM and SIGINT: {e}");
@@ -95,10 +110,33 @@ fn run_member(flags: &config::Flags, inert: &[String]) -> ExitCode {
     code
 }
 
+/// What `--version` prints: etcd's lines (scripts read `etcd Version:`), keelson's own beside.
+fn version() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    format!(
+        "etcd Version: {}\nGit SHA: Not provided\nGo Version: not Go: keelson {} (Rust)\nGo OS/Arch: {}/{arch}\n",
+        api::maintenance::ETCD_VERSION,
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+    )
+}
+
 fn main() -> ExitCode {
-    let cli::Parsed { args, inert } = cli::parse();
+    let cli::Parsed {
+        args,
+        inert,
+        config_file,
+    } = cli::parse();
     let Some(command) = args.command else {
-        return run_member(&args.flags, &inert);
+        if args.flags.version {
+            print!("{}", version());
+            return ExitCode::SUCCESS;
+        }
+        return run_member(&args.flags, &inert, config_file);
     };
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());

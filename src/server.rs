@@ -15,7 +15,7 @@ use keelson_engine::mvcc::{self, Store};
 
 use crate::api::context::Identity;
 use crate::api::http::Surface;
-use crate::api::serving;
+use crate::api::{conn, serving};
 use crate::config::Config;
 use crate::metrics::CoreMetrics;
 use crate::raft::run as raft;
@@ -107,6 +107,11 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
             election_timeout: config.tick * config.election_ticks as u32,
             progress_interval: config.watch_progress_notify_interval,
             quota_bytes: config.quota_bytes,
+            connections: conn::Settings {
+                max_request_bytes: config.max_request_bytes,
+                max_concurrent_streams: config.max_concurrent_streams,
+                keepalive: config.keepalive,
+            },
         }),
         published: published.clone(),
         db: store.db().clone(),

@@ -365,3 +365,86 @@ fn a_connection_that_never_speaks_is_closed() {
     );
     assert!(server.terminate().success(), "{}", server.log());
 }
+
+/// kubeadm's etcd command line (its static pod), certificates and all, with etcd 3.5/3.6 spellings
+/// of some flags beside: keelson starts on it, serves, answers on the metrics URL, and logs etcd's
+/// start-up lines.
+#[test]
+fn kubeadms_command_line_starts_it_with_etcds_start_up_lines() {
+    let metrics = keelson_testkit::server::free_port();
+    let metrics_url = format!("--listen-metrics-urls=http://127.0.0.1:{metrics}");
+    let mut server = Server::start(
+        Path::new(env!("CARGO_BIN_EXE_keelson")),
+        Ports::free(),
+        &[
+            "--cert-file=/etc/kubernetes/pki/etcd/server.crt",
+            "--client-cert-auth=true",
+            "--experimental-initial-corrupt-check=true",
+            "--experimental-watch-progress-notify-interval=5s",
+            "--key-file=/etc/kubernetes/pki/etcd/server.key",
+            &metrics_url,
+            "--peer-cert-file=/etc/kubernetes/pki/etcd/peer.crt",
+            "--peer-client-cert-auth=true",
+            "--peer-key-file=/etc/kubernetes/pki/etcd/peer.key",
+            "--peer-trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt",
+            "--snapshot-count=10000",
+            "--trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt",
+            "--feature-gates=InitialCorruptCheck=true",
+            "--corrupt-check-time=5m",
+            "--max-concurrent-streams=1000",
+            "--auth-token-ttl=300",
+            "--log-format=json",
+        ],
+    );
+    let (status, body) = common::http_get(&format!("127.0.0.1:{metrics}"), "/health");
+    assert_eq!(status, "200", "{body}");
+    assert!(server.terminate().success(), "{}", server.log());
+    let log = server.log();
+    for line in [
+        "published {Name:node ClientURLs:[http://127.0.0.1:",
+        "enabled capabilities for version 3.4",
+        "ready to serve client requests",
+        "--cert-file is an etcd flag keelson does not act on yet",
+    ] {
+        assert!(log.contains(line), "no {line:?} in:\n{log}");
+    }
+}
+
+#[test]
+fn a_client_that_stops_answering_pings_is_disconnected() {
+    use std::io::{Read, Write};
+    let mut server = Server::start(
+        Path::new(env!("CARGO_BIN_EXE_keelson")),
+        Ports::free(),
+        &[
+            "--grpc-keepalive-interval=1s",
+            "--grpc-keepalive-timeout=1s",
+        ],
+    );
+    // An HTTP/2 client that says hello and then never reads or answers anything again.
+    let mut silent = std::net::TcpStream::connect(server.endpoint()).unwrap();
+    silent
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .unwrap();
+    silent
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut drained = Vec::new();
+    let read = silent.read_to_end(&mut drained);
+    assert!(
+        read.is_ok(),
+        "the server should close the connection: {read:?}"
+    );
+    // Among the frames it sent: a PING (type 6) that went unanswered, then a GOAWAY (type 7).
+    let mut kinds = Vec::new();
+    let mut at = 0;
+    while at + 9 <= drained.len() {
+        let len = u32::from_be_bytes([0, drained[at], drained[at + 1], drained[at + 2]]) as usize;
+        kinds.push(drained[at + 3]);
+        at += 9 + len;
+    }
+    let ping = kinds.iter().position(|&k| k == 6);
+    let goaway = kinds.iter().position(|&k| k == 7);
+    assert!(ping.is_some() && goaway > ping, "frame types {kinds:?}");
+    assert!(server.terminate().success(), "{}", server.log());
+}

@@ -214,3 +214,87 @@ fn sigterm_under_load_loses_no_acknowledged_write() {
     common::assert_none_lost(server.endpoint(), &acknowledged, 50);
     assert!(server.terminate().success(), "{}", server.log());
 }
+
+#[test]
+fn a_config_file_configures_the_member_and_its_flags_and_variables_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let client = format!("http://127.0.0.1:{}", ports.client);
+    let peer = format!("http://127.0.0.1:{}", ports.peer);
+    let file = dir.path().join("keelson.conf.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "# etcd's configuration format\n\
+             name: 'node'\n\
+             data-dir: {data}\n\
+             listen-client-urls: {client}\n\
+             advertise-client-urls: {client}\n\
+             listen-peer-urls: {peer}\n\
+             initial-advertise-peer-urls: {peer}\n\
+             initial-cluster: node={peer}\n\
+             initial-cluster-state: 'new'\n\
+             max-txn-ops: 3\n\
+             log-outputs: [stderr]\n\
+             client-transport-security:\n  client-cert-auth: false\n",
+            data = dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let endpoint = format!("127.0.0.1:{}", ports.client);
+    let mut child = Command::new(binary())
+        .arg("--config-file")
+        .arg(&file)
+        .args([
+            "--max-txn-ops",
+            "1",
+            "--listen-client-urls",
+            "http://127.0.0.1:1",
+        ])
+        .env("ETCD_MAX_TXN_OPS", "2")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_serving(&endpoint, &mut child);
+    // The file's limit of three operations holds, not the flag's one or the variable's two.
+    let txn = |ops: usize| {
+        let mut body = String::from("\n\n");
+        for i in 0..ops {
+            body += &format!("put k{i} v\n");
+        }
+        body += "\n\n";
+        let mut c = Command::new("/usr/bin/etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &endpoint, "txn"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+        c.wait_with_output().unwrap()
+    };
+    assert!(txn(3).status.success());
+    let refused = txn(4);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("too many operations in txn request"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    sigterm(&child);
+    assert!(wait_exit(&mut child, EXIT_BOUND).is_some_and(|s| s.success()));
+    let mut log = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(
+        log.contains("loaded server configuration, other configuration command line flags and environment variables will be ignored if provided"),
+        "{log}"
+    );
+}

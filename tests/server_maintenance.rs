@@ -579,3 +579,46 @@ fn etcdctl_check_perf_passes_against_keelson() {
     }
     assert!(!said.contains("FAIL"), "{said}");
 }
+
+#[test]
+fn periodic_auto_compaction_compacts_the_revision_of_a_period_ago() {
+    let keelson = Server::start(
+        keelson_binary(),
+        Ports::free(),
+        &[
+            "--auto-compaction-mode=periodic",
+            "--auto-compaction-retention=2s",
+        ],
+    );
+    let endpoint = keelson.endpoint();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    runtime().block_on(async {
+        let mut c = connect(&endpoint).await;
+        let first = c
+            .put("k", "0", None)
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision();
+        loop {
+            c.put("k", "more", None).await.unwrap();
+            let compacted = common::metric(&endpoint, "etcd_debugging_mvcc_compact_revision");
+            if compacted.is_some_and(|r| r >= first as f64) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no compaction: {compacted:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let options = etcd_client::GetOptions::new().with_revision(first - 1);
+        let refused = c.get("k", Some(options)).await.unwrap_err().to_string();
+        assert!(
+            refused.contains("required revision has been compacted"),
+            "{refused}"
+        );
+    });
+    assert!(keelson.log().contains("starting auto periodic compaction"));
+}

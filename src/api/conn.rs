@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::pin::{Pin, pin};
 use std::rc::Rc;
+use std::time::Duration;
 
 use futures_lite::AsyncReadExt;
 use glommio::net::{TcpListener, TcpStream};
@@ -40,15 +41,16 @@ use super::http::Surface;
 use super::io::Io;
 use super::lease::LeaseApi;
 use super::lock::LockApi;
+use super::timer::LocalTimer;
 use super::watch::WatchApi;
 use super::{cluster::ClusterApi, context, http as plain, kv::KvApi, maintenance::MaintenanceApi};
 use crate::metrics;
 use crate::runtime::signal::Signal;
 
 /// How long a new connection may take to send its first bytes.
-const FIRST_BYTES: std::time::Duration = std::time::Duration::from_secs(10);
+const FIRST_BYTES: Duration = Duration::from_secs(10);
 /// The pause after a failed accept.
-const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(10);
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 /// What every HTTP/2 connection opens with.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -215,16 +217,29 @@ pub fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     bind(addr)
 }
 
+/// What every client connection is served with (etcd's flags).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// `--max-request-bytes`.
+    pub max_request_bytes: usize,
+    /// `--max-concurrent-streams`: calls in flight on one connection at most.
+    pub max_concurrent_streams: u32,
+    /// `--grpc-keepalive-interval` and `--grpc-keepalive-timeout`: how long a connection may be
+    /// silent before it is pinged, and how long the ping may go unanswered before it is closed
+    /// (`None`: no pings).
+    pub keepalive: Option<(Duration, Duration)>,
+}
+
 /// Accepts connections on `listener` (a client or a metrics listener: `surface`) until the task
 /// is dropped, serving each on this core.
 pub async fn accept(
     listener: TcpListener,
     addr: SocketAddr,
     surface: Surface,
-    max_request_bytes: usize,
+    settings: Settings,
     connections: Connections,
 ) {
-    let services = Services::new(max_request_bytes);
+    let services = Services::new(settings.max_request_bytes);
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -238,7 +253,8 @@ pub async fn accept(
         let _ = stream.set_nodelay(true);
         let open = connections.opened();
         let closing = connections.inner.closing.clone();
-        glommio::spawn_local(serve(stream, surface, services.clone(), closing, open)).detach();
+        let served = serve(stream, surface, settings, services.clone(), closing, open);
+        glommio::spawn_local(served).detach();
     }
 }
 
@@ -264,6 +280,7 @@ async fn sniff(stream: &mut TcpStream) -> std::io::Result<(bool, Vec<u8>)> {
 async fn serve(
     mut stream: TcpStream,
     surface: Surface,
+    settings: Settings,
     services: Services,
     closing: Signal,
     _open: Open,
@@ -284,8 +301,16 @@ async fn serve(
     let io = Io::new(stream, read);
     let result = if http2 && surface == Surface::Client {
         let service = hyper::service::service_fn(move |request| services.clone().call(request));
-        let connection =
-            hyper::server::conn::http2::Builder::new(LocalExec).serve_connection(io, service);
+        let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
+        builder
+            .timer(LocalTimer)
+            .max_concurrent_streams(settings.max_concurrent_streams);
+        if let Some((interval, timeout)) = settings.keepalive {
+            builder
+                .keep_alive_interval(interval)
+                .keep_alive_timeout(timeout);
+        }
+        let connection = builder.serve_connection(io, service);
         until_closing(pin!(connection), &closing, |c| c.graceful_shutdown()).await
     } else {
         let connection = hyper::server::conn::http1::Builder::new().serve_connection(

@@ -24,7 +24,7 @@ use keelson_proto::etcdserverpb::ResponseHeader;
 use prost::Message;
 use tonic::Status;
 
-use super::status;
+use super::{conn, status};
 use crate::config::Member;
 use crate::ids;
 use crate::metrics::{self, CoreMetrics, WatchGauges};
@@ -54,6 +54,8 @@ pub struct Identity {
     pub progress_interval: Duration,
     /// The backend quota in bytes (`None`: none).
     pub quota_bytes: Option<u64>,
+    /// How client connections are served.
+    pub connections: conn::Settings,
 }
 
 type ReadWaiter = oneshot::Sender<Result<(), Status>>;

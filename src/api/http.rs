@@ -27,7 +27,7 @@ use super::context;
 use super::kv::linearizable;
 use super::maintenance::ETCD_VERSION;
 use crate::logging;
-use crate::metrics::{self, Gauges};
+use crate::metrics::{self, Scrape};
 
 /// How long a health check waits for its read (etcd waits up to its request timeout).
 const HEALTH_READ: Duration = Duration::from_secs(1);
@@ -223,14 +223,20 @@ fn probed(kind: &str, path: &str) -> Option<Vec<usize>> {
 fn scrape() -> String {
     context::with(|s| {
         let published = &s.published;
-        let gauges = Gauges {
+        let db_size = published.db_size();
+        let scrape = Scrape {
+            member_id: s.identity.member_id,
             has_leader: published.leader() != 0,
+            is_leader: published.leader() == s.identity.member_id,
             committed: published.committed(),
             applied: published.applied(),
-            db_size: published.db_size(),
+            db_size,
+            db_in_use: db_size.saturating_sub(published.free_bytes()),
+            open_reads: s.db().open_readers(),
+            quota: s.identity.quota_bytes,
             log_lines_dropped: logging::dropped(),
         };
-        Ok(metrics::render(&published.metrics, &s.metrics, &gauges))
+        Ok(metrics::render(&published.metrics, &s.metrics, &scrape))
     })
     .unwrap_or_default()
 }

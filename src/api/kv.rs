@@ -6,13 +6,16 @@
 
 use keelson_engine::mvcc::{self, WithHeader, validate};
 use keelson_proto::etcdserverpb::kv_server::Kv;
+use keelson_proto::etcdserverpb::response_op::Response as OpResponse;
 use keelson_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
+use std::sync::atomic::AtomicU64;
 use tonic::{Request, Response, Status};
 
 use super::{context, quota, status};
+use crate::metrics::StoreOps;
 use crate::runtime::fatal;
 use crate::runtime::link::Refusal;
 
@@ -75,6 +78,38 @@ fn invalid(e: mvcc::MvccError) -> Status {
     status::of_mvcc(&e)
 }
 
+/// Counts one of this core's store operations (etcd's `etcd_mvcc_*_total`).
+fn count(of: fn(&StoreOps) -> &AtomicU64, n: u64) {
+    let _ = context::with(|s| {
+        StoreOps::add(of(&s.own_metrics().ops), n);
+        Ok(())
+    });
+}
+
+/// Counts the operations a txn carried out (its nested txns' too) and, if there was more than
+/// one, the txn.
+fn count_txn(response: &TxnResponse) {
+    fn walk(response: &TxnResponse, counts: &mut [u64; 3]) {
+        for op in &response.responses {
+            match &op.response {
+                Some(OpResponse::ResponseRange(_)) => counts[0] += 1,
+                Some(OpResponse::ResponsePut(_)) => counts[1] += 1,
+                Some(OpResponse::ResponseDeleteRange(_)) => counts[2] += 1,
+                Some(OpResponse::ResponseTxn(nested)) => walk(nested, counts),
+                None => {}
+            }
+        }
+    }
+    let mut counts = [0; 3];
+    walk(response, &mut counts);
+    count(|o| &o.ranges, counts[0]);
+    count(|o| &o.puts, counts[1]);
+    count(|o| &o.deletes, counts[2]);
+    if counts.iter().sum::<u64>() > 1 {
+        count(|o| &o.txns, 1);
+    }
+}
+
 #[tonic::async_trait]
 impl Kv for KvApi {
     async fn range(
@@ -86,6 +121,7 @@ impl Kv for KvApi {
         if !request.serializable {
             linearizable().await?;
         }
+        count(|o| &o.ranges, 1);
         answer(|txn, revisions| mvcc::range(txn, &request, revisions))
     }
 
@@ -93,6 +129,11 @@ impl Kv for KvApi {
         let request = request.into_inner();
         validate::put(&request).map_err(invalid)?;
         fatal::test_panic_point("serving", &request.key);
+        count(|o| &o.puts, 1);
+        count(
+            |o| &o.put_bytes,
+            (request.key.len() + request.value.len()) as u64,
+        );
         write(request).await
     }
 
@@ -102,6 +143,7 @@ impl Kv for KvApi {
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let request = request.into_inner();
         validate::delete_range(&request).map_err(invalid)?;
+        count(|o| &o.deletes, 1);
         write(request).await
     }
 
@@ -115,11 +157,14 @@ impl Kv for KvApi {
             let answered =
                 context::with(|s| s.read(|txn, revs| mvcc::read_only_txn(txn, &request, revs)))?;
             if let Some(mut response) = answered {
+                count_txn(&response);
                 fill(response.header_mut())?;
                 return Ok(Response::new(response));
             }
         }
-        write(request).await
+        let response: Response<TxnResponse> = write(request).await?;
+        count_txn(response.get_ref());
+        Ok(response)
     }
 
     async fn compact(

@@ -6,6 +6,8 @@
 //!
 //! Runs on: every serving core.
 
+use std::time::Instant;
+
 use keelson_engine::mvcc;
 use keelson_proto::etcdserverpb::maintenance_server::Maintenance;
 use keelson_proto::etcdserverpb::{
@@ -96,8 +98,10 @@ impl Maintenance for MaintenanceApi {
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         context::with(|s| {
+            let started = Instant::now();
             let (hash, revision) =
                 s.read(|txn, revisions| Ok((mvcc::hash(txn)?, revisions.current)))?;
+            s.own_metrics().hash.observe(started.elapsed());
             Ok(Response::new(HashResponse {
                 header: Some(s.header(revision)),
                 hash,
@@ -111,7 +115,9 @@ impl Maintenance for MaintenanceApi {
     ) -> Result<Response<HashKvResponse>, Status> {
         let at = request.into_inner().revision;
         context::with(|s| {
+            let started = Instant::now();
             let hashed = s.read(|txn, revisions| mvcc::hash_kv(txn, revisions, at))?;
+            s.own_metrics().hash_kv.observe(started.elapsed());
             Ok(Response::new(HashKvResponse {
                 header: Some(s.header(hashed.current)),
                 hash: hashed.hash,

@@ -23,4 +23,5 @@ pub mod serving;
 pub mod snapshot;
 pub mod status;
 pub mod streaming;
+pub mod timer;
 pub mod watch;

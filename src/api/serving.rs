@@ -102,7 +102,7 @@ pub async fn run(core: ServingCore, ends: Ends, shared: Shared) {
                     listener,
                     addr,
                     surface,
-                    identity.max_request_bytes,
+                    identity.connections,
                     connections.clone(),
                 ))),
                 Err(e) => shutdown.stop(Cause::Failed(format!(
@@ -116,11 +116,7 @@ pub async fn run(core: ServingCore, ends: Ends, shared: Shared) {
         }
     }
     if core.0 == 0 && !shutdown.is_stopping() {
-        tracing::info!(
-            "ready to serve client requests (member {:x}, cluster {:x})",
-            identity.member_id,
-            identity.cluster_id
-        );
+        announce(&identity);
     }
     shutdown.wait().await;
     drop(listeners);
@@ -139,4 +135,25 @@ pub async fn run(core: ServingCore, ends: Ends, shared: Shared) {
     }
     drop(forwarder);
     Serving::uninstall();
+}
+
+/// etcd's start-up lines, in etcd's words (scripts and etcd's own test harness wait for them):
+/// the member's attributes published to its cluster, the API version it enables, and that it is
+/// ready for clients.
+fn announce(identity: &Identity) {
+    let me = identity.members.iter().find(|m| m.id == identity.member_id);
+    let (name, urls) = me.map_or((String::new(), Vec::new()), |m| {
+        (m.name.clone(), m.client_urls.clone())
+    });
+    tracing::info!(
+        "published {{Name:{name} ClientURLs:[{}]}} to cluster {:x}",
+        urls.join(" "),
+        identity.cluster_id
+    );
+    tracing::info!("enabled capabilities for version 3.4");
+    tracing::info!(
+        "ready to serve client requests (member {:x}, cluster {:x})",
+        identity.member_id,
+        identity.cluster_id
+    );
 }

@@ -5,6 +5,8 @@
 //!
 //! Runs on: every serving core.
 
+use std::time::Instant;
+
 use keelson_engine::mvcc::MvccError;
 use keelson_engine::pagefile::ReadTxn;
 use keelson_proto::etcdserverpb::SnapshotResponse;
@@ -53,6 +55,7 @@ fn chunk(txn: &ReadTxn, head: &[u8], offset: usize) -> Vec<u8> {
 }
 
 async fn stream(txn: ReadTxn, mut out: Out<SnapshotResponse>) -> Result<(), Status> {
+    let started = Instant::now();
     let head = txn.copy_head();
     let total = head.len() + txn.copy_tail().len();
     tracing::info!(total_bytes = total, "sending database snapshot to client");
@@ -85,10 +88,12 @@ async fn stream(txn: ReadTxn, mut out: Out<SnapshotResponse>) -> Result<(), Stat
         "sending database sha256 checksum to client"
     );
     if send(&mut out, Ok(checksum)).await {
-        tracing::info!(
-            total_bytes = total,
-            "successfully sent database snapshot to client"
-        );
+        let took = started.elapsed();
+        tracing::info!(total_bytes = total, took = ?took, "successfully sent database snapshot to client");
+        let _ = context::with(|s| {
+            s.own_metrics().snapshot.observe(took);
+            Ok(())
+        });
     }
     Ok(())
 }

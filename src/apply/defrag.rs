@@ -94,6 +94,11 @@ impl Defrag {
         }
     }
 
+    /// How long it has run.
+    pub fn took(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
     /// Keeps a batch the old file applied, for the copy to apply too.
     pub fn applied(&mut self, batch: &[mvcc::Entry]) {
         self.applied.push_back(batch.to_vec());

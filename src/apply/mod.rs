@@ -19,6 +19,7 @@ pub mod defrag;
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use glommio::task::JoinHandle;
@@ -119,6 +120,8 @@ pub struct Applier {
     after_compaction: Vec<Answer>,
     /// A defragmentation in progress.
     defrag: Option<Defrag>,
+    /// When the compaction under way began its physical work.
+    compaction_began: Option<Instant>,
 }
 
 impl Applier {
@@ -141,6 +144,7 @@ impl Applier {
             last_sync: Instant::now(),
             after_compaction: Vec::new(),
             defrag: None,
+            compaction_began: None,
         };
         applier.publish_space();
         applier
@@ -211,10 +215,20 @@ impl Applier {
         vec![alarm::raise_nospace(self.member_id)]
     }
 
-    /// Publishes the page file's size and free space, for Status and the quota at the edge.
+    /// Publishes the page file's size and free space (for Status and the quota at the edge) and
+    /// the store's gauges.
     fn publish_space(&self) {
-        self.published
-            .set_space(self.store.size(), self.store.free_bytes());
+        let store = &self.store;
+        self.published.set_space(store.size(), store.free_bytes());
+        let metrics = &self.published.metrics;
+        let revisions = store.revisions();
+        metrics
+            .current_revision
+            .store(revisions.current, Ordering::Relaxed);
+        metrics
+            .compact_revision
+            .store(revisions.compacted, Ordering::Relaxed);
+        metrics.keys.store(store.keys(), Ordering::Relaxed);
     }
 }
 
@@ -238,6 +252,9 @@ impl Applier {
             Err(why) => Err(why),
         };
         let defrag = self.defrag.take()?;
+        let metrics = &self.published.metrics;
+        metrics.defrag_inflight.store(0, Ordering::Relaxed);
+        metrics.defrag.observe(defrag.took());
         match moved {
             Ok((store, file)) => {
                 self.syncing = None;
@@ -257,6 +274,10 @@ impl Applier {
 impl StateMachine for Applier {
     fn applied(&self) -> (u64, u64) {
         self.store.applied()
+    }
+
+    fn revision(&self) -> i64 {
+        self.store.revisions().current
     }
 
     async fn apply(&mut self, committed: Vec<Entry>) -> Result<AppliedBatch, RaftCoreError> {
@@ -316,7 +337,25 @@ impl StateMachine for Applier {
         let durable = self.finish_sync()?;
         self.start_sync()?;
         if self.store.compaction_pending() {
+            let started = Instant::now();
+            let compacted = self.store.versions_compacted();
             self.store.compact_step_via(&self.file).await?;
+            let metrics = &self.published.metrics;
+            let pause = started.elapsed();
+            metrics
+                .compaction_pause
+                .record(pause.as_secs_f64() * 1000.0);
+            let removed = self.store.versions_compacted() - compacted;
+            metrics
+                .compaction_keys
+                .fetch_add(removed, Ordering::Relaxed);
+            let began = *self.compaction_began.get_or_insert(started);
+            if !self.store.compaction_pending() {
+                self.compaction_began = None;
+                metrics
+                    .compaction_total
+                    .record(began.elapsed().as_secs_f64() * 1000.0);
+            }
         }
         let defragmented = self.defrag_step().await;
         self.publish_space();
@@ -344,6 +383,10 @@ impl StateMachine for Applier {
             Ok(read) => {
                 let path = self.store.db().path().to_path_buf();
                 self.defrag = Some(Defrag::start(&path, read, self.wake.clone()));
+                self.published
+                    .metrics
+                    .defrag_inflight
+                    .store(1, Ordering::Relaxed);
             }
             Err(e) => tracing::warn!("failed to defragment: {e}"),
         }

@@ -70,6 +70,10 @@ impl DurableLog for Wal {
     async fn close(self) {
         Wal::close(self).await
     }
+
+    fn written(&self) -> u64 {
+        self.stats().bytes
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! Runs on: the raft core.
 
 pub mod boot;
+pub mod compactor;
 pub mod durable;
 pub mod lessor;
 pub mod log;

@@ -45,6 +45,8 @@ pub struct Reads {
     ticks: u64,
     /// Ticks after which an unanswered request is asked again.
     retry_after: u64,
+    /// Reads refused for want of a leader, so far.
+    refused: u64,
 }
 
 impl Reads {
@@ -60,7 +62,13 @@ impl Reads {
             next_context: first_context,
             ticks: 0,
             retry_after,
+            refused: 0,
         }
+    }
+
+    /// Reads refused for want of a leader, so far (etcd's `read_indexes_failed_total`).
+    pub fn refused(&self) -> u64 {
+        self.refused
     }
 
     /// A read batch arrived from a serving core.
@@ -99,6 +107,7 @@ impl Reads {
         if !can_ask {
             if raft.leader_id == raft::INVALID_ID && raft.state != StateRole::Candidate {
                 for (core, token) in self.waiting.drain(..) {
+                    self.refused += 1;
                     replies[core.0].push(FromRaft::ReadReady {
                         token,
                         result: Err(Refusal::NoLeader),

@@ -15,6 +15,7 @@ use keelson_engine::mvcc::{self, Store};
 use keelson_engine::pagefile::UringFile;
 
 use super::boot;
+use super::compactor::Compactor;
 use super::lessor::{LeaseOptions, Lessor};
 use super::seams::NoPeers;
 use super::turn::{Event, RaftCore, RaftCoreError};
@@ -110,6 +111,9 @@ async fn serve(
         senders.len(),
         ids::first_request_id(config.member_id, ids::RAFT_CORE_LANE),
     );
+    if let Some(mode) = config.auto_compaction {
+        core.compact_automatically(Compactor::new(mode, std::time::Instant::now()));
+    }
     core.start()?;
     let ticker = {
         let (events, tick) = (events.clone(), config.tick);

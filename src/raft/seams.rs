@@ -26,6 +26,10 @@ pub trait DurableLog {
     async fn release_before(&mut self, index: u64) -> Result<(), RaftCoreError>;
     /// Stops, everything persisted so far durable.
     async fn close(self);
+    /// Bytes written so far (etcd's `wal_write_bytes_total`).
+    fn written(&self) -> u64 {
+        0
+    }
 }
 
 /// The outcome of one applied entry that a member proposed (its request id).
@@ -76,6 +80,8 @@ pub struct Maintained {
 pub trait StateMachine {
     /// The index and term of the last entry applied.
     fn applied(&self) -> (u64, u64);
+    /// The store's current revision (what auto-compaction counts back from).
+    fn revision(&self) -> i64;
     /// Applies committed entries (contiguous, in order) and returns the outcomes of those a member
     /// proposed and what the batch changed. An error is fatal.
     async fn apply(&mut self, committed: Vec<Entry>) -> Result<AppliedBatch, RaftCoreError>;

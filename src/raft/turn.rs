@@ -26,12 +26,15 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use keelson_engine::{mvcc, wal};
-use keelson_proto::etcdserverpb::{LeaseCheckpoint, LeaseCheckpointRequest, LeaseRevokeRequest};
+use keelson_proto::etcdserverpb::{
+    CompactionRequest, LeaseCheckpoint, LeaseCheckpointRequest, LeaseRevokeRequest,
+};
 use prost::Message as _;
 use raft::eraftpb::{Entry, Message};
 use raft::{RawNode, StateRole};
 
 use super::boot;
+use super::compactor::Compactor;
 use super::lessor::{LeaseChange, Lessor, Renewed};
 use super::log::RaftLog;
 use super::reads::Reads;
@@ -43,6 +46,9 @@ use crate::runtime::link::{
 /// Entries the log keeps, at most, for a follower behind; further behind, it will need the page
 /// file as a snapshot (the cluster's snapshots).
 pub const MAX_RETAINED: u64 = 20_000;
+
+/// An applied batch that took longer than this is slow (etcd's `warningApplyDuration`).
+const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What reaches the raft core between turns.
 #[derive(Debug)]
@@ -98,6 +104,8 @@ pub struct RaftCore<L, S, T> {
     ready_sent: bool,
     /// Serving cores' requests waiting for the defragmentation under way.
     defragmenting: Vec<(ServingCore, Token)>,
+    /// Auto-compaction, if on.
+    compactor: Option<Compactor>,
     stopping: bool,
 }
 
@@ -132,8 +140,14 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
             replies: (0..serving_cores).map(|_| Vec::new()).collect(),
             ready_sent: false,
             defragmenting: Vec::new(),
+            compactor: None,
             stopping: false,
         }
+    }
+
+    /// Compacts as `compactor` asks (auto-compaction), while this member leads.
+    pub fn compact_automatically(&mut self, compactor: Compactor) {
+        self.compactor = Some(compactor);
     }
 
     /// Starts raft: the only voter of a cluster need not wait out an election timeout.
@@ -180,6 +194,10 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
             }
         }
         self.reads.ask(&mut self.node, &mut self.replies);
+        self.published
+            .metrics
+            .read_indexes_failed
+            .store(self.reads.refused(), Ordering::Relaxed);
         if self.node.has_ready() {
             self.handle_ready().await?;
         }
@@ -187,6 +205,7 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
             .release(self.published.applied(), &mut self.replies);
         self.publish_state();
         self.propose_due_leases();
+        self.compact_if_due();
         let done = self.state.maintain().await?;
         self.route(done.answers);
         if let Some(defragmented) = done.defragmented {
@@ -271,7 +290,11 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
         if !entries.is_empty() || hard_state.is_some() {
             let started = Instant::now();
             self.log.persist(&entries, hard_state.as_ref()).await?;
-            self.published.metrics.wal_fsync.observe(started.elapsed());
+            let metrics = &self.published.metrics;
+            metrics.wal_fsync.observe(started.elapsed());
+            metrics
+                .wal_bytes
+                .store(self.log.written(), Ordering::Relaxed);
             let log = self.node.mut_store();
             log.append(entries);
             if let Some(hs) = hard_state {
@@ -297,7 +320,14 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
         if committed.is_empty() {
             return Ok(());
         }
+        let started = Instant::now();
         let applied = self.state.apply(committed).await?;
+        if started.elapsed() > SLOW_APPLY {
+            self.published
+                .metrics
+                .slow_applies
+                .fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(changes) = applied.changes {
             let changes = Arc::new(changes);
             for replies in &mut self.replies {
@@ -383,6 +413,10 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
     /// Proposes the revokes of expired leases and the checkpoints that fell due (the leader's).
     fn propose_due_leases(&mut self) {
         let due = self.lessor.due(Instant::now());
+        self.published
+            .metrics
+            .leases_expired
+            .fetch_add(due.revoke.len() as u64, Ordering::Relaxed);
         for id in due.revoke {
             self.propose_own(mvcc::Request::LeaseRevoke(LeaseRevokeRequest { id }));
         }
@@ -394,6 +428,22 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
                 .collect();
             self.propose_own(mvcc::Request::LeaseCheckpoint(LeaseCheckpointRequest {
                 checkpoints,
+            }));
+        }
+    }
+
+    /// Proposes the compaction auto-compaction asks for, if one is due.
+    fn compact_if_due(&mut self) {
+        let leads = self.node.raft.state == StateRole::Leader;
+        let revision = self.state.revision();
+        let due = self
+            .compactor
+            .as_mut()
+            .and_then(|c| c.due(Instant::now(), revision, leads));
+        if let Some(revision) = due {
+            self.propose_own(mvcc::Request::Compaction(CompactionRequest {
+                revision,
+                physical: false,
             }));
         }
     }

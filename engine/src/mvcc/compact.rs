@@ -58,13 +58,14 @@ struct Doomed {
 
 /// Removes what compaction at `at` removes for the keys from `from` (an encoded user key; empty
 /// for the first), visiting about `batch` versions (whole keys only). Returns the encoded key to
-/// continue from, or `None` once every key is done — then the compaction is recorded as finished.
+/// continue from, or `None` once every key is done — then the compaction is recorded as finished
+/// — and how many versions it removed.
 pub(crate) fn step(
     txn: &mut WriteTxn<'_>,
     at: i64,
     from: &[u8],
     batch: usize,
-) -> Result<Option<Vec<u8>>> {
+) -> Result<(Option<Vec<u8>>, usize)> {
     let mut doomed = Vec::new();
     let mut resume = None;
     {
@@ -123,5 +124,5 @@ pub(crate) fn step(
             .put(FINISHED_COMPACT, &Revision::new(at, 0).key(false))?;
         txn.bucket(STATE)?.put(STATE_COMPACTED, &at.to_le_bytes())?;
     }
-    Ok(resume)
+    Ok((resume, doomed.len()))
 }

@@ -42,6 +42,9 @@ pub(crate) const STATE: &[u8] = b"keelson";
 /// `keelson` key: the store's current revision, written with every change. Compared with the
 /// `key` bucket on open: if etcd changed the file meanwhile, keelson's buckets are rebuilt.
 pub(crate) const STATE_REVISION: &[u8] = b"revision";
+/// `keelson` key: how many keys are alive at the current revision (etcd's `keys_total`), kept
+/// with every change.
+pub(crate) const STATE_KEYS: &[u8] = b"keys";
 /// `keelson` key: the finished compaction keelson's buckets reflect.
 pub(crate) const STATE_COMPACTED: &[u8] = b"compacted";
 /// `keelson` key: the layout version of keelson's buckets.

@@ -22,12 +22,12 @@ use keelson_proto::mvccpb::Event;
 use super::alarm;
 use super::error::{MvccError, Result};
 use super::ops::{self, Checked};
-use super::read::{Revisions, bucket, corrupt, meta_revision, revisions};
+use super::read::{End, Revisions, bucket, corrupt, decode_i64, live, meta_revision, revisions};
 use super::rebuild;
 use super::request::{Request, Response};
 use super::schema::{
     CONSISTENT_INDEX, ETCD_BUCKETS, FINISHED_COMPACT, FORMAT, INDEX, KEY, LEASE_KEYS, META,
-    SCHEDULED_COMPACT, STATE, STATE_COMPACTED, STATE_FORMAT, STATE_REVISION, TERM,
+    SCHEDULED_COMPACT, STATE, STATE_COMPACTED, STATE_FORMAT, STATE_KEYS, STATE_REVISION, TERM,
 };
 use super::write::Writes;
 use super::{compact, lease, txn};
@@ -103,6 +103,10 @@ struct Pending {
 pub struct Store {
     writer: Writer,
     revs: Revisions,
+    /// Keys alive at the current revision.
+    keys: i64,
+    /// Versions compactions removed since the store was opened.
+    versions_compacted: u64,
     /// The last compaction finished (-1: none).
     finished: i64,
     pending: Option<Pending>,
@@ -172,6 +176,11 @@ impl Store {
         };
         let view = db.begin_read()?;
         let scheduled = meta_revision(&view, SCHEDULED_COMPACT)?;
+        let keys = match bucket(&view, STATE)?.get(STATE_KEYS)? {
+            Some(b) => decode_i64(b)?,
+            // A file from before keelson kept the count, or etcd's: counted once.
+            None => live(&view, b"", End::Unbounded, current, 0)?.1 as i64,
+        };
         let pending = (scheduled > finished).then(|| Pending {
             at: scheduled,
             from: Vec::new(),
@@ -182,6 +191,8 @@ impl Store {
                 compacted: scheduled.max(finished),
             },
             finished,
+            keys,
+            versions_compacted: 0,
             pending,
             applied_index: meta_number(&view, CONSISTENT_INDEX)?,
             applied_term: meta_number(&view, TERM)?,
@@ -226,6 +237,17 @@ impl Store {
         self.writer.free_pages().0 * self.writer.db().page_size() as u64
     }
 
+    /// Versions compactions removed since the store was opened (etcd's
+    /// `db_compaction_keys_total`).
+    pub fn versions_compacted(&self) -> u64 {
+        self.versions_compacted
+    }
+
+    /// How many keys are alive at the current revision.
+    pub fn keys(&self) -> i64 {
+        self.keys
+    }
+
     /// The revision through which compaction has physically finished (-1: none yet).
     pub fn compacted_through(&self) -> i64 {
         self.finished
@@ -246,6 +268,7 @@ impl Store {
         publisher: &impl Publisher,
     ) -> Result<Vec<Applied>> {
         let mut revs = self.revs;
+        let mut keys = self.keys;
         let (mut index, mut term) = (self.applied_index, self.applied_term);
         let mut scheduled = None;
         let mut out = Vec::new();
@@ -292,6 +315,13 @@ impl Store {
             if w.changes > 0 {
                 revs.current = w.main;
             }
+            for event in &w.events {
+                match (event.r#type, &event.kv) {
+                    (0, Some(kv)) if kv.version == 1 => keys += 1,
+                    (1, _) => keys -= 1,
+                    _ => {}
+                }
+            }
             if let (Request::Compaction(c), Ok(_)) = (&entry.request, &response) {
                 revs.compacted = c.revision;
                 scheduled = Some(c.revision);
@@ -309,10 +339,12 @@ impl Store {
         let mut meta = txn.bucket(META)?;
         meta.put(CONSISTENT_INDEX, &index.to_be_bytes())?;
         meta.put(TERM, &term.to_be_bytes())?;
-        txn.bucket(STATE)?
-            .put(STATE_REVISION, &revs.current.to_le_bytes())?;
+        let mut state = txn.bucket(STATE)?;
+        state.put(STATE_REVISION, &revs.current.to_le_bytes())?;
+        state.put(STATE_KEYS, &keys.to_le_bytes())?;
         publisher.publish(txn.stage()?).await?;
         self.revs = revs;
+        self.keys = keys;
         (self.applied_index, self.applied_term) = (index, term);
         if let Some(at) = scheduled {
             // A later compaction subsumes an unfinished earlier one: start over at the later one.
@@ -336,8 +368,10 @@ impl Store {
             return Ok(false);
         };
         let mut txn = self.writer.begin()?;
-        let next = compact::step(&mut txn, pending.at, &pending.from, self.options.batch)?;
+        let (next, removed) =
+            compact::step(&mut txn, pending.at, &pending.from, self.options.batch)?;
         publisher.publish(txn.stage()?).await?;
+        self.versions_compacted += removed as u64;
         match next {
             Some(from) => {
                 self.pending = Some(Pending {

@@ -163,6 +163,11 @@ impl StateMachine for Machine {
         store.applied.last().map_or((0, 0), |a| (a.index, a.term))
     }
 
+    fn revision(&self) -> i64 {
+        // The simulated store keeps no revisions; nothing to compact.
+        0
+    }
+
     async fn apply(&mut self, committed: Vec<Entry>) -> Result<AppliedBatch, RaftCoreError> {
         let mut store = self.store.borrow_mut();
         let mut answers = Vec::new();

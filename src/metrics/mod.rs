@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+mod process;
+
 /// A histogram with Prometheus' exponential buckets: `count` upper bounds doubling from `first`
 /// (`ExponentialBuckets(first, 2, count)`).
 #[derive(Debug)]
@@ -59,18 +61,30 @@ impl Histogram {
     }
 
     fn render(&self, name: &str, help: &str, out: &mut String) {
+        Histogram::render_sum(&[self], name, help, out);
+    }
+
+    /// Renders the sum of `parts` (histograms with the same buckets: one per core) as one.
+    fn render_sum(parts: &[&Histogram], name: &str, help: &str, out: &mut String) {
+        let Some(first) = parts.first() else { return };
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
-        for (i, bucket) in self.buckets.iter().enumerate() {
-            cumulative += bucket.load(Ordering::Relaxed);
+        for i in 0..first.buckets.len() {
+            cumulative += parts
+                .iter()
+                .map(|h| h.buckets[i].load(Ordering::Relaxed))
+                .sum::<u64>();
             let _ = writeln!(
                 out,
                 "{name}_bucket{{le=\"{}\"}} {cumulative}",
-                self.bound(i)
+                first.bound(i)
             );
         }
-        let count = self.count.load(Ordering::Relaxed);
-        let sum = f64::from_bits(self.sum.load(Ordering::Relaxed));
+        let count: u64 = parts.iter().map(|h| h.count.load(Ordering::Relaxed)).sum();
+        let sum: f64 = parts
+            .iter()
+            .map(|h| f64::from_bits(h.sum.load(Ordering::Relaxed)))
+            .sum();
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
     }
@@ -97,6 +111,30 @@ pub struct RaftMetrics {
     pub leases_renewed: AtomicU64,
     /// Granted times to live, in seconds (etcd's buckets: 1 s to 3 months).
     pub lease_ttl: Histogram,
+    /// Leases the lessor found expired and revoked.
+    pub leases_expired: AtomicU64,
+    /// Applied batches that took longer than etcd's warning (100 ms).
+    pub slow_applies: AtomicU64,
+    /// Read-index rounds refused (no leader).
+    pub read_indexes_failed: AtomicU64,
+    /// The store's current revision.
+    pub current_revision: AtomicI64,
+    /// The latest compaction asked for.
+    pub compact_revision: AtomicI64,
+    /// Keys alive.
+    pub keys: AtomicI64,
+    /// Versions compactions removed.
+    pub compaction_keys: AtomicU64,
+    /// Each compaction batch, in milliseconds (etcd's pause).
+    pub compaction_pause: Histogram,
+    /// Each whole compaction, in milliseconds.
+    pub compaction_total: Histogram,
+    /// Each defragmentation.
+    pub defrag: Histogram,
+    /// Whether a defragmentation runs.
+    pub defrag_inflight: AtomicU64,
+    /// Bytes the WAL wrote.
+    pub wal_bytes: AtomicU64,
 }
 
 impl Default for RaftMetrics {
@@ -111,6 +149,18 @@ impl Default for RaftMetrics {
             leases_revoked: AtomicU64::default(),
             leases_renewed: AtomicU64::default(),
             lease_ttl: Histogram::exponential(1.0, 24),
+            leases_expired: AtomicU64::default(),
+            slow_applies: AtomicU64::default(),
+            read_indexes_failed: AtomicU64::default(),
+            current_revision: AtomicI64::default(),
+            compact_revision: AtomicI64::default(),
+            keys: AtomicI64::default(),
+            compaction_keys: AtomicU64::default(),
+            compaction_pause: Histogram::exponential(1.0, 20),
+            compaction_total: Histogram::exponential(100.0, 14),
+            defrag: Histogram::exponential(0.1, 13),
+            defrag_inflight: AtomicU64::default(),
+            wal_bytes: AtomicU64::default(),
         }
     }
 }
@@ -216,6 +266,29 @@ impl WatchGauges {
     }
 }
 
+/// The store's operations a serving core asked for, as etcd counts them: each put, delete and
+/// range (those in txns too), each txn of more than one operation, and the bytes put.
+#[derive(Debug, Default)]
+pub struct StoreOps {
+    /// Puts.
+    pub puts: AtomicU64,
+    /// Deletes.
+    pub deletes: AtomicU64,
+    /// Ranges.
+    pub ranges: AtomicU64,
+    /// Txns of more than one operation.
+    pub txns: AtomicU64,
+    /// Keys and values put, in bytes.
+    pub put_bytes: AtomicU64,
+}
+
+impl StoreOps {
+    /// Counts `n` of `counter` (owner core only).
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 /// The checks of `/livez` and `/readyz`: (probe, check), in the order they run.
 pub const PROBES: &[(&str, &str)] = &[
     ("livez", "serializable_read"),
@@ -235,6 +308,14 @@ pub struct CoreMetrics {
     health: [AtomicU64; 2],
     /// Each of [`PROBES`] run: passed, failed.
     probes: [[AtomicU64; 2]; PROBES.len()],
+    /// The store's operations this core asked for (etcd's `etcd_mvcc_*_total`).
+    pub ops: StoreOps,
+    /// Hash calls.
+    pub hash: Histogram,
+    /// HashKV calls.
+    pub hash_kv: Histogram,
+    /// Snapshots sent.
+    pub snapshot: Histogram,
     /// This core's watch hub.
     pub watch: WatchGauges,
     /// The bytes of the gRPC messages sent and received (as etcd counts them: the encoded
@@ -249,6 +330,10 @@ impl Default for CoreMetrics {
             handled: METHODS.iter().map(|_| Default::default()).collect(),
             health: Default::default(),
             probes: Default::default(),
+            ops: StoreOps::default(),
+            hash: Histogram::exponential(0.01, 15),
+            hash_kv: Histogram::exponential(0.01, 15),
+            snapshot: Histogram::exponential(0.01, 17),
             watch: WatchGauges::default(),
             bytes: Arc::default(),
         }
@@ -291,23 +376,35 @@ impl CoreMetrics {
     }
 }
 
-/// Gauges read at scrape time.
-pub struct Gauges {
+/// What is read at scrape time.
+pub struct Scrape {
+    /// This member.
+    pub member_id: u64,
     /// A leader is known.
     pub has_leader: bool,
+    /// This member leads.
+    pub is_leader: bool,
     /// Raft commit index.
     pub committed: u64,
     /// Applied index.
     pub applied: u64,
-    /// Page-file bytes in use.
+    /// Page-file bytes (its published tree).
     pub db_size: u64,
+    /// Of which in use (not free pages).
+    pub db_in_use: u64,
+    /// Read transactions open on the page file.
+    pub open_reads: usize,
+    /// The backend quota (`None`: none).
+    pub quota: Option<u64>,
     /// Log lines dropped because stderr was slow or gone.
     pub log_lines_dropped: u64,
 }
 
 /// The Prometheus text of everything.
-pub fn render(raft: &RaftMetrics, cores: &[CoreMetrics], gauges: &Gauges) -> String {
+pub fn render(raft: &RaftMetrics, cores: &[CoreMetrics], gauges: &Scrape) -> String {
     let mut out = String::new();
+    render_member(raft, cores, gauges, &mut out);
+    process::render(&mut out);
     let mut gauge = |name: &str, kind: &str, help: &str, value: u64| {
         let _ = writeln!(
             out,
@@ -352,6 +449,12 @@ pub fn render(raft: &RaftMetrics, cores: &[CoreMetrics], gauges: &Gauges) -> Str
     );
     gauge(
         "etcd_mvcc_db_total_size_in_bytes",
+        "gauge",
+        "Total size of the underlying database physically allocated in bytes.",
+        gauges.db_size,
+    );
+    gauge(
+        "etcd_debugging_mvcc_db_total_size_in_bytes",
         "gauge",
         "Total size of the underlying database physically allocated in bytes.",
         gauges.db_size,
@@ -520,6 +623,258 @@ pub fn render(raft: &RaftMetrics, cores: &[CoreMetrics], gauges: &Gauges) -> Str
     out
 }
 
+/// The member's families beside the ones [`render`] writes itself: identity, leadership, the
+/// store's operations and sizes, compactions, defragmentations, hashes and snapshots.
+fn render_member(raft: &RaftMetrics, cores: &[CoreMetrics], scrape: &Scrape, out: &mut String) {
+    let mut one = |name: &str, kind: &str, help: &str, sample: String| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{sample}"
+        );
+    };
+    let api = crate::api::maintenance::ETCD_VERSION;
+    one(
+        "etcd_server_version",
+        "gauge",
+        "Which version is running. 1 for 'server_version' label with current version.",
+        format!("{{server_version=\"{api}\"}} 1"),
+    );
+    one(
+        "etcd_cluster_version",
+        "gauge",
+        "Which version is running. 1 for 'cluster_version' label with current cluster version",
+        "{cluster_version=\"3.4\"} 1".into(),
+    );
+    one(
+        "etcd_server_id",
+        "gauge",
+        "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
+        format!("{{server_id=\"{:x}\"}} 1", scrape.member_id),
+    );
+    let total = |of: fn(&StoreOps) -> &AtomicU64| -> u64 {
+        cores
+            .iter()
+            .map(|c| of(&c.ops).load(Ordering::Relaxed))
+            .sum()
+    };
+    let started = |streams: bool| -> u64 {
+        METHODS
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, _, kind))| (*kind != Kind::Unary) == streams)
+            .map(|(i, _)| {
+                cores
+                    .iter()
+                    .map(|c| c.started[i].load(Ordering::Relaxed))
+                    .sum::<u64>()
+            })
+            .sum()
+    };
+    let name = "etcd_server_client_requests_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} The total number of client requests per client version.\n# TYPE {name} counter"
+    );
+    for (kind, streams) in [("unary", false), ("stream", true)] {
+        let _ = writeln!(
+            out,
+            "{name}{{client_api_version=\"3.4\",type=\"{kind}\"}} {}",
+            started(streams)
+        );
+    }
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let signed = |a: &AtomicI64| a.load(Ordering::Relaxed);
+    let mut plain = |name: &str, kind: &str, help: &str, value: String| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    let quota = scrape.quota.map_or(-1.0, |q| q as f64);
+    for (name, kind, help, value) in [
+        (
+            "etcd_server_is_leader",
+            "gauge",
+            "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+            u64::from(scrape.is_leader).to_string(),
+        ),
+        (
+            "etcd_server_is_learner",
+            "gauge",
+            "Whether or not this member is a learner. 1 if is, 0 otherwise.",
+            "0".into(),
+        ),
+        (
+            "etcd_server_quota_backend_bytes",
+            "gauge",
+            "Current backend storage quota size in bytes.",
+            quota.to_string(),
+        ),
+        (
+            "etcd_server_slow_apply_total",
+            "counter",
+            "The total number of slow apply requests (likely overloaded from slow disk).",
+            load(&raft.slow_applies).to_string(),
+        ),
+        (
+            "etcd_server_read_indexes_failed_total",
+            "counter",
+            "The total number of failed read indexes seen.",
+            load(&raft.read_indexes_failed).to_string(),
+        ),
+        (
+            "etcd_server_heartbeat_send_failures_total",
+            "counter",
+            "The total number of leader heartbeat send failures (likely overloaded from slow disk).",
+            "0".into(),
+        ),
+        (
+            "etcd_debugging_server_lease_expired_total",
+            "counter",
+            "The total number of expired leases.",
+            load(&raft.leases_expired).to_string(),
+        ),
+        (
+            "etcd_mvcc_put_total",
+            "counter",
+            "Total number of puts seen by this member.",
+            total(|o| &o.puts).to_string(),
+        ),
+        (
+            "etcd_mvcc_delete_total",
+            "counter",
+            "Total number of deletes seen by this member.",
+            total(|o| &o.deletes).to_string(),
+        ),
+        (
+            "etcd_mvcc_range_total",
+            "counter",
+            "Total number of ranges seen by this member.",
+            total(|o| &o.ranges).to_string(),
+        ),
+        (
+            "etcd_mvcc_txn_total",
+            "counter",
+            "Total number of txns seen by this member.",
+            total(|o| &o.txns).to_string(),
+        ),
+        (
+            "etcd_debugging_mvcc_put_total",
+            "counter",
+            "Total number of puts seen by this member.",
+            total(|o| &o.puts).to_string(),
+        ),
+        (
+            "etcd_debugging_mvcc_delete_total",
+            "counter",
+            "Total number of deletes seen by this member.",
+            total(|o| &o.deletes).to_string(),
+        ),
+        (
+            "etcd_debugging_mvcc_range_total",
+            "counter",
+            "Total number of ranges seen by this member.",
+            total(|o| &o.ranges).to_string(),
+        ),
+        (
+            "etcd_debugging_mvcc_txn_total",
+            "counter",
+            "Total number of txns seen by this member.",
+            total(|o| &o.txns).to_string(),
+        ),
+        (
+            "etcd_debugging_mvcc_total_put_size_in_bytes",
+            "gauge",
+            "The total size of put kv pairs seen by this member.",
+            total(|o| &o.put_bytes).to_string(),
+        ),
+        (
+            "etcd_debugging_mvcc_keys_total",
+            "gauge",
+            "Total number of keys.",
+            signed(&raft.keys).to_string(),
+        ),
+        (
+            "etcd_debugging_mvcc_current_revision",
+            "gauge",
+            "The current revision of store.",
+            signed(&raft.current_revision).to_string(),
+        ),
+        (
+            "etcd_debugging_mvcc_compact_revision",
+            "gauge",
+            "The revision of the last compaction in store.",
+            signed(&raft.compact_revision).to_string(),
+        ),
+        (
+            "etcd_debugging_mvcc_db_compaction_keys_total",
+            "counter",
+            "Total number of db keys compacted.",
+            load(&raft.compaction_keys).to_string(),
+        ),
+        (
+            "etcd_mvcc_db_total_size_in_use_in_bytes",
+            "gauge",
+            "Total size of the underlying database logically in use in bytes.",
+            scrape.db_in_use.to_string(),
+        ),
+        (
+            "etcd_mvcc_db_open_read_transactions",
+            "gauge",
+            "The number of currently open read transactions",
+            scrape.open_reads.to_string(),
+        ),
+        (
+            "etcd_disk_defrag_inflight",
+            "gauge",
+            "Whether or not defrag is active on the member. 1 means active, 0 means not.",
+            load(&raft.defrag_inflight).to_string(),
+        ),
+        (
+            "etcd_disk_wal_write_bytes_total",
+            "gauge",
+            "Total number of bytes written in WAL.",
+            load(&raft.wal_bytes).to_string(),
+        ),
+    ] {
+        plain(name, kind, help, value);
+    }
+    raft.compaction_pause.render(
+        "etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds",
+        "Bucketed histogram of db compaction pause duration.",
+        out,
+    );
+    raft.compaction_total.render(
+        "etcd_debugging_mvcc_db_compaction_total_duration_milliseconds",
+        "Bucketed histogram of db compaction total duration.",
+        out,
+    );
+    raft.defrag.render(
+        "etcd_disk_backend_defrag_duration_seconds",
+        "The latency distribution of backend defragmentation.",
+        out,
+    );
+    let per_core = |of: fn(&CoreMetrics) -> &Histogram| cores.iter().map(of).collect::<Vec<_>>();
+    Histogram::render_sum(
+        &per_core(|c| &c.snapshot),
+        "etcd_disk_backend_snapshot_duration_seconds",
+        "The latency distribution of backend snapshots.",
+        out,
+    );
+    Histogram::render_sum(
+        &per_core(|c| &c.hash),
+        "etcd_mvcc_hash_duration_seconds",
+        "The latency distribution of storage hash operation.",
+        out,
+    );
+    Histogram::render_sum(
+        &per_core(|c| &c.hash_kv),
+        "etcd_mvcc_hash_rev_duration_seconds",
+        "The latency distribution of storage hash by revision operation.",
+        out,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,14 +894,22 @@ mod tests {
         let text = render(
             &raft,
             &cores,
-            &Gauges {
+            &Scrape {
+                member_id: 0xabc,
                 has_leader: true,
+                is_leader: true,
                 committed: 5,
                 applied: 4,
                 db_size: 4096,
+                db_in_use: 2048,
+                open_reads: 1,
+                quota: Some(1 << 31),
                 log_lines_dropped: 3,
             },
         );
+        assert!(text.contains("etcd_server_id{server_id=\"abc\"} 1\n"));
+        assert!(text.contains("etcd_mvcc_db_total_size_in_use_in_bytes 2048\n"));
+        assert!(text.contains("etcd_server_quota_backend_bytes 2147483648\n"));
         assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.001\"} 1\n"));
         assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.004\"} 2\n"));
         assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_count 2\n"));
