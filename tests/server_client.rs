@@ -448,3 +448,28 @@ fn a_client_that_stops_answering_pings_is_disconnected() {
     assert!(ping.is_some() && goaway > ping, "frame types {kinds:?}");
     assert!(server.terminate().success(), "{}", server.log());
 }
+
+#[test]
+fn a_write_not_applied_within_the_request_timeout_is_answered_request_timed_out() {
+    // The raft core stalls 8 s applying a put of "slow"; the request timeout is 5 s plus two
+    // election timeouts of 500 ms.
+    let server = Server::start_with_env(
+        Path::new(env!("CARGO_BIN_EXE_keelson")),
+        Ports::free(),
+        &["--election-timeout=500"],
+        &[("KEELSON_TEST_STALL", "slow:8000")],
+    );
+    runtime().block_on(async {
+        let mut c = connect(&server).await;
+        let started = std::time::Instant::now();
+        let (code, message) = code_and_message(c.put("slow", "v", None).await.unwrap_err());
+        assert_eq!(
+            (code, message.as_str()),
+            (tonic::Code::Unavailable, "etcdserver: request timed out")
+        );
+        assert!(started.elapsed() >= std::time::Duration::from_secs(5));
+        // Timed out is not failed: once the stall ends, the write is there.
+        let got = c.get("slow", None).await.unwrap();
+        assert_eq!(got.kvs()[0].value(), b"v");
+    });
+}

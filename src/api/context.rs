@@ -56,7 +56,14 @@ pub struct Identity {
     pub quota_bytes: Option<u64>,
     /// How client connections are served.
     pub connections: conn::Settings,
+    /// How long a proposal may take to be applied before the client is told it timed out (etcd's
+    /// 5 s plus two election timeouts).
+    pub request_timeout: Duration,
 }
+
+/// Committed entries waiting to be applied beyond which proposals are refused (etcd's
+/// `maxGapBetweenApplyAndCommitIndex`).
+pub const MAX_APPLY_BACKLOG: u64 = 5000;
 
 type ReadWaiter = oneshot::Sender<Result<(), Status>>;
 type LeaseWaiter = oneshot::Sender<Result<LeaseAnswer, Refusal>>;
@@ -164,6 +171,13 @@ impl Serving {
     pub fn propose(&self, request: mvcc::Request) -> Result<oneshot::Receiver<Outcome>, Status> {
         if self.raft_gone.get() {
             return Err(status::stopped());
+        }
+        let backlog = self
+            .published
+            .committed()
+            .saturating_sub(self.published.applied());
+        if backlog > MAX_APPLY_BACKLOG {
+            return Err(status::too_many_requests());
         }
         let id = self.next_id.get();
         self.next_id.set(id.wrapping_add(1));

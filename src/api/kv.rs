@@ -4,6 +4,7 @@
 //!
 //! Runs on: every serving core.
 
+use hyper::rt::Timer;
 use keelson_engine::mvcc::{self, WithHeader, validate};
 use keelson_proto::etcdserverpb::kv_server::Kv;
 use keelson_proto::etcdserverpb::response_op::Response as OpResponse;
@@ -14,9 +15,10 @@ use keelson_proto::etcdserverpb::{
 use std::sync::atomic::AtomicU64;
 use tonic::{Request, Response, Status};
 
+use super::timer::LocalTimer;
 use super::{context, quota, status};
 use crate::metrics::StoreOps;
-use crate::runtime::fatal;
+use crate::runtime::faults;
 use crate::runtime::link::Refusal;
 
 /// The KV service of a serving core.
@@ -31,8 +33,18 @@ where
 {
     let request = request.into();
     quota::check(&request).await?;
-    let applied = context::with(|s| s.propose(request))?;
-    let outcome = applied.await.map_err(|_| status::stopped())?;
+    let (applied, timeout) =
+        context::with(|s| Ok((s.propose(request)?, s.identity.request_timeout)))?;
+    // tonic's handlers are `Send`: the timer is the one hyper uses, not glommio's own.
+    let expired = LocalTimer.sleep(timeout);
+    let outcome = futures_lite::future::or(
+        async { applied.await.map_err(|_| status::stopped()) },
+        async {
+            expired.await;
+            Err(status::timed_out())
+        },
+    )
+    .await?;
     if let Err(Refusal::Rejected(mvcc::MvccError::NoSpace)) = &outcome {
         quota::raise().await?;
     }
@@ -128,7 +140,7 @@ impl Kv for KvApi {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let request = request.into_inner();
         validate::put(&request).map_err(invalid)?;
-        fatal::test_panic_point("serving", &request.key);
+        faults::test_panic_point("serving", &request.key);
         count(|o| &o.puts, 1);
         count(
             |o| &o.put_bytes,

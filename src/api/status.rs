@@ -63,3 +63,13 @@ pub fn not_leader() -> Status {
 pub fn bad_leader_transferee() -> Status {
     Status::failed_precondition("etcdserver: bad leader transferee")
 }
+
+/// A proposal not applied within the request timeout (its outcome is unknown).
+pub fn timed_out() -> Status {
+    Status::unavailable("etcdserver: request timed out")
+}
+
+/// Too many committed entries wait to be applied to take another proposal.
+pub fn too_many_requests() -> Status {
+    Status::resource_exhausted("etcdserver: too many requests")
+}

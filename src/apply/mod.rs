@@ -33,7 +33,7 @@ use raft::eraftpb::{Entry, EntryType};
 use crate::raft::lessor::LeaseChange;
 use crate::raft::seams::{Answer, AppliedBatch, Defragmented, Maintained, StateMachine};
 use crate::raft::turn::RaftCoreError;
-use crate::runtime::fatal;
+use crate::runtime::faults;
 use crate::runtime::link::{Changes, Published, Refusal};
 use defrag::Defrag;
 
@@ -287,7 +287,10 @@ impl StateMachine for Applier {
         let (batch, ids): (Vec<mvcc::Entry>, Vec<u64>) = committed.iter().map(decode).unzip();
         for entry in &batch {
             if let mvcc::Request::Put(put) = &entry.request {
-                fatal::test_panic_point("raft", &put.key);
+                faults::test_panic_point("raft", &put.key);
+                if let Some(stall) = faults::test_stall(&put.key) {
+                    glommio::timer::sleep(stall).await;
+                }
             }
         }
         let mut answers = Vec::new();

@@ -4,7 +4,7 @@
 //! 1 at once, as etcd exits on a fatal error. Nothing acknowledged is lost: a write is acknowledged
 //! only once it is durable in the WAL, and a restart replays the WAL.
 //!
-//! [`test_panic_point`] is the test suite's way to make a core panic (debug builds only).
+//! The test suite makes a core panic through [`super::faults`] (debug builds only).
 //!
 //! Runs on: whichever thread panics.
 
@@ -31,20 +31,4 @@ pub fn exit(why: &str) -> ! {
     logging::emit(format!("keelson: fatal: {why}; exiting\n").into_bytes());
     logging::flush(Duration::from_millis(300));
     std::process::exit(EXIT_FATAL)
-}
-
-/// In debug builds, panics if `KEELSON_TEST_PANIC` names this place and key (`raft:<key>` when the
-/// raft core applies a put of `<key>`, `serving:<key>` when a serving core receives one), so tests
-/// can kill a core of the real binary. Release builds never panic here.
-pub fn test_panic_point(place: &str, key: &[u8]) {
-    if cfg!(debug_assertions) {
-        static WANTED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-        let wanted = WANTED.get_or_init(|| std::env::var("KEELSON_TEST_PANIC").ok());
-        if let Some((at, wanted_key)) = wanted.as_deref().and_then(|w| w.split_once(':'))
-            && at == place
-            && wanted_key.as_bytes() == key
-        {
-            panic!("KEELSON_TEST_PANIC: {place} core told to panic on a put of {wanted_key:?}");
-        }
-    }
 }

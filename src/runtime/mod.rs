@@ -3,12 +3,14 @@
 //! the queue-and-wake every core's task uses to hand work to another task of its own executor
 //! ([`mailbox`]), a one-shot broadcast any thread may fire ([`signal`]), and the member's shutdown
 //! ([`shutdown`]): SIGTERM and SIGINT, a failure on any core, and the bound on how long stopping may
-//! take. [`fatal`] makes a panic anywhere end the process.
+//! take. [`fatal`] makes a panic anywhere end the process; [`faults`] holds the test suite's fault
+//! points.
 //!
 //! Runs on: every thread (these are the types each side holds).
 
 pub mod cores;
 pub mod fatal;
+pub mod faults;
 pub mod link;
 pub mod mailbox;
 pub mod shutdown;
