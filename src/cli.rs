@@ -143,6 +143,53 @@ pub enum Command {
     /// Inspect a write-ahead log directory (member/wal), like etcd-dump-logs.
     #[command(subcommand)]
     Wal(WalCommand),
+    /// Save, describe and restore snapshots, as etcdctl (and etcdutl) do.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+/// `keelson snapshot` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Fetch a snapshot from a running member into FILE (with its SHA-256 appended).
+    Save {
+        /// Where to write it.
+        file: PathBuf,
+        /// The member's client endpoint.
+        #[arg(long, default_value = "127.0.0.1:2379")]
+        endpoints: String,
+    },
+    /// Print a snapshot's hash, revision, total keys and size.
+    Status {
+        /// The snapshot file.
+        file: PathBuf,
+        /// simple, table or json.
+        #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+        write_out: crate::snapshot::status::WriteOut,
+    },
+    /// Make a data dir for a new cluster from a snapshot.
+    Restore {
+        /// The snapshot file.
+        file: PathBuf,
+        /// The data dir to make (default: <name>.etcd).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// This member's name.
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// The new cluster: name=peerURL,...
+        #[arg(long, default_value = "default=http://localhost:2380")]
+        initial_cluster: String,
+        /// The new cluster's token.
+        #[arg(long, default_value = "etcd-cluster")]
+        initial_cluster_token: String,
+        /// This member's peer URLs (taken for etcd's command line; --initial-cluster names them).
+        #[arg(long, default_value = "http://localhost:2380")]
+        initial_advertise_peer_urls: String,
+        /// Restore a file without a SHA-256 (a data dir's db file).
+        #[arg(long)]
+        skip_hash_check: bool,
+    },
 }
 
 /// `keelson wal` subcommands.

@@ -619,7 +619,7 @@ impl Config {
 }
 
 /// Parses `name=url,name=url,...` (a name may repeat, one URL each) into members with etcd's ids.
-fn parse_initial_cluster(spec: &str, token: &str) -> Result<Vec<Member>, ConfigError> {
+pub fn parse_initial_cluster(spec: &str, token: &str) -> Result<Vec<Member>, ConfigError> {
     let mut members: Vec<Member> = Vec::new();
     for part in split_list(spec) {
         let (name, url) = part

@@ -17,6 +17,7 @@ mod metrics;
 mod raft;
 mod runtime;
 mod server;
+mod snapshot;
 mod watch;
 
 use std::io::{self, Write};
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 use runtime::shutdown::{self, Shutdown};
 
-use cli::{Command, DbCommand, WalCommand};
+use cli::{Command, DbCommand, SnapshotCommand, WalCommand};
 use inspect::{Encoding, InspectError};
 
 fn encoding(hex: bool) -> Encoding {
@@ -57,6 +58,52 @@ fn run_db(command: DbCommand, out: &mut dyn Write) -> Result<(), InspectError> {
             db::get(&file, &path, &key, encoding(format.hex), out)
         }
         DbCommand::Stats { file } => db::stats(&file, out),
+    }
+}
+
+fn run_snapshot(
+    command: SnapshotCommand,
+    out: &mut dyn Write,
+) -> Result<(), snapshot::SnapshotError> {
+    match command {
+        SnapshotCommand::Save { file, endpoints } => {
+            snapshot::save::save(&endpoints, &file)?;
+            writeln!(out, "Snapshot saved at {}", file.display())?;
+            Ok(())
+        }
+        SnapshotCommand::Status { file, write_out } => {
+            let status = snapshot::status::of(&file)?;
+            snapshot::status::print(&status, write_out, out)?;
+            Ok(())
+        }
+        SnapshotCommand::Restore {
+            file,
+            data_dir,
+            name,
+            initial_cluster,
+            initial_cluster_token,
+            initial_advertise_peer_urls,
+            skip_hash_check,
+        } => {
+            let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(format!("{name}.etcd")));
+            let (member, cluster, revision) =
+                snapshot::restore::restore(&snapshot::restore::Restore {
+                    snapshot: &file,
+                    data_dir: &data_dir,
+                    name: &name,
+                    initial_cluster: &initial_cluster,
+                    token: &initial_cluster_token,
+                    peer_urls: &initial_advertise_peer_urls,
+                    skip_hash_check,
+                })?;
+            writeln!(
+                out,
+                "restored snapshot {} into {} (member {member:x} of cluster {cluster:x}, revision {revision})",
+                file.display(),
+                data_dir.display()
+            )?;
+            Ok(())
+        }
     }
 }
 
@@ -144,6 +191,16 @@ fn main() -> ExitCode {
         Command::Db(command) => run_db(command, &mut out),
         Command::Wal(WalCommand::Dump { dir, from, format }) => {
             inspect::wal::dump_wal(&dir, from, encoding(format.hex), &mut out)
+        }
+        Command::Snapshot(command) => {
+            let done = run_snapshot(command, &mut out).and_then(|()| Ok(out.flush()?));
+            return match done {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    let _ = writeln!(io::stderr(), "Error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
         }
     };
     let result = result.and_then(|()| out.flush().map_err(InspectError::from));

@@ -288,3 +288,103 @@ fn a_snapshot_stream_cut_short_by_its_client_leaves_the_member_serving() {
     ]);
     assert_eq!(snapshot_status(&file).revision, 2002);
 }
+
+/// Runs `keelson snapshot <args>`; its exit status, output and error.
+fn keelson_snapshot(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(keelson())
+        .arg("snapshot")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `etcdctl snapshot status -w <format> FILE`'s output.
+fn etcdctl_status(file: &Path, format: &str) -> String {
+    let out = etcdctl(&["snapshot", "status", "-w", format, file.to_str().unwrap()]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn keelson_snapshot_save_status_and_restore_do_what_etcdctl_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let from_keelson = dir.path().join("from-keelson.snap");
+    let from_etcd = dir.path().join("from-etcd.snap");
+    let keelson_server = Server::start(keelson(), Ports::free(), &[]);
+    let etcd = Server::etcd(Ports::free());
+    let (want, want_leases) = runtime().block_on(async {
+        let mut e = connect(etcd.endpoint()).await;
+        load(&mut e).await;
+        let mut k = connect(keelson_server.endpoint()).await;
+        load(&mut k).await;
+        (keys_at(&mut k, 0).await, leases(&mut k).await)
+    });
+    // Saved from either server, keelson's status of the file is etcdctl's.
+    for (server, file) in [(&keelson_server, &from_keelson), (&etcd, &from_etcd)] {
+        let (ok, said, err) = keelson_snapshot(&[
+            "save",
+            file.to_str().unwrap(),
+            "--endpoints",
+            &server.endpoint(),
+        ]);
+        assert!(ok, "{err}");
+        assert_eq!(said, format!("Snapshot saved at {}\n", file.display()));
+        for format in ["simple", "table", "json"] {
+            let (ok, said, err) =
+                keelson_snapshot(&["status", file.to_str().unwrap(), "-w", format]);
+            assert!(ok, "{err}");
+            assert_eq!(said, etcdctl_status(file, format), "-w {format}");
+        }
+    }
+    // keelson's restore of its own snapshot serves what was saved.
+    let data = dir.path().join("restored");
+    let ports = Ports::free();
+    let peer = format!("http://127.0.0.1:{}", ports.peer);
+    let (ok, said, err) = keelson_snapshot(&[
+        "restore",
+        from_keelson.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--name",
+        "node",
+        "--initial-cluster",
+        &format!("node={peer}"),
+        "--initial-advertise-peer-urls",
+        &peer,
+    ]);
+    assert!(ok, "{err}");
+    assert!(said.starts_with("restored snapshot"), "{said}");
+    let restored = Server::start_on(keelson(), ports, &[], |target, _| {
+        std::fs::rename(&data, target).unwrap();
+    });
+    runtime().block_on(async {
+        let mut c = connect(restored.endpoint()).await;
+        assert_eq!(keys_at(&mut c, 0).await, want);
+        assert_eq!(leases(&mut c).await, want_leases);
+    });
+    // A restore into a data dir in use, and of a file without its checksum, are refused.
+    let (ok, _, err) = keelson_snapshot(&[
+        "restore",
+        from_keelson.to_str().unwrap(),
+        "--data-dir",
+        restored.data_dir().to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("not empty"), "{err}");
+    let bare = dir.path().join("bare.db");
+    let bytes = std::fs::read(&from_keelson).unwrap();
+    std::fs::write(&bare, &bytes[..bytes.len() - 32]).unwrap();
+    let (ok, _, err) = keelson_snapshot(&[
+        "restore",
+        bare.to_str().unwrap(),
+        "--data-dir",
+        dir.path().join("elsewhere").to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("snapshot missing hash but --skip-hash-check=false"),
+        "{err}"
+    );
+}

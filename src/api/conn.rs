@@ -61,7 +61,7 @@ pub const GRPC_OVERHEAD: usize = 512 * 1024;
 
 /// Spawns hyper's tasks on this core's executor.
 #[derive(Clone, Copy, Debug)]
-struct LocalExec;
+pub struct LocalExec;
 
 impl<F> hyper::rt::Executor<F> for LocalExec
 where

@@ -15,7 +15,7 @@ use glommio::net::TcpStream;
 /// Bytes read from the socket per call at most.
 const READ_CHUNK: usize = 16 << 10;
 
-/// A client connection, for hyper.
+/// A connection, for hyper (the server's client connections; `keelson snapshot save`'s).
 pub struct Io {
     stream: TcpStream,
     scratch: Vec<u8>,

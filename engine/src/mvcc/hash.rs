@@ -8,6 +8,9 @@
 //!   hash is the same whether the compaction's deletes have run yet or not). A version kept is a
 //!   key's newest at the revision asked, while the key is alive. As in etcd, if no key is alive at
 //!   that revision nothing is left out.
+//! - [`file_status`] (`etcdctl snapshot status`): CRC-32C over every top-level bucket's name and
+//!   every key and value directly in it (a nested bucket counts by its name), the newest revision
+//!   in the `key` bucket, how many keys were hashed, and the file's size.
 //! - [`hash`] (etcd's backend `Hash`): CRC-32C over every bucket — its name, then its keys and
 //!   values — but the consistent index and keelson's own buckets, which describe this member's
 //!   progress and layout rather than the data.
@@ -119,4 +122,50 @@ pub fn hash(txn: &ReadTxn) -> Result<u32> {
         }
     }
     Ok(crc)
+}
+
+/// What `etcdctl snapshot status` says of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStatus {
+    /// The checksum of every bucket.
+    pub hash: u32,
+    /// The newest revision in the `key` bucket.
+    pub revision: i64,
+    /// Keys hashed, in every bucket.
+    pub total_keys: u64,
+    /// Bytes of the file's tree.
+    pub total_size: u64,
+}
+
+/// [`FileStatus`] of the file as `txn` shows it.
+pub fn file_status(txn: &ReadTxn) -> Result<FileStatus> {
+    let mut status = FileStatus {
+        hash: 0,
+        revision: 0,
+        total_keys: 0,
+        total_size: txn.size(),
+    };
+    let mut buckets = txn.root().cursor();
+    let mut entry = buckets.first()?;
+    while let Some((name, _)) = entry {
+        entry = buckets.next()?;
+        let Some(bucket) = txn.bucket(name)? else {
+            continue;
+        };
+        status.hash = crc32c::crc32c_append(status.hash, name);
+        let mut cursor = bucket.cursor();
+        let mut item = cursor.first()?;
+        while let Some((k, v)) = item {
+            item = cursor.next()?;
+            status.hash = crc32c::crc32c_append(status.hash, k);
+            status.hash = crc32c::crc32c_append(status.hash, v.unwrap_or_default());
+            if name == KEY
+                && let Some((rev, _)) = Revision::parse_key(k)
+            {
+                status.revision = rev.main;
+            }
+            status.total_keys += 1;
+        }
+    }
+    Ok(status)
 }

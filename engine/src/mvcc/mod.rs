@@ -32,7 +32,7 @@ mod version;
 mod write;
 
 pub use error::{MvccError, Result, StatusCode};
-pub use hash::{KvHash, hash, hash_kv};
+pub use hash::{FileStatus, KvHash, file_status, hash, hash_kv};
 pub use history::{history, prev_kv};
 pub use lease::{keys_of as lease_keys, leases};
 pub use read::{Revisions, range, revisions};

@@ -202,6 +202,19 @@ impl Store {
         })
     }
 
+    /// Makes the store a new raft log's start: applied through `index` at `term` (what restoring
+    /// a snapshot into a new cluster does), durably.
+    pub fn restart_log_at(&mut self, index: u64, term: u64) -> Result<()> {
+        let mut txn = self.writer.begin()?;
+        let mut meta = txn.bucket(META)?;
+        meta.put(CONSISTENT_INDEX, &index.to_be_bytes())?;
+        meta.put(TERM, &term.to_be_bytes())?;
+        txn.publish()?;
+        self.writer.sync()?;
+        (self.applied_index, self.applied_term) = (index, term);
+        Ok(())
+    }
+
     /// The reader handle: read transactions on any core see what has been applied.
     pub fn db(&self) -> &Db {
         self.writer.db()

@@ -1,0 +1,139 @@
+//! `keelson snapshot save FILE`: a snapshot from a running member, over etcd's Snapshot call, into
+//! `FILE` as `etcdctl snapshot save` writes it — the page file, then its SHA-256 — by way of
+//! `FILE.part`, renamed once complete. The checksum is checked on the way.
+//!
+//! Runs on: a glommio executor of its own (hyper's HTTP/2 client on a glommio stream, as the
+//! server's connections are).
+
+use std::io::Write;
+use std::net::ToSocketAddrs;
+use std::path::Path;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use keelson_proto::etcdserverpb::SnapshotResponse;
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use super::{SnapshotError, io};
+use crate::api::conn::LocalExec;
+use crate::api::io::Io;
+
+/// Saves a snapshot of the member at `endpoint` (`host:port`, or a URL) into `file`; its size.
+pub fn save(endpoint: &str, file: &Path) -> Result<u64, SnapshotError> {
+    let endpoint = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut part = file.as_os_str().to_os_string();
+    part.push(".part");
+    let part = std::path::PathBuf::from(part);
+    let fetched = {
+        let part = part.clone();
+        glommio::LocalExecutorBuilder::default()
+            .name("keelson-snapshot")
+            .spawn(move || async move { fetch(&endpoint, &part).await })
+            .map_err(|e| SnapshotError::Failed(e.to_string()))?
+            .join()
+            .map_err(|e| SnapshotError::Failed(e.to_string()))?
+    };
+    let size = fetched?;
+    std::fs::rename(&part, file).map_err(io(file))?;
+    Ok(size)
+}
+
+fn failed(what: &str) -> impl FnOnce(String) -> SnapshotError + '_ {
+    move |why| SnapshotError::Failed(format!("{what}: {why}"))
+}
+
+/// Streams the snapshot into `part`; the bytes written.
+async fn fetch(endpoint: &str, part: &Path) -> Result<u64, SnapshotError> {
+    let addr = endpoint
+        .to_socket_addrs()
+        .map_err(|e| failed(endpoint)(e.to_string()))?
+        .next()
+        .ok_or_else(|| failed(endpoint)("no address".into()))?;
+    let stream = glommio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| failed(endpoint)(e.to_string()))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(LocalExec, Io::new(stream, Vec::new()))
+            .await
+            .map_err(|e| failed(endpoint)(e.to_string()))?;
+    glommio::spawn_local(connection).detach();
+    // An empty SnapshotRequest, framed as gRPC frames a message: no compression, length 0.
+    let request = http::Request::post(format!(
+        "http://{endpoint}/etcdserverpb.Maintenance/Snapshot"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+    .map_err(|e| failed("request")(e.to_string()))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| failed(endpoint)(e.to_string()))?;
+    let mut status = grpc_status(response.headers());
+    let mut body = response.into_body();
+    let mut out = std::fs::File::create(part).map_err(io(part))?;
+    let mut pending = BytesMut::new();
+    let mut digest = Sha256::new();
+    let (mut written, mut data_done, mut checked) = (0u64, false, false);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| failed(endpoint)(e.to_string()))?;
+        if let Some(trailers) = frame.trailers_ref() {
+            status = grpc_status(trailers).or(status);
+            continue;
+        }
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        pending.extend_from_slice(&data);
+        while pending.len() >= 5 {
+            let len = u32::from_be_bytes([pending[1], pending[2], pending[3], pending[4]]) as usize;
+            if pending.len() < 5 + len {
+                break;
+            }
+            pending.advance(5);
+            let message = pending.split_to(len);
+            let chunk = SnapshotResponse::decode(&message[..])
+                .map_err(|e| failed("a snapshot message")(e.to_string()))?;
+            if data_done {
+                checked = digest.clone().finalize().as_slice() == chunk.blob;
+                if !checked {
+                    return Err(SnapshotError::Failed(
+                        "the snapshot's sha256 does not match what was received".into(),
+                    ));
+                }
+            } else {
+                digest.update(&chunk.blob);
+                data_done = chunk.remaining_bytes == 0;
+            }
+            out.write_all(&chunk.blob).map_err(io(part))?;
+            written += chunk.blob.len() as u64;
+        }
+    }
+    if let Some((code, message)) = status.filter(|(code, _)| *code != 0) {
+        return Err(SnapshotError::Failed(format!(
+            "rpc error: code = {code} desc = {message}"
+        )));
+    }
+    if !checked {
+        return Err(SnapshotError::Failed(
+            "the snapshot stream ended before its sha256".into(),
+        ));
+    }
+    out.sync_all().map_err(io(part))?;
+    Ok(written)
+}
+
+/// gRPC's status in `headers`, if they carry one: its code and message.
+fn grpc_status(headers: &http::HeaderMap) -> Option<(u32, String)> {
+    let code = headers.get("grpc-status")?.to_str().ok()?.parse().ok()?;
+    let message = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    Some((code, message))
+}
