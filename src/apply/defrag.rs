@@ -4,7 +4,7 @@
 //!
 //! 1. **Copy.** A read transaction of the file as it is now (its consistent index is the copy's
 //!    base) is rewritten into `db.defrag` beside it — every bucket, key and sequence, pages packed
-//!    full — on a thread of glommio's blocking pool. The old file takes every apply meanwhile;
+//!    full — on a thread of its own. The old file takes every apply meanwhile;
 //!    the decoded batches applied since the base are kept ([`Defrag::applied`]).
 //! 2. **Catch up.** The new file is opened as a store of its own, and the kept batches are applied
 //!    to it, a few per turn (applying is deterministic, so it reaches the state the old one has).
@@ -16,7 +16,7 @@
 //! defragmentation (a leftover `db.defrag` is removed at the next one); after it, the new file is
 //! durable through everything applied, which is past anything the WAL released.
 //!
-//! Runs on: the raft core (the copy on glommio's blocking pool).
+//! Runs on: the raft core (the copy on a thread of its own).
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
+use futures_channel::oneshot;
 use keelson_engine::mvcc::{self, Store};
 use keelson_engine::pagefile::{self, ReadTxn, UringFile};
 
@@ -53,6 +54,27 @@ pub struct Defrag {
     size_before: u64,
 }
 
+/// Writes the compacted copy of what `read` shows into `target` (a leftover there removed first).
+fn copy_into(target: &Path, read: ReadTxn) -> pagefile::Result<()> {
+    if target.exists() {
+        std::fs::remove_file(target).map_err(|e| pagefile::Error::Io {
+            path: target.to_path_buf(),
+            op: "remove",
+            source: e,
+        })?;
+    }
+    read.compact_into(target, COPY_BATCH_BYTES)
+}
+
+/// A copy that could not run, as the page file's error.
+fn stopped(why: &str) -> pagefile::Error {
+    pagefile::Error::Io {
+        path: PathBuf::new(),
+        op: "defragment",
+        source: std::io::Error::other(why.to_string()),
+    }
+}
+
 /// The file a defragmentation of `db` writes.
 pub fn copy_path(db: &Path) -> PathBuf {
     db.with_extension("defrag")
@@ -68,20 +90,22 @@ impl Defrag {
         let outcome = Rc::new(Cell::new(None));
         let done = outcome.clone();
         let target = copy.clone();
+        // A thread of its own, not glommio's blocking pool: the pool's one thread also grows the
+        // page file for the raft core, which must not wait behind a copy of the whole file.
+        let (copied, copy_ended) = oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("keelson-defrag".into())
+            .spawn(move || {
+                let _ = copied.send(copy_into(&target, read));
+            });
         glommio::spawn_local(async move {
-            let copied = glommio::executor()
-                .spawn_blocking(move || {
-                    if target.exists() {
-                        std::fs::remove_file(&target).map_err(|e| pagefile::Error::Io {
-                            path: target.clone(),
-                            op: "remove",
-                            source: e,
-                        })?;
-                    }
-                    read.compact_into(&target, COPY_BATCH_BYTES)
-                })
-                .await;
-            done.set(Some(copied));
+            let ended = match spawned {
+                Ok(_) => copy_ended
+                    .await
+                    .unwrap_or_else(|_| Err(stopped("the defragmentation thread ended"))),
+                Err(e) => Err(stopped(&format!("no thread for the defragmentation: {e}"))),
+            };
+            done.set(Some(ended));
             wake();
         })
         .detach();
@@ -122,11 +146,13 @@ impl Defrag {
                 None => return Ok(None),
                 Some(Err(e)) => return Err(e.to_string()),
                 Some(Ok(())) => {
+                    let copied = self.started.elapsed();
                     let store =
                         Store::open(&self.copy, options.clone()).map_err(|e| e.to_string())?;
                     let file = UringFile::open(store.db())
                         .await
                         .map_err(|e| e.to_string())?;
+                    tracing::info!(copied = ?copied, opened = ?self.started.elapsed() - copied, behind = self.applied.len(), "defragmentation copied the file; catching up");
                     self.phase = Phase::CatchingUp(Box::new((store, file)));
                 }
             }

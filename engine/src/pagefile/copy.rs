@@ -13,6 +13,9 @@ use super::meta::Meta;
 use super::read_txn::ReadTxn;
 use super::tree::{PageSet, Root};
 
+/// Bytes of keys and values a compacted copy writes between syncs.
+const SYNC_BYTES: u64 = 32 << 20;
+
 /// Bytes handed to the writer at a time while streaming.
 const STREAM_CHUNK: usize = 1 << 20;
 
@@ -39,6 +42,8 @@ struct Rebuild {
     batch: Vec<Op>,
     bytes: u64,
     batch_bytes: u64,
+    /// Bytes of batches published since the last sync.
+    unsynced: u64,
     /// Root pages of the buckets copied so far: a bucket reached twice is damage.
     roots: PageSet,
 }
@@ -81,7 +86,14 @@ impl Rebuild {
             }
         }
         txn.publish()?;
+        self.unsynced += self.bytes;
         self.bytes = 0;
+        if self.unsynced >= SYNC_BYTES {
+            // A little at a time: a gigabyte of dirty pages flushed at once would stall every
+            // other writer of the disk (the member's WAL among them) behind it.
+            self.writer.sync()?;
+            self.unsynced = 0;
+        }
         Ok(())
     }
 
@@ -194,6 +206,7 @@ impl ReadTxn {
             batch: Vec::new(),
             bytes: 0,
             batch_bytes,
+            unsynced: 0,
             roots: PageSet::default(),
         };
         {
