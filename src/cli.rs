@@ -76,6 +76,8 @@ pub fn parse() -> Parsed {
     let mut argv: Vec<String> = std::env::args()
         .enumerate()
         .map(|(i, a)| if i == 0 { a } else { normalize(a) })
+        // Go's `--flag=` sets an empty value, which etcd takes as "not given" (`--wal-dir=`).
+        .filter(|a| !(a.starts_with("--") && a.ends_with('=') && a.matches('=').count() == 1))
         .collect();
     let mut command = with_inert_flags(Args::command());
     let subcommand = argv

@@ -473,3 +473,82 @@ fn a_write_not_applied_within_the_request_timeout_is_answered_request_timed_out(
         assert_eq!(got.kvs()[0].value(), b"v");
     });
 }
+
+/// etcd 3.5 and 3.6 spellings (graduated experimental flags, new ones) that command lines written
+/// for those etcds pass.
+const NEWER_FLAGS: &[&str] = &[
+    "--feature-gates=InitialCorruptCheck=true",
+    "--corrupt-check-time=5m",
+    "--compact-hash-check-time=1m",
+    "--snapshot-catchup-entries=5000",
+    "--watch-progress-notify-interval=10m",
+    "--log-format=json",
+    "--max-learners=1",
+    "--compaction-batch-limit=1000",
+    "--compaction-sleep-interval=10ms",
+    "--bootstrap-defrag-threshold-megabytes=0",
+    "--memory-mlock=false",
+    "--downgrade-check-time=5s",
+    "--warning-apply-duration=100ms",
+    "--warning-unary-request-duration=300ms",
+    "--experimental-memory-mlock=false",
+    "--experimental-txn-mode-write-with-shared-buffer=true",
+    "--experimental-stop-grpc-service-on-defrag=false",
+    "--experimental-enable-lease-checkpoint-persist=true",
+    "--experimental-lease-checkpoint-interval=5m",
+    "--listen-client-http-urls=http://127.0.0.1:2378",
+    "--tls-min-version=TLS1.2",
+    "--tls-max-version=TLS1.3",
+    "--client-cert-file=/c.pem",
+    "--client-key-file=/k.pem",
+    "--peer-client-cert-file=/c.pem",
+    "--peer-client-key-file=/k.pem",
+    "--self-signed-cert-validity=1",
+    "--v2-deprecation=not-yet",
+    "--enable-distributed-tracing=false",
+    "--distributed-tracing-address=localhost:4317",
+    "--discovery-endpoints=http://127.0.0.1:2379",
+    "--discovery-token=t",
+    "--socket-reuse-port=true",
+    "--socket-reuse-address=true",
+    "--raft-read-timeout=5s",
+    "--raft-write-timeout=5s",
+];
+
+#[test]
+fn every_flag_of_etcds_help_and_newer_etcds_spellings_are_accepted() {
+    let help = Command::new("/usr/bin/etcd")
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help =
+        String::from_utf8_lossy(&help.stdout).into_owned() + &String::from_utf8_lossy(&help.stderr);
+    // Each flag with the default etcd's help shows for it.
+    let mut flags: Vec<String> = help
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("--"))
+        .filter_map(|l| {
+            let (name, default) = l.split_once(' ')?;
+            let default = default.trim().trim_matches('\'');
+            let value = match default {
+                "math.MaxUint32" => "4294967295",
+                "${name}.etcd" => "default.etcd",
+                other => other,
+            };
+            Some(format!("--{name}={value}"))
+        })
+        .collect();
+    assert!(flags.len() > 70, "{flags:?}");
+    flags.extend(NEWER_FLAGS.iter().map(|f| f.to_string()));
+    for flag in &flags {
+        let out = Command::new(env!("CARGO_BIN_EXE_keelson"))
+            .args(["--version", flag])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{flag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
