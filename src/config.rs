@@ -110,10 +110,6 @@ pub struct Flags {
     /// Maximum concurrent streams that each client can open at a time.
     #[arg(long, env = "ETCD_MAX_CONCURRENT_STREAMS", default_value_t = u32::MAX)]
     pub max_concurrent_streams: u32,
-    /// Minimum interval duration that a client should wait before pinging server (accepted; pings
-    /// are not policed).
-    #[arg(long, env = "ETCD_GRPC_KEEPALIVE_MIN_TIME", value_parser = duration::parse, default_value = "5s")]
-    pub grpc_keepalive_min_time: Duration,
     /// Frequency duration of server-to-client ping to check if a connection is alive (0 to
     /// disable).
     #[arg(long, env = "ETCD_GRPC_KEEPALIVE_INTERVAL", value_parser = duration::parse, default_value = "2h")]
@@ -295,6 +291,8 @@ pub const INERT_FLAGS: &[&str] = &[
     "unsafe-no-fsync",
     // 3.5: persist checkpoints; keelson always keeps them in the lease record.
     "experimental-enable-lease-checkpoint-persist",
+    // Client pings: hyper does not police how often clients ping.
+    "grpc-keepalive-min-time",
     // Sockets: keelson's listeners always reuse the port (one per core) and the address.
     "socket-reuse-address",
     "socket-reuse-port",

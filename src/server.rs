@@ -103,7 +103,6 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
             member_id: config.member_id,
             cluster_id: config.cluster_id,
             members: config.members.clone(),
-            max_request_bytes: config.max_request_bytes,
             max_txn_ops: config.max_txn_ops,
             election_timeout: config.tick * config.election_ticks as u32,
             progress_interval: config.watch_progress_notify_interval,

@@ -47,13 +47,7 @@ async fn load(c: &mut Client) {
             .await
             .unwrap();
     }
-    let middle = c
-        .get("k/", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
+    let middle = current(c).await;
     c.compact(middle, None).await.unwrap();
     for i in (0..KEYS).step_by(10) {
         c.delete(format!("k/{i:05}"), None).await.unwrap();
@@ -63,6 +57,16 @@ async fn load(c: &mut Client) {
             .await
             .unwrap();
     }
+}
+
+/// The store's current revision.
+async fn current(c: &mut Client) -> i64 {
+    c.get("k/", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision()
 }
 
 /// Every key at `revision` (0: the latest) with everything the store says of it.
@@ -162,13 +166,7 @@ fn a_keelson_snapshot_saved_under_writes_restores_into_etcd() {
         assert!(want.len() > KEYS / 2, "{}", want.len());
         assert_eq!(got, want);
         assert_eq!(leases(&mut e).await, leases(&mut k).await);
-        let revision = e
-            .get("k/", None)
-            .await
-            .unwrap()
-            .header()
-            .unwrap()
-            .revision();
+        let revision = current(&mut e).await;
         assert_eq!(revision, status.revision);
     });
 }
@@ -181,13 +179,7 @@ fn an_etcd_snapshot_restored_by_etcdctl_is_served_by_keelson() {
     let (want_now, want_then, want_leases, then) = runtime().block_on(async {
         let mut c = connect(etcd.endpoint()).await;
         load(&mut c).await;
-        let now = c
-            .get("k/", None)
-            .await
-            .unwrap()
-            .header()
-            .unwrap()
-            .revision();
+        let now = current(&mut c).await;
         let then = now - 100;
         (
             keys_at(&mut c, 0).await,

@@ -1,13 +1,14 @@
 //! A serving core's own state, reachable from the gRPC handlers that run on it: the way to the raft
 //! core (proposals, read-index batches and questions to the lessor, gathered in an outbox), the
-//! requests waiting for an answer, and the page file to read from. It lives in a thread-local of the core's executor
-//! thread, because tonic's handlers must be `Send` futures: a handler touches it only in
-//! synchronous calls ([`with`]) and awaits only `Send` one-shot receivers.
+//! requests waiting for an answer, and the page file to read from. It lives in a thread-local of
+//! the core's executor thread, because tonic's handlers must be `Send` futures: a handler touches
+//! it only in synchronous calls ([`with`]) and awaits only `Send` one-shot receivers.
 //!
 //! Proposals are known by their request id, which is unique to this core by construction (the
-//! member and the core are in its top bits). Linearizable reads are batched: at most one
-//! read-index request per core is in flight; reads that arrive meanwhile wait for the next one
-//! (they must not be answered by a read index asked before they arrived).
+//! member and the core are in its top bits); one not applied within the request timeout is answered
+//! `request timed out` by the core's expiry tick, not a timer per request. Linearizable reads are
+//! batched: at most one read-index request per core is in flight; reads that arrive meanwhile wait
+//! for the next one (they must not be answered by a read index asked before they arrived).
 //!
 //! Runs on: every serving core.
 
@@ -15,7 +16,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use keelson_engine::mvcc::{self, Revisions};
@@ -44,8 +45,6 @@ pub struct Identity {
     pub cluster_id: u64,
     /// The members of the cluster.
     pub members: Vec<Member>,
-    /// Largest request accepted, in bytes.
-    pub max_request_bytes: usize,
     /// Most operations in one txn.
     pub max_txn_ops: usize,
     /// The election timeout.
@@ -91,7 +90,8 @@ pub struct Serving {
     pub outbox: Mailbox<ToRaft>,
     /// Fired when the raft core says the member is ready.
     ready: Signal,
-    proposals: RefCell<HashMap<u64, oneshot::Sender<Outcome>>>,
+    /// Proposals waiting for their outcome, with the instant they time out.
+    proposals: RefCell<HashMap<u64, (Instant, oneshot::Sender<Outcome>)>>,
     reads: RefCell<Reads>,
     /// Questions to the lessor awaiting its answer.
     lease_asks: RefCell<HashMap<Token, LeaseWaiter>>,
@@ -182,13 +182,30 @@ impl Serving {
         let id = self.next_id.get();
         self.next_id.set(id.wrapping_add(1));
         let data = request.into_internal(id).encode_to_vec();
-        if data.len() > self.identity.max_request_bytes {
+        if data.len() > self.identity.connections.max_request_bytes {
             return Err(status::too_large());
         }
         let (tx, rx) = oneshot::channel();
-        self.proposals.borrow_mut().insert(id, tx);
+        let deadline = Instant::now() + self.identity.request_timeout;
+        self.proposals.borrow_mut().insert(id, (deadline, tx));
         self.outbox.push(ToRaft::Propose { id, data });
         Ok(rx)
+    }
+
+    /// Answers `request timed out` to every proposal not applied by its deadline (`now` or
+    /// before); its outcome, if it comes later, has nobody left to hear it — as etcd's.
+    pub fn expire_proposals(&self, now: Instant) {
+        let mut proposals = self.proposals.borrow_mut();
+        let expired: Vec<u64> = proposals
+            .iter()
+            .filter(|(_, (deadline, _))| *deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some((_, waiter)) = proposals.remove(&id) {
+                let _ = waiter.send(Err(Refusal::TimedOut));
+            }
+        }
     }
 
     /// A new lease id, for a grant that left it to the server: positive, and unique as request ids
@@ -263,7 +280,7 @@ impl Serving {
                 FromRaft::Ready => self.ready.fire(),
                 FromRaft::Changes(changes) => self.watch.borrow_mut().changed(self, &changes),
                 FromRaft::Applied { id, outcome } => {
-                    if let Some(waiter) = self.proposals.borrow_mut().remove(&id) {
+                    if let Some((_, waiter)) = self.proposals.borrow_mut().remove(&id) {
                         let _ = waiter.send(outcome);
                     }
                 }
@@ -300,7 +317,7 @@ impl Serving {
         self.raft_gone.set(true);
         self.gone.fire();
         self.watch.borrow_mut().close_all(self);
-        for (_, waiter) in self.proposals.borrow_mut().drain() {
+        for (_, (_, waiter)) in self.proposals.borrow_mut().drain() {
             let _ = waiter.send(Err(Refusal::Stopped));
         }
         for (_, waiter) in self.lease_asks.borrow_mut().drain() {

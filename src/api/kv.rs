@@ -4,7 +4,6 @@
 //!
 //! Runs on: every serving core.
 
-use hyper::rt::Timer;
 use keelson_engine::mvcc::{self, WithHeader, validate};
 use keelson_proto::etcdserverpb::kv_server::Kv;
 use keelson_proto::etcdserverpb::response_op::Response as OpResponse;
@@ -15,7 +14,6 @@ use keelson_proto::etcdserverpb::{
 use std::sync::atomic::AtomicU64;
 use tonic::{Request, Response, Status};
 
-use super::timer::LocalTimer;
 use super::{context, quota, status};
 use crate::metrics::StoreOps;
 use crate::runtime::faults;
@@ -33,18 +31,8 @@ where
 {
     let request = request.into();
     quota::check(&request).await?;
-    let (applied, timeout) =
-        context::with(|s| Ok((s.propose(request)?, s.identity.request_timeout)))?;
-    // tonic's handlers are `Send`: the timer is the one hyper uses, not glommio's own.
-    let expired = LocalTimer.sleep(timeout);
-    let outcome = futures_lite::future::or(
-        async { applied.await.map_err(|_| status::stopped()) },
-        async {
-            expired.await;
-            Err(status::timed_out())
-        },
-    )
-    .await?;
+    let applied = context::with(|s| s.propose(request))?;
+    let outcome = applied.await.map_err(|_| status::stopped())?;
     if let Err(Refusal::Rejected(mvcc::MvccError::NoSpace)) = &outcome {
         quota::raise().await?;
     }
@@ -90,10 +78,13 @@ fn invalid(e: mvcc::MvccError) -> Status {
     status::of_mvcc(&e)
 }
 
-/// Counts one of this core's store operations (etcd's `etcd_mvcc_*_total`).
-fn count(of: fn(&StoreOps) -> &AtomicU64, n: u64) {
+/// Counts this core's store operations (etcd's `etcd_mvcc_*_total`): `counts` of each of `of`.
+fn count<const N: usize>(of: [fn(&StoreOps) -> &AtomicU64; N], counts: [u64; N]) {
     let _ = context::with(|s| {
-        StoreOps::add(of(&s.own_metrics().ops), n);
+        let ops = &s.own_metrics().ops;
+        for (of, n) in of.into_iter().zip(counts) {
+            StoreOps::add(of(ops), n);
+        }
         Ok(())
     });
 }
@@ -114,12 +105,12 @@ fn count_txn(response: &TxnResponse) {
     }
     let mut counts = [0; 3];
     walk(response, &mut counts);
-    count(|o| &o.ranges, counts[0]);
-    count(|o| &o.puts, counts[1]);
-    count(|o| &o.deletes, counts[2]);
-    if counts.iter().sum::<u64>() > 1 {
-        count(|o| &o.txns, 1);
-    }
+    let txns = u64::from(counts.iter().sum::<u64>() > 1);
+    let [ranges, puts, deletes] = counts;
+    count(
+        [|o| &o.ranges, |o| &o.puts, |o| &o.deletes, |o| &o.txns],
+        [ranges, puts, deletes, txns],
+    );
 }
 
 #[tonic::async_trait]
@@ -133,7 +124,7 @@ impl Kv for KvApi {
         if !request.serializable {
             linearizable().await?;
         }
-        count(|o| &o.ranges, 1);
+        count([|o| &o.ranges], [1]);
         answer(|txn, revisions| mvcc::range(txn, &request, revisions))
     }
 
@@ -141,11 +132,8 @@ impl Kv for KvApi {
         let request = request.into_inner();
         validate::put(&request).map_err(invalid)?;
         faults::test_panic_point("serving", &request.key);
-        count(|o| &o.puts, 1);
-        count(
-            |o| &o.put_bytes,
-            (request.key.len() + request.value.len()) as u64,
-        );
+        let bytes = (request.key.len() + request.value.len()) as u64;
+        count([|o| &o.puts, |o| &o.put_bytes], [1, bytes]);
         write(request).await
     }
 
@@ -155,7 +143,7 @@ impl Kv for KvApi {
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let request = request.into_inner();
         validate::delete_range(&request).map_err(invalid)?;
-        count(|o| &o.deletes, 1);
+        count([|o| &o.deletes], [1]);
         write(request).await
     }
 

@@ -1,9 +1,9 @@
 //! A serving core's life: connect its two channels to the raft core, start the forwarder (outbox →
-//! raft core) and the receiver (raft core → waiting requests), wait until the raft core says the
-//! member is ready, listen on the client addresses, and serve until the member stops. Then it
-//! stops accepting, waits for the raft core to close its channel (every answer it had is
-//! delivered; what is left fails with `server stopped`), ends its connections gracefully — calls
-//! in flight are answered — and returns.
+//! raft core), the receiver (raft core → waiting requests) and the expiry of proposals past the
+//! request timeout, wait until the raft core says the member is ready, listen on the client
+//! addresses, and serve until the member stops. Then it stops accepting, waits for the raft core
+//! to close its channel (every answer it had is delivered; what is left fails with `server
+//! stopped`), ends its connections gracefully — calls in flight are answered — and returns.
 //!
 //! A core that cannot listen stops the member: a member that serves on some cores only is not what
 //! the flags asked for.
@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::channels::shared_channel::{SharedReceiver, SharedSender};
 use keelson_engine::pagefile::Db;
@@ -24,6 +24,9 @@ use crate::metrics::CoreMetrics;
 use crate::runtime::link::{FromRaft, Published, ServingCore, ToRaft};
 use crate::runtime::shutdown::{Cause, Shutdown};
 use crate::runtime::signal::Signal;
+
+/// How often proposals past the request timeout are answered `request timed out`.
+const EXPIRY_TICK: Duration = Duration::from_millis(100);
 
 /// How long the connections get to answer their calls in flight once the raft core is gone.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -92,6 +95,15 @@ pub async fn run(core: ServingCore, ends: Ends, shared: Shared) {
             serving.raft_gone();
         })
     };
+    let expiry = {
+        let serving = serving.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(EXPIRY_TICK).await;
+                serving.expire_proposals(Instant::now());
+            }
+        })
+    };
     futures_lite::future::or(ready.wait(), shutdown.wait()).await;
     let connections = Connections::default();
     let mut listeners = Vec::new();
@@ -133,7 +145,7 @@ pub async fn run(core: ServingCore, ends: Ends, shared: Shared) {
             "client connections still open {DRAIN:?} after the member stopped; closing them"
         );
     }
-    drop(forwarder);
+    drop((forwarder, expiry));
     Serving::uninstall();
 }
 

@@ -36,6 +36,7 @@ pub fn of_refusal(refusal: &Refusal) -> Status {
         Refusal::Stopped => stopped(),
         Refusal::Rejected(e) => of_mvcc(e),
         Refusal::Failed(why) => Status::unknown(why.clone()),
+        Refusal::TimedOut => timed_out(),
     }
 }
 

@@ -260,7 +260,11 @@ fn open(
         };
         let id = s.watch.borrow_mut().open(s, out.clone(), wake);
         // etcd splits at the request limit plus gRPC's allowance, as its watch server does.
-        Ok((id, clocks, identity.max_request_bytes + conn::GRPC_OVERHEAD))
+        Ok((
+            id,
+            clocks,
+            identity.connections.max_request_bytes + conn::GRPC_OVERHEAD,
+        ))
     })?;
     glommio::spawn_local(serve(id, requests, out, work, clocks, counted)).detach();
     Ok(Outgoing {

@@ -4,10 +4,10 @@
 //!
 //! 1. **Copy.** A read transaction of the file as it is now (its consistent index is the copy's
 //!    base) is rewritten into `db.defrag` beside it — every bucket, key and sequence, pages packed
-//!    full — on a thread of its own. The old file takes every apply meanwhile;
-//!    the decoded batches applied since the base are kept ([`Defrag::applied`]).
-//! 2. **Catch up.** The new file is opened as a store of its own, and the kept batches are applied
-//!    to it, a few per turn (applying is deterministic, so it reaches the state the old one has).
+//!    full — and opened as a store of its own, on a thread of its own. The old file takes every
+//!    apply meanwhile; the decoded batches applied since the base are kept ([`Defrag::applied`]).
+//! 2. **Catch up.** The kept batches are applied to the copy, a few per turn (applying is
+//!    deterministic, so it reaches the state the old one has).
 //! 3. **Move.** When it holds everything the old one holds (and no sync of the old one is in
 //!    flight), in one step of the raft core: the new file is synced, renamed over `db` (and the
 //!    directory synced), and becomes the store; the serving cores are told to read from it.
@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use futures_channel::oneshot;
 use keelson_engine::mvcc::{self, Store};
-use keelson_engine::pagefile::{self, ReadTxn, UringFile};
+use keelson_engine::pagefile::{ReadTxn, UringFile};
 
 /// Bytes of keys and values per transaction of the copy.
 const COPY_BATCH_BYTES: u64 = 4 << 20;
@@ -35,8 +35,8 @@ const CATCH_UP_BATCHES: usize = 8;
 
 /// Where a defragmentation stands.
 enum Phase {
-    /// The copy runs; the cell is set when it ends.
-    Copying(Rc<Cell<Option<pagefile::Result<()>>>>),
+    /// The copy runs; the cell is set when it ends, with the copy opened as a store.
+    Copying(Rc<Cell<Option<Result<Store, String>>>>),
     /// The copy is open as a store, taking the kept batches.
     CatchingUp(Box<(Store, UringFile)>),
     /// The caught-up copy was handed over.
@@ -54,25 +54,15 @@ pub struct Defrag {
     size_before: u64,
 }
 
-/// Writes the compacted copy of what `read` shows into `target` (a leftover there removed first).
-fn copy_into(target: &Path, read: ReadTxn) -> pagefile::Result<()> {
+/// Writes the compacted copy of what `read` shows into `target` (a leftover there removed
+/// first), and opens it as a store with `options`.
+fn copy_into(target: &Path, read: ReadTxn, options: mvcc::Options) -> Result<Store, String> {
     if target.exists() {
-        std::fs::remove_file(target).map_err(|e| pagefile::Error::Io {
-            path: target.to_path_buf(),
-            op: "remove",
-            source: e,
-        })?;
+        std::fs::remove_file(target).map_err(|e| format!("{}: remove: {e}", target.display()))?;
     }
     read.compact_into(target, COPY_BATCH_BYTES)
-}
-
-/// A copy that could not run, as the page file's error.
-fn stopped(why: &str) -> pagefile::Error {
-    pagefile::Error::Io {
-        path: PathBuf::new(),
-        op: "defragment",
-        source: std::io::Error::other(why.to_string()),
-    }
+        .map_err(|e| e.to_string())?;
+    Store::open(target, options).map_err(|e| e.to_string())
 }
 
 /// The file a defragmentation of `db` writes.
@@ -81,9 +71,9 @@ pub fn copy_path(db: &Path) -> PathBuf {
 }
 
 impl Defrag {
-    /// Starts copying what `read` shows of the file at `db` into its copy; `wake` is called when
-    /// the copy ends.
-    pub fn start(db: &Path, read: ReadTxn, wake: Rc<dyn Fn()>) -> Defrag {
+    /// Starts copying what `read` shows of the file at `db` into its copy, to be opened with the
+    /// store's `options`; `wake` is called when the copy ends.
+    pub fn start(db: &Path, read: ReadTxn, options: mvcc::Options, wake: Rc<dyn Fn()>) -> Defrag {
         let copy = copy_path(db);
         let size_before = read.size();
         tracing::info!(path = %db.display(), current_db_size_bytes = size_before, "defragmenting");
@@ -96,14 +86,14 @@ impl Defrag {
         let spawned = std::thread::Builder::new()
             .name("keelson-defrag".into())
             .spawn(move || {
-                let _ = copied.send(copy_into(&target, read));
+                let _ = copied.send(copy_into(&target, read, options));
             });
         glommio::spawn_local(async move {
             let ended = match spawned {
                 Ok(_) => copy_ended
                     .await
-                    .unwrap_or_else(|_| Err(stopped("the defragmentation thread ended"))),
-                Err(e) => Err(stopped(&format!("no thread for the defragmentation: {e}"))),
+                    .unwrap_or_else(|_| Err("the defragmentation thread ended".into())),
+                Err(e) => Err(format!("no thread for the defragmentation: {e}")),
             };
             done.set(Some(ended));
             wake();
@@ -133,29 +123,20 @@ impl Defrag {
         matches!(self.phase, Phase::CatchingUp(..))
     }
 
-    /// Takes the next step: opens the finished copy, or applies some of the kept batches to it.
+    /// Takes the next step: takes the finished copy, or applies some of the kept batches to it.
     /// Returns the copy, caught up with `applied` (the old store's index), once it is; an error if
     /// the copy failed.
-    pub async fn step(
-        &mut self,
-        options: &mvcc::Options,
-        applied: u64,
-    ) -> Result<Option<(Store, UringFile)>, String> {
+    pub async fn step(&mut self, applied: u64) -> Result<Option<(Store, UringFile)>, String> {
         if let Phase::Copying(outcome) = &self.phase {
-            match outcome.take() {
-                None => return Ok(None),
-                Some(Err(e)) => return Err(e.to_string()),
-                Some(Ok(())) => {
-                    let copied = self.started.elapsed();
-                    let store =
-                        Store::open(&self.copy, options.clone()).map_err(|e| e.to_string())?;
-                    let file = UringFile::open(store.db())
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    tracing::info!(copied = ?copied, opened = ?self.started.elapsed() - copied, behind = self.applied.len(), "defragmentation copied the file; catching up");
-                    self.phase = Phase::CatchingUp(Box::new((store, file)));
-                }
-            }
+            let Some(copied) = outcome.take() else {
+                return Ok(None);
+            };
+            let store = copied?;
+            let file = UringFile::open(store.db())
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(copied = ?self.started.elapsed(), behind = self.applied.len(), "defragmentation copied the file; catching up");
+            self.phase = Phase::CatchingUp(Box::new((store, file)));
         }
         let Phase::CatchingUp(copy) = &mut self.phase else {
             return Ok(None);

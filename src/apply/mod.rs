@@ -193,9 +193,7 @@ impl Applier {
         });
         Ok(())
     }
-}
 
-impl Applier {
     /// Logs the alarms a batch raised and cleared (etcd's lines), and returns the NOSPACE alarm
     /// to propose if a write went `past_quota` and it is not raised.
     fn alarms_changed(&self, before: &[AlarmMember], past_quota: bool) -> Vec<mvcc::Request> {
@@ -230,15 +228,12 @@ impl Applier {
             .store(revisions.compacted, Ordering::Relaxed);
         metrics.keys.store(store.keys(), Ordering::Relaxed);
     }
-}
 
-impl Applier {
     /// Moves a defragmentation on; once it has caught up and no sync of the old file is in
     /// flight, puts the new file in place of the old one. Its end, if it ended.
     async fn defrag_step(&mut self) -> Option<Defragmented> {
         let defrag = self.defrag.as_mut()?;
-        let options = self.store.options().clone();
-        let stepped = defrag.step(&options, self.store.applied().0).await;
+        let stepped = defrag.step(self.store.applied().0).await;
         let moved = match stepped {
             Ok(None) => return None,
             Ok(Some((store, file))) => {
@@ -385,7 +380,8 @@ impl StateMachine for Applier {
         match self.store.db().begin_read() {
             Ok(read) => {
                 let path = self.store.db().path().to_path_buf();
-                self.defrag = Some(Defrag::start(&path, read, self.wake.clone()));
+                let options = self.store.options().clone();
+                self.defrag = Some(Defrag::start(&path, read, options, self.wake.clone()));
                 self.published
                     .metrics
                     .defrag_inflight

@@ -67,7 +67,7 @@ impl Histogram {
     /// Renders the sum of `parts` (histograms with the same buckets: one per core) as one.
     fn render_sum(parts: &[&Histogram], name: &str, help: &str, out: &mut String) {
         let Some(first) = parts.first() else { return };
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        describe(out, name, "histogram", help);
         let mut cumulative = 0;
         for i in 0..first.buckets.len() {
             cumulative += parts
@@ -400,16 +400,24 @@ pub struct Scrape {
     pub log_lines_dropped: u64,
 }
 
+/// Writes the HELP and TYPE lines of family `name`.
+fn describe(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Writes family `name` with its one unlabelled sample.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    describe(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
 /// The Prometheus text of everything.
 pub fn render(raft: &RaftMetrics, cores: &[CoreMetrics], gauges: &Scrape) -> String {
     let mut out = String::new();
     render_member(raft, cores, gauges, &mut out);
     process::render(&mut out);
     let mut gauge = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
+        family(&mut out, name, kind, help, value);
     };
     gauge(
         "etcd_server_has_leader",
@@ -555,9 +563,11 @@ pub fn render(raft: &RaftMetrics, cores: &[CoreMetrics], gauges: &Scrape) -> Str
         health(1),
     );
     let name = "etcd_server_healthchecks_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} The total number of each kind of healthcheck.\n# TYPE {name} counter"
+    describe(
+        &mut out,
+        name,
+        "counter",
+        "The total number of each kind of healthcheck.",
     );
     for (i, (kind, check)) in PROBES.iter().enumerate() {
         for (outcome, status) in ["success", "error"].iter().enumerate() {
@@ -587,9 +597,11 @@ pub fn render(raft: &RaftMetrics, cores: &[CoreMetrics], gauges: &Scrape) -> Str
         &mut out,
     );
     let name = "grpc_server_started_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Total number of RPCs started on the server.\n# TYPE {name} counter"
+    describe(
+        &mut out,
+        name,
+        "counter",
+        "Total number of RPCs started on the server.",
     );
     for (i, (service, method, kind)) in METHODS.iter().enumerate() {
         let total: u64 = cores
@@ -603,9 +615,11 @@ pub fn render(raft: &RaftMetrics, cores: &[CoreMetrics], gauges: &Scrape) -> Str
         );
     }
     let name = "grpc_server_handled_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Total number of RPCs completed on the server, regardless of success or failure.\n# TYPE {name} counter"
+    describe(
+        &mut out,
+        name,
+        "counter",
+        "Total number of RPCs completed on the server, regardless of success or failure.",
     );
     for (i, (service, method, kind)) in METHODS.iter().enumerate() {
         let kind = kind.label();
@@ -627,10 +641,8 @@ pub fn render(raft: &RaftMetrics, cores: &[CoreMetrics], gauges: &Scrape) -> Str
 /// store's operations and sizes, compactions, defragmentations, hashes and snapshots.
 fn render_member(raft: &RaftMetrics, cores: &[CoreMetrics], scrape: &Scrape, out: &mut String) {
     let mut one = |name: &str, kind: &str, help: &str, sample: String| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{sample}"
-        );
+        describe(out, name, kind, help);
+        let _ = writeln!(out, "{name}{sample}");
     };
     let api = crate::api::maintenance::ETCD_VERSION;
     one(
@@ -671,9 +683,11 @@ fn render_member(raft: &RaftMetrics, cores: &[CoreMetrics], scrape: &Scrape, out
             .sum()
     };
     let name = "etcd_server_client_requests_total";
-    let _ = writeln!(
+    describe(
         out,
-        "# HELP {name} The total number of client requests per client version.\n# TYPE {name} counter"
+        name,
+        "counter",
+        "The total number of client requests per client version.",
     );
     for (kind, streams) in [("unary", false), ("stream", true)] {
         let _ = writeln!(
@@ -684,12 +698,6 @@ fn render_member(raft: &RaftMetrics, cores: &[CoreMetrics], scrape: &Scrape, out
     }
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let signed = |a: &AtomicI64| a.load(Ordering::Relaxed);
-    let mut plain = |name: &str, kind: &str, help: &str, value: String| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    };
     let quota = scrape.quota.map_or(-1.0, |q| q as f64);
     for (name, kind, help, value) in [
         (
@@ -837,7 +845,7 @@ fn render_member(raft: &RaftMetrics, cores: &[CoreMetrics], scrape: &Scrape, out
             load(&raft.wal_bytes).to_string(),
         ),
     ] {
-        plain(name, kind, help, value);
+        family(out, name, kind, help, value);
     }
     raft.compaction_pause.render(
         "etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds",

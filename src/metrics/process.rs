@@ -4,8 +4,6 @@
 //!
 //! Runs on: the serving core that answers `/metrics`.
 
-use std::fmt::Write as _;
-
 /// `sysconf(name)`, for the clock tick and the page size.
 fn sysconf(name: libc::c_int) -> f64 {
     // SAFETY: sysconf only reads a system constant; any name is allowed (an unknown one gives -1).
@@ -29,7 +27,7 @@ struct Stats {
 /// time and start time (seconds after boot, at `ticks` a second), virtual and resident (pages)
 /// size.
 fn parse_stat(stat: &str, ticks: f64) -> Option<(f64, f64, u64, u64)> {
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split(' ').collect();
     // Fields 14, 15, 22, 23 and 24 of proc(5), counted from the state (field 3) here.
     let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
@@ -133,10 +131,7 @@ pub fn render(out: &mut String) {
         ),
     ];
     for (name, kind, help, value) in families {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
+        super::family(out, name, kind, help, value);
     }
 }
 

@@ -94,6 +94,8 @@ pub enum Refusal {
     Rejected(mvcc::MvccError),
     /// It failed on this member, and why (a defragmentation that could not finish).
     Failed(String),
+    /// It was not applied within the request timeout (it may still be).
+    TimedOut,
 }
 
 /// What a proposal came to.

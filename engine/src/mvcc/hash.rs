@@ -18,7 +18,7 @@
 use super::error::{MvccError, Result};
 use super::read::{End, Revisions, corrupt, live};
 use super::revision::Revision;
-use super::schema::{CONSISTENT_INDEX, INDEX, KEY, LEASE_KEYS, META, STATE};
+use super::schema::{CONSISTENT_INDEX, KEELSON_BUCKETS, KEY, META};
 use crate::pagefile::{ReadTxn, View};
 use keelson_proto::mvccpb::KeyValue;
 use prost::Message;
@@ -103,7 +103,7 @@ pub fn hash(txn: &ReadTxn) -> Result<u32> {
     let mut entry = buckets.first()?;
     while let Some((name, _)) = entry {
         entry = buckets.next()?;
-        if [INDEX, LEASE_KEYS, STATE].contains(&name) {
+        if KEELSON_BUCKETS.contains(&name) {
             continue;
         }
         let Some(bucket) = txn.bucket(name)? else {

@@ -39,6 +39,9 @@ pub(crate) const LEASE_KEYS: &[u8] = b"keelson_lease_keys";
 /// keelson: the store's own state, below.
 pub(crate) const STATE: &[u8] = b"keelson";
 
+/// keelson's own buckets (etcd ignores them; hashes of etcd's data leave them out).
+pub(crate) const KEELSON_BUCKETS: [&[u8]; 3] = [INDEX, LEASE_KEYS, STATE];
+
 /// `keelson` key: the store's current revision, written with every change. Compared with the
 /// `key` bucket on open: if etcd changed the file meanwhile, keelson's buckets are rebuilt.
 pub(crate) const STATE_REVISION: &[u8] = b"revision";

@@ -26,7 +26,7 @@ use super::read::{End, Revisions, bucket, corrupt, decode_i64, live, meta_revisi
 use super::rebuild;
 use super::request::{Request, Response};
 use super::schema::{
-    CONSISTENT_INDEX, ETCD_BUCKETS, FINISHED_COMPACT, FORMAT, INDEX, KEY, LEASE_KEYS, META,
+    CONSISTENT_INDEX, ETCD_BUCKETS, FINISHED_COMPACT, FORMAT, KEELSON_BUCKETS, KEY, META,
     SCHEDULED_COMPACT, STATE, STATE_COMPACTED, STATE_FORMAT, STATE_KEYS, STATE_REVISION, TERM,
 };
 use super::write::Writes;
@@ -145,7 +145,7 @@ impl Store {
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store> {
         let (db, mut writer) = Db::open(path, options.pagefile.clone())?;
         let mut txn = writer.begin()?;
-        for name in ETCD_BUCKETS.iter().chain(&[INDEX, LEASE_KEYS, STATE]) {
+        for name in ETCD_BUCKETS.iter().chain(&KEELSON_BUCKETS) {
             txn.create_bucket_if_missing(name)?;
         }
         txn.publish()?;

@@ -23,7 +23,7 @@ use keelson_proto::raftpb;
 use keelson_proto::walpb;
 use prost::Message;
 
-use super::error::{Result, WalError};
+use super::error::{Result, WalError, io_err};
 use super::record::{Entry, EntryKind, HardState, Record};
 use super::segment::SegmentName;
 use super::writer::{Options, Wal};
@@ -49,11 +49,7 @@ pub struct EtcdLog {
 
 /// etcd's segments in `dir`, oldest first.
 fn segments(dir: &Path) -> Result<Vec<PathBuf>> {
-    let listing = std::fs::read_dir(dir).map_err(|source| WalError::Io {
-        path: dir.to_path_buf(),
-        op: "read directory",
-        source,
-    })?;
+    let listing = std::fs::read_dir(dir).map_err(io_err(dir, "read directory"))?;
     let mut found: Vec<(SegmentName, PathBuf)> = listing
         .filter_map(|e| e.ok())
         .filter_map(|e| Some((SegmentName::parse(e.file_name().to_str()?)?, e.path())))
@@ -95,11 +91,7 @@ pub fn read_etcd(dir: &Path) -> Result<EtcdLog> {
     let mut log = EtcdLog::default();
     let mut crc = 0u32;
     for (n, path) in found.iter().enumerate() {
-        let bytes = std::fs::read(path).map_err(|source| WalError::Io {
-            path: path.clone(),
-            op: "read",
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(io_err(path, "read"))?;
         let last = n + 1 == found.len();
         let corrupt = |offset: usize, why: String| WalError::Corrupt {
             file: path.clone(),
@@ -278,27 +270,15 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
 }
 
 fn rename(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to).map_err(|source| WalError::Io {
-        path: from.to_path_buf(),
-        op: "rename",
-        source,
-    })?;
+    std::fs::rename(from, to).map_err(io_err(from, "rename"))?;
     let parent = to.parent().unwrap_or(Path::new("."));
     std::fs::File::open(parent)
         .and_then(|d| d.sync_all())
-        .map_err(|source| WalError::Io {
-            path: parent.to_path_buf(),
-            op: "fsync directory",
-            source,
-        })
+        .map_err(io_err(parent, "fsync directory"))
 }
 
 fn remove_dir(dir: &Path) -> Result<()> {
-    std::fs::remove_dir_all(dir).map_err(|source| WalError::Io {
-        path: dir.to_path_buf(),
-        op: "remove",
-        source,
-    })
+    std::fs::remove_dir_all(dir).map_err(io_err(dir, "remove"))
 }
 
 #[cfg(test)]
