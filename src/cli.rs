@@ -148,6 +148,16 @@ pub enum Command {
     /// Save, describe and restore snapshots, as etcdctl (and etcdutl) do.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Sample a running member's /debug/latency and print where its requests' time went, stage by
+    /// stage (count, rate, mean, p50, p90, p99, p99.9).
+    Profile {
+        /// The member's client (or metrics) endpoint.
+        #[arg(long, default_value = "127.0.0.1:2379")]
+        endpoints: String,
+        /// How long to sample (Go duration: 10s, 1m).
+        #[arg(long, default_value = "10s", value_parser = crate::duration::parse)]
+        duration: std::time::Duration,
+    },
 }
 
 /// `keelson snapshot` subcommands.

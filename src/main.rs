@@ -14,6 +14,7 @@ mod ids;
 mod inspect;
 mod logging;
 mod metrics;
+mod profile;
 mod raft;
 mod runtime;
 mod server;
@@ -172,6 +173,17 @@ fn version() -> String {
     )
 }
 
+/// A subcommand's exit: its error, if any, on stderr as etcdctl prints one.
+fn exit_code(done: Result<(), impl std::fmt::Display>) -> ExitCode {
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli::Parsed {
         args,
@@ -192,15 +204,17 @@ fn main() -> ExitCode {
         Command::Wal(WalCommand::Dump { dir, from, format }) => {
             inspect::wal::dump_wal(&dir, from, encoding(format.hex), &mut out)
         }
+        Command::Profile {
+            endpoints,
+            duration,
+        } => {
+            let done =
+                profile::profile(&endpoints, duration, &mut out).and_then(|()| Ok(out.flush()?));
+            return exit_code(done);
+        }
         Command::Snapshot(command) => {
             let done = run_snapshot(command, &mut out).and_then(|()| Ok(out.flush()?));
-            return match done {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    let _ = writeln!(io::stderr(), "Error: {e}");
-                    ExitCode::FAILURE
-                }
-            };
+            return exit_code(done);
         }
     };
     let result = result.and_then(|()| out.flush().map_err(InspectError::from));

@@ -28,6 +28,7 @@ use tonic::Status;
 use super::{conn, status};
 use crate::config::Member;
 use crate::ids;
+use crate::metrics::latency::{Stage, Stages};
 use crate::metrics::{self, CoreMetrics, WatchGauges};
 use crate::runtime::link::{
     FromRaft, LeaseAnswer, LeaseAsk, Outcome, Published, Refusal, ServingCore, ToRaft, Token,
@@ -64,7 +65,8 @@ pub struct Identity {
 /// `maxGapBetweenApplyAndCommitIndex`).
 pub const MAX_APPLY_BACKLOG: u64 = 5000;
 
-type ReadWaiter = oneshot::Sender<Result<(), Status>>;
+/// A linearizable read waiting for its read index, and when it began waiting.
+type ReadWaiter = (Instant, oneshot::Sender<Result<(), Status>>);
 type LeaseWaiter = oneshot::Sender<Result<LeaseAnswer, Refusal>>;
 
 #[derive(Default)]
@@ -90,7 +92,7 @@ pub struct Serving {
     pub outbox: Mailbox<ToRaft>,
     /// Fired when the raft core says the member is ready.
     ready: Signal,
-    /// Proposals waiting for their outcome, with the instant they time out.
+    /// Proposals waiting for their outcome, with the instant they were proposed.
     proposals: RefCell<HashMap<u64, (Instant, oneshot::Sender<Outcome>)>>,
     reads: RefCell<Reads>,
     /// Questions to the lessor awaiting its answer.
@@ -186,8 +188,7 @@ impl Serving {
             return Err(status::too_large());
         }
         let (tx, rx) = oneshot::channel();
-        let deadline = Instant::now() + self.identity.request_timeout;
-        self.proposals.borrow_mut().insert(id, (deadline, tx));
+        self.proposals.borrow_mut().insert(id, (Instant::now(), tx));
         self.outbox.push(ToRaft::Propose { id, data });
         Ok(rx)
     }
@@ -196,9 +197,10 @@ impl Serving {
     /// before); its outcome, if it comes later, has nobody left to hear it — as etcd's.
     pub fn expire_proposals(&self, now: Instant) {
         let mut proposals = self.proposals.borrow_mut();
+        let timeout = self.identity.request_timeout;
         let expired: Vec<u64> = proposals
             .iter()
-            .filter(|(_, (deadline, _))| *deadline <= now)
+            .filter(|(_, (proposed, _))| *proposed + timeout <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
@@ -256,7 +258,7 @@ impl Serving {
             let _ = tx.send(Err(status::stopped()));
             return rx;
         }
-        self.reads.borrow_mut().next.push(tx);
+        self.reads.borrow_mut().next.push((Instant::now(), tx));
         self.ask_read_index();
         rx
     }
@@ -280,7 +282,8 @@ impl Serving {
                 FromRaft::Ready => self.ready.fire(),
                 FromRaft::Changes(changes) => self.watch.borrow_mut().changed(self, &changes),
                 FromRaft::Applied { id, outcome } => {
-                    if let Some((_, waiter)) = self.proposals.borrow_mut().remove(&id) {
+                    if let Some((proposed, waiter)) = self.proposals.borrow_mut().remove(&id) {
+                        self.stages().observe(Stage::Write, proposed.elapsed());
                         let _ = waiter.send(outcome);
                     }
                 }
@@ -301,7 +304,8 @@ impl Serving {
                         let (_, waiters) = reads.asked.take().expect("checked");
                         drop(reads);
                         let result = result.map_err(|refusal| status::of_refusal(&refusal));
-                        for waiter in waiters {
+                        for (arrived, waiter) in waiters {
+                            self.stages().observe(Stage::ReadIndex, arrived.elapsed());
                             let _ = waiter.send(result.clone());
                         }
                         self.ask_read_index();
@@ -328,7 +332,7 @@ impl Serving {
         }
         let mut reads = self.reads.borrow_mut();
         let asked = reads.asked.take().map(|(_, w)| w).unwrap_or_default();
-        for waiter in asked.into_iter().chain(reads.next.drain(..)) {
+        for (_, waiter) in asked.into_iter().chain(reads.next.drain(..)) {
             let _ = waiter.send(Err(status::stopped()));
         }
     }
@@ -339,12 +343,15 @@ impl Serving {
         &self,
         f: impl FnOnce(&ReadTxn, Revisions) -> mvcc::Result<T>,
     ) -> Result<T, Status> {
+        let started = Instant::now();
         let read = || {
             let txn = self.db().begin_read()?;
             let revisions = mvcc::revisions(&txn)?;
             f(&txn, revisions)
         };
-        read().map_err(|e| status::of_mvcc(&e))
+        let result = read().map_err(|e| status::of_mvcc(&e));
+        self.stages().observe(Stage::Read, started.elapsed());
+        result
     }
 
     /// Counts a stream of gRPC method `path` handled, with the status it `ended` with.
@@ -359,6 +366,11 @@ impl Serving {
     /// construction).
     pub fn own_metrics(&self) -> &CoreMetrics {
         &self.metrics[self.core.0]
+    }
+
+    /// This core's stage histograms.
+    fn stages(&self) -> &Stages {
+        &self.own_metrics().stages
     }
 
     /// A response header as etcd fills it, at `revision`.

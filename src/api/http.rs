@@ -27,7 +27,7 @@ use super::context;
 use super::kv::linearizable;
 use super::maintenance::ETCD_VERSION;
 use crate::logging;
-use crate::metrics::{self, Scrape};
+use crate::metrics::{self, Scrape, latency};
 
 /// How long a health check waits for its read (etcd waits up to its request timeout).
 const HEALTH_READ: Duration = Duration::from_secs(1);
@@ -241,6 +241,18 @@ fn scrape() -> String {
     .unwrap_or_default()
 }
 
+/// Where requests' time went since the member started, stage by stage: a table, or JSON with
+/// `?format=json` (what `keelson profile` reads).
+fn latency(query_text: &str) -> Response<Full<Bytes>> {
+    let stages = context::with(|s| Ok(metrics::stages(&s.published.metrics, &s.metrics)))
+        .unwrap_or_default();
+    if query(query_text, "format").0.contains(&"json") {
+        respond(StatusCode::OK, "application/json", latency::json(&stages))
+    } else {
+        respond(StatusCode::OK, TEXT, latency::table(&stages))
+    }
+}
+
 /// Answers one HTTP/1 request that came in on `surface`.
 pub async fn handle(
     surface: Surface,
@@ -268,6 +280,8 @@ pub async fn handle(
             "text/plain; version=0.0.4; charset=utf-8",
             scrape(),
         )
+    } else if path == "/debug/latency" && get {
+        latency(query_text)
     } else if path == "/version" && get && surface == Surface::Client {
         respond(
             StatusCode::OK,

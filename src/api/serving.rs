@@ -21,7 +21,8 @@ use super::conn::{self, Connections};
 use super::context::{Identity, Serving};
 use super::http::Surface;
 use crate::metrics::CoreMetrics;
-use crate::runtime::link::{FromRaft, Published, ServingCore, ToRaft};
+use crate::metrics::latency::Stage;
+use crate::runtime::link::{Batch, FromRaft, Published, ServingCore, ToRaft};
 use crate::runtime::shutdown::{Cause, Shutdown};
 use crate::runtime::signal::Signal;
 
@@ -32,7 +33,7 @@ const EXPIRY_TICK: Duration = Duration::from_millis(100);
 const DRAIN: Duration = Duration::from_secs(2);
 
 /// A serving core's end of its channels with the raft core.
-pub type Ends = (SharedSender<Vec<ToRaft>>, SharedReceiver<Vec<FromRaft>>);
+pub type Ends = (SharedSender<Batch<ToRaft>>, SharedReceiver<Batch<FromRaft>>);
 
 /// What every serving core starts with.
 #[derive(Clone)]
@@ -80,7 +81,9 @@ pub async fn run(core: ServingCore, ends: Ends, shared: Shared) {
             loop {
                 serving.outbox.wait().await;
                 serving.outbox.take(&mut batch);
-                if !batch.is_empty() && to_raft.send(std::mem::take(&mut batch)).await.is_err() {
+                if !batch.is_empty()
+                    && (to_raft.send(Batch::now(std::mem::take(&mut batch))).await).is_err()
+                {
                     break;
                 }
             }
@@ -90,7 +93,9 @@ pub async fn run(core: ServingCore, ends: Ends, shared: Shared) {
         let serving = serving.clone();
         glommio::spawn_local(async move {
             while let Some(batch) = from_raft.recv().await {
-                serving.deliver(batch);
+                let stages = &serving.own_metrics().stages;
+                stages.observe(Stage::FromRaft, batch.sent.elapsed());
+                serving.deliver(batch.items);
             }
             serving.raft_gone();
         })

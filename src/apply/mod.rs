@@ -24,12 +24,13 @@ use std::time::{Duration, Instant};
 
 use glommio::task::JoinHandle;
 use keelson_engine::mvcc::{self, Store, alarm};
-use keelson_engine::pagefile::{self, UringFile};
+use keelson_engine::pagefile::{self, Publisher, Staged, UringFile};
 use keelson_proto::etcdserverpb::{AlarmMember, AlarmType};
 use keelson_proto::etcdserverpb::{InternalRaftRequest, Request as V2Request};
 use prost::Message;
 use raft::eraftpb::{Entry, EntryType};
 
+use crate::metrics::latency::{Stage, Stages};
 use crate::raft::lessor::LeaseChange;
 use crate::raft::seams::{Answer, AppliedBatch, Defragmented, Maintained, StateMachine};
 use crate::raft::turn::RaftCoreError;
@@ -92,6 +93,21 @@ fn lease_changes(
             }));
         }
         _ => {}
+    }
+}
+
+/// Publishes through the page file's io_uring, timing each publish (the `publish` stage).
+struct Timed<'a> {
+    file: &'a UringFile,
+    stages: &'a Stages,
+}
+
+impl Publisher for Timed<'_> {
+    async fn publish(&self, staged: Staged<'_>) -> pagefile::Result<()> {
+        let started = Instant::now();
+        let published = self.file.publish(staged).await;
+        self.stages.observe(Stage::Publish, started.elapsed());
+        published
     }
 }
 
@@ -160,10 +176,10 @@ impl Applier {
             .take()
             .expect("a sync with an outcome is in flight");
         self.store.finish_sync(outcome)?;
-        self.published
-            .metrics
-            .backend_commit
-            .observe(done.started.elapsed());
+        let metrics = &self.published.metrics;
+        let took = done.started.elapsed();
+        metrics.backend_commit.observe(took);
+        metrics.stages.observe(Stage::PageSync, took);
         Ok(Some(done.applied))
     }
 
@@ -293,7 +309,11 @@ impl StateMachine for Applier {
         let mut leases = Vec::new();
         let alarms_before = self.store.alarms().to_vec();
         let mut past_quota = false;
-        for mut applied in self.store.apply_via(&batch, &self.file).await? {
+        let publisher = Timed {
+            file: &self.file,
+            stages: &self.published.metrics.stages,
+        };
+        for mut applied in self.store.apply_via(&batch, &publisher).await? {
             past_quota |= matches!(applied.response, Err(mvcc::MvccError::NoSpace));
             events.append(&mut applied.events);
             // Committed entries are contiguous: an applied index finds its entry by offset.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+pub mod latency;
 mod process;
 
 /// A histogram with Prometheus' exponential buckets: `count` upper bounds doubling from `first`
@@ -135,6 +136,8 @@ pub struct RaftMetrics {
     pub defrag_inflight: AtomicU64,
     /// Bytes the WAL wrote.
     pub wal_bytes: AtomicU64,
+    /// The raft core's stages of a request's path (`/debug/latency`).
+    pub stages: latency::Stages,
 }
 
 impl Default for RaftMetrics {
@@ -161,6 +164,7 @@ impl Default for RaftMetrics {
             defrag: Histogram::exponential(0.1, 13),
             defrag_inflight: AtomicU64::default(),
             wal_bytes: AtomicU64::default(),
+            stages: latency::Stages::default(),
         }
     }
 }
@@ -321,6 +325,8 @@ pub struct CoreMetrics {
     /// The bytes of the gRPC messages sent and received (as etcd counts them: the encoded
     /// messages, without gRPC's framing).
     pub bytes: Arc<keelson_proto::codec::Bytes>,
+    /// This core's stages of a request's path (`/debug/latency`).
+    pub stages: latency::Stages,
 }
 
 impl Default for CoreMetrics {
@@ -336,6 +342,7 @@ impl Default for CoreMetrics {
             snapshot: Histogram::exponential(0.01, 17),
             watch: WatchGauges::default(),
             bytes: Arc::default(),
+            stages: latency::Stages::default(),
         }
     }
 }
@@ -412,9 +419,23 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
 }
 
 /// The Prometheus text of everything.
+/// Every stage's counts: the raft core's stages from the raft core, the others summed over the
+/// serving cores.
+pub fn stages(raft: &RaftMetrics, cores: &[CoreMetrics]) -> Vec<(latency::Stage, latency::Counts)> {
+    let mut raft_side = latency::snapshot([&raft.stages]);
+    let serving_side = latency::snapshot(cores.iter().map(|c| &c.stages));
+    for (mine, theirs) in raft_side.iter_mut().zip(serving_side) {
+        if !mine.0.on_raft_core() {
+            *mine = theirs;
+        }
+    }
+    raft_side
+}
+
 pub fn render(raft: &RaftMetrics, cores: &[CoreMetrics], gauges: &Scrape) -> String {
     let mut out = String::new();
     render_member(raft, cores, gauges, &mut out);
+    latency::render(&stages(raft, cores), &mut out);
     process::render(&mut out);
     let mut gauge = |name: &str, kind: &str, help: &str, value: u64| {
         family(&mut out, name, kind, help, value);

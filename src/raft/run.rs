@@ -22,12 +22,12 @@ use super::turn::{Event, RaftCore, RaftCoreError};
 use crate::apply::Applier;
 use crate::config::Config;
 use crate::ids;
-use crate::runtime::link::{FromRaft, Published, ServingCore, ToRaft};
+use crate::runtime::link::{Batch, FromRaft, Published, ServingCore, ToRaft};
 use crate::runtime::mailbox::Mailbox;
 use crate::runtime::shutdown::{Cause, Shutdown};
 
 /// The raft core's end of one serving core's channels.
-pub type Ends = (SharedReceiver<Vec<ToRaft>>, SharedSender<Vec<FromRaft>>);
+pub type Ends = (SharedReceiver<Batch<ToRaft>>, SharedSender<Batch<FromRaft>>);
 
 /// What the raft core starts from.
 pub struct Setup {
@@ -79,7 +79,7 @@ async fn serve(
     store: Store,
     published: Arc<Published>,
     events: &Rc<Mailbox<Event>>,
-    senders: &[ConnectedSender<Vec<FromRaft>>],
+    senders: &[ConnectedSender<Batch<FromRaft>>],
     shutdown: &Shutdown,
 ) -> Result<(), RaftCoreError> {
     let booted = boot::boot(config, store.applied()).await?;
@@ -140,7 +140,7 @@ async fn serve(
         core.turn(&mut batch).await?;
         for (serving, replies) in core.replies() {
             // A serving core that stopped has nobody left to answer.
-            let _ = senders[serving.0].send(replies).await;
+            let _ = senders[serving.0].send(Batch::now(replies)).await;
         }
         if core.is_stopping() {
             break;

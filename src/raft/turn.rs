@@ -39,8 +39,9 @@ use super::lessor::{LeaseChange, Lessor, Renewed};
 use super::log::RaftLog;
 use super::reads::Reads;
 use super::seams::{Answer, Defragmented, DurableLog, StateMachine, Transport};
+use crate::metrics::latency::{Stage, Stages};
 use crate::runtime::link::{
-    FromRaft, LeaseAnswer, LeaseAsk, Published, Refusal, ServingCore, ToRaft, Token,
+    Batch, FromRaft, LeaseAnswer, LeaseAsk, Published, Refusal, ServingCore, ToRaft, Token,
 };
 
 /// Entries the log keeps, at most, for a follower behind; further behind, it will need the page
@@ -54,7 +55,7 @@ const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(100);
 #[derive(Debug)]
 pub enum Event {
     /// A batch of requests from a serving core.
-    Requests(ServingCore, Vec<ToRaft>),
+    Requests(ServingCore, Batch<ToRaft>),
     /// A heartbeat interval passed.
     Tick,
     /// Raft messages from other members.
@@ -94,8 +95,8 @@ pub struct RaftCore<L, S, T> {
     state: S,
     transport: T,
     published: Arc<Published>,
-    /// Proposals in flight, by request id: the serving core to answer.
-    proposals: HashMap<u64, ServingCore>,
+    /// Proposals in flight, by request id: the serving core to answer, and when it was proposed.
+    proposals: HashMap<u64, (ServingCore, Instant)>,
     reads: Reads,
     lessor: Lessor,
     /// Replies gathered this turn, per serving core.
@@ -166,8 +167,9 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
                     self.node.tick();
                     self.reads.tick();
                 }
-                Event::Requests(core, requests) => {
-                    for request in requests {
+                Event::Requests(core, batch) => {
+                    self.stages().observe(Stage::ToRaft, batch.sent.elapsed());
+                    for request in batch.items {
                         match request {
                             ToRaft::Propose { id, data } => self.propose(core, id, data),
                             ToRaft::ReadIndex { token } => self.reads.arrived(core, token),
@@ -256,7 +258,7 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
     fn propose(&mut self, core: ServingCore, id: u64, data: Vec<u8>) {
         match self.node.propose(Vec::new(), data) {
             Ok(()) => {
-                self.proposals.insert(id, core);
+                self.proposals.insert(id, (core, Instant::now()));
             }
             Err(_) => {
                 self.published
@@ -291,7 +293,13 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
             let started = Instant::now();
             self.log.persist(&entries, hard_state.as_ref()).await?;
             let metrics = &self.published.metrics;
-            metrics.wal_fsync.observe(started.elapsed());
+            let took = started.elapsed();
+            metrics.wal_fsync.observe(took);
+            metrics.stages.observe(Stage::WalSync, took);
+            metrics
+                .stages
+                .of(Stage::WalBatch)
+                .record(entries.len() as u64);
             metrics
                 .wal_bytes
                 .store(self.log.written(), Ordering::Relaxed);
@@ -321,8 +329,12 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
             return Ok(());
         }
         let started = Instant::now();
+        let entries = committed.len() as u64;
         let applied = self.state.apply(committed).await?;
-        if started.elapsed() > SLOW_APPLY {
+        let took = started.elapsed();
+        self.stages().observe(Stage::Apply, took);
+        self.stages().of(Stage::ApplyBatch).record(entries);
+        if took > SLOW_APPLY {
             self.published
                 .metrics
                 .slow_applies
@@ -462,7 +474,8 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
     /// nobody waiting here).
     fn route(&mut self, answers: Vec<Answer>) {
         for Answer { id, outcome } in answers {
-            if let Some(core) = self.proposals.remove(&id) {
+            if let Some((core, proposed)) = self.proposals.remove(&id) {
+                self.stages().observe(Stage::Proposal, proposed.elapsed());
                 self.replies[core.0].push(FromRaft::Applied { id, outcome });
             }
         }
@@ -484,6 +497,11 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
             }
         }
         from
+    }
+
+    /// The raft core's stage histograms.
+    fn stages(&self) -> &Stages {
+        &self.published.metrics.stages
     }
 
     fn publish_state(&mut self) {

@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use keelson_engine::mvcc;
 use keelson_engine::pagefile::Db;
@@ -23,6 +24,24 @@ use keelson_proto::mvccpb::Event;
 use crate::metrics::RaftMetrics;
 
 /// A serving core, by its position among the serving cores (not its CPU).
+/// A batch crossing between cores, stamped when it was sent: its time in the channel and in the
+/// receiver's queue is a stage of every request it carries (`to_raft`, `from_raft`).
+#[derive(Debug)]
+pub struct Batch<T> {
+    pub sent: Instant,
+    pub items: Vec<T>,
+}
+
+impl<T> Batch<T> {
+    /// `items`, sent now.
+    pub fn now(items: Vec<T>) -> Self {
+        Batch {
+            sent: Instant::now(),
+            items,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ServingCore(pub usize);
 

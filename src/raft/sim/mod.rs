@@ -46,7 +46,7 @@ use super::seams::{
 };
 use super::turn::{Event, RaftCore, RaftCoreError};
 use crate::apply;
-use crate::runtime::link::{FromRaft, Published, Refusal, ServingCore, ToRaft, Token};
+use crate::runtime::link::{Batch, FromRaft, Published, Refusal, ServingCore, ToRaft, Token};
 
 /// Steps a client waits for an answer before it gives up on a proposal.
 pub const CLIENT_PATIENCE: u64 = 200;
@@ -498,7 +498,7 @@ impl Cluster {
             self.pending.insert(id, (m, now));
             self.members[m].events.push(Event::Requests(
                 ServingCore(0),
-                vec![ToRaft::Propose { id, data }],
+                Batch::now(vec![ToRaft::Propose { id, data }]),
             ));
         }
         id
@@ -521,7 +521,7 @@ impl Cluster {
         );
         self.members[m].events.push(Event::Requests(
             ServingCore(0),
-            vec![ToRaft::ReadIndex { token }],
+            Batch::now(vec![ToRaft::ReadIndex { token }]),
         ));
     }
 
