@@ -24,6 +24,12 @@ use super::error::{Error, Result};
 use super::io::IoStep;
 use super::spill::{Publisher, Staged};
 
+/// Most page writes of one publish in flight at once. Each write in flight holds a clone of the
+/// publishing task's waker, and glommio counts a task's wakers in an `i16`: a transaction that
+/// rewrites more than 32 767 scattered pages (a large delete, a compaction) must not submit them
+/// all at once. Each wake-up also polls every write in flight, so the window keeps that cheap.
+const IN_FLIGHT: usize = 128;
+
 /// The page file opened for io_uring writes.
 #[derive(Debug, Clone)]
 pub struct UringFile {
@@ -88,8 +94,8 @@ impl UringFile {
 }
 
 impl Publisher for UringFile {
-    /// Grows the file if needed (rolled back if that fails), writes every page (all submitted at
-    /// once; a failure stops the writer), then commits.
+    /// Grows the file if needed (rolled back if that fails), writes every page ([`IN_FLIGHT`] at
+    /// a time; a failure stops the writer), then commits.
     async fn publish(&self, mut staged: Staged<'_>) -> Result<()> {
         if let Some(grow) = staged.grow()
             && let Err(e) = self.perform(grow).await
@@ -97,7 +103,7 @@ impl Publisher for UringFile {
             return Err(staged.roll_back(e));
         }
         let writes = staged.writes().into_iter().map(|w| self.perform(w));
-        match first_error(writes.collect()).await {
+        match first_error(writes).await {
             Ok(()) => {
                 staged.commit();
                 Ok(())
@@ -115,32 +121,129 @@ fn io_error(path: &Path, op: &'static str, source: io::Error) -> Error {
     }
 }
 
-/// Runs every future to completion, together, and returns the first error any of them gave.
-async fn first_error<F: Future<Output = Result<()>>>(futures: Vec<F>) -> Result<()> {
-    let mut running: Vec<Option<Pin<Box<F>>>> =
-        futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+/// Runs `futures` to completion, at most [`IN_FLIGHT`] at a time, and returns the first error any
+/// of them gave. After an error no further future starts; those already running are finished.
+async fn first_error<F: Future<Output = Result<()>>>(
+    futures: impl Iterator<Item = F>,
+) -> Result<()> {
+    let mut queued = futures.fuse();
+    let mut running: Vec<Pin<Box<F>>> = Vec::with_capacity(IN_FLIGHT);
     let mut first = None;
     poll_fn(|cx| {
-        let mut pending = false;
-        for slot in &mut running {
-            if let Some(future) = slot {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(outcome) => {
-                        if let Err(e) = outcome {
-                            first.get_or_insert(e);
-                        }
-                        *slot = None;
-                    }
-                    Poll::Pending => pending = true,
-                }
+        loop {
+            if first.is_none() {
+                running.extend(
+                    queued
+                        .by_ref()
+                        .take(IN_FLIGHT - running.len())
+                        .map(Box::pin),
+                );
             }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
+            let before = running.len();
+            running.retain_mut(|future| match future.as_mut().poll(cx) {
+                Poll::Ready(outcome) => {
+                    if let Err(e) = outcome {
+                        first.get_or_insert(e);
+                    }
+                    false
+                }
+                Poll::Pending => true,
+            });
+            if running.len() == before {
+                // Nothing finished (or nothing was left): each future waiting will wake this task.
+                return if running.is_empty() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                };
+            }
         }
     })
     .await;
     first.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+    use std::task::Waker;
+
+    use super::*;
+
+    /// Operations like io_uring's as glommio runs them: the first poll keeps a clone of the task's
+    /// waker until the "kernel" (a task that wakes them) completes the operation.
+    #[derive(Default)]
+    struct Kernel {
+        waiting: RefCell<Vec<Waker>>,
+        running: Cell<usize>,
+        most_running: Cell<usize>,
+        started: Cell<usize>,
+    }
+
+    impl Kernel {
+        async fn operation(&self, fails: bool) -> Result<()> {
+            self.started.set(self.started.get() + 1);
+            self.running.set(self.running.get() + 1);
+            self.most_running
+                .set(self.most_running.get().max(self.running.get()));
+            let mut submitted = false;
+            poll_fn(|cx| {
+                if submitted {
+                    return Poll::Ready(());
+                }
+                submitted = true;
+                self.waiting.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            })
+            .await;
+            self.running.set(self.running.get() - 1);
+            if fails {
+                Err(io_error(
+                    Path::new("db"),
+                    "write",
+                    io::Error::other("disk full"),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[test]
+    fn more_operations_than_a_task_can_count_wakers_for_run_a_window_at_a_time() {
+        const OPERATIONS: usize = 100_000;
+        const FAILING: usize = 70_000;
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let kernel = Rc::new(Kernel::default());
+                let completer = glommio::spawn_local({
+                    let kernel = kernel.clone();
+                    async move {
+                        loop {
+                            let woken = std::mem::take(&mut *kernel.waiting.borrow_mut());
+                            woken.into_iter().for_each(Waker::wake);
+                            glommio::yield_if_needed().await;
+                            glommio::executor().yield_task_queue_now().await;
+                        }
+                    }
+                })
+                .detach();
+                let outcome =
+                    first_error((0..OPERATIONS).map(|i| kernel.operation(i == FAILING))).await;
+                completer.cancel();
+                assert!(outcome.is_err(), "the failed operation's error is returned");
+                assert!(kernel.most_running.get() <= IN_FLIGHT);
+                // Once one failed, nothing more started: at most a window's worth after it.
+                let started = kernel.started.get();
+                assert!(
+                    (FAILING + 1..=FAILING + IN_FLIGHT).contains(&started),
+                    "{started}"
+                );
+                assert_eq!(kernel.running.get(), 0, "every started operation finished");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 }
