@@ -68,6 +68,9 @@ fn read(csv: &Path) -> Result<Runs, Box<dyn Error>> {
     Ok(runs)
 }
 
+/// A figure picked from a server's [`Figures`].
+type Pick = fn(&Figures) -> f64;
+
 /// A colour per server, keelson's last and strongest.
 fn colour(server: &str, servers: &[String]) -> RGBColor {
     if server == "keelson" {
@@ -88,8 +91,8 @@ fn draw(
     file: &Path,
     title: &str,
     unit: &str,
-    bar: fn(&Figures) -> f64,
-    marks: &[(fn(&Figures) -> f64, &str)],
+    bar: Pick,
+    marks: &[(Pick, &str)],
 ) -> Result<(), Box<dyn Error>> {
     let columns = 4.min(runs.len()).max(1);
     let rows = runs.len().div_ceil(columns).max(1);
