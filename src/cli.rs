@@ -148,6 +148,9 @@ pub enum Command {
     /// Save, describe and restore snapshots, as etcdctl (and etcdutl) do.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Load an etcd-compatible endpoint (keelson or etcd) as etcd's `benchmark` tool does, with its
+    /// flags, and print the latency distribution.
+    Bench(BenchArgs),
     /// Sample a running member's /debug/latency and print where its requests' time went, stage by
     /// stage (count, rate, mean, p50, p90, p99, p99.9).
     Profile {
@@ -157,6 +160,63 @@ pub enum Command {
         /// How long to sample (Go duration: 10s, 1m).
         #[arg(long, default_value = "10s", value_parser = crate::duration::parse)]
         duration: std::time::Duration,
+    },
+}
+
+/// `keelson bench`: the run's shape (flags may come before or after the workload, as etcd's
+/// `benchmark` takes them).
+#[derive(Debug, ClapArgs)]
+pub struct BenchArgs {
+    /// The endpoint to load (host:port).
+    #[arg(long, global = true, default_value = "127.0.0.1:2379")]
+    pub endpoints: String,
+    /// HTTP/2 connections.
+    #[arg(long, global = true, default_value_t = 1)]
+    pub conns: usize,
+    /// Clients, each one request at a time, sharing the connections round-robin.
+    #[arg(long, global = true, default_value_t = 1)]
+    pub clients: usize,
+    /// Requests in all (10000 if neither this nor --duration is given).
+    #[arg(long, global = true)]
+    pub total: Option<u64>,
+    /// How long to run (Go duration: 30s, 1m).
+    #[arg(long, global = true, value_parser = crate::duration::parse)]
+    pub duration: Option<std::time::Duration>,
+    /// Requests per second in all (0: as fast as the clients go).
+    #[arg(long, global = true, default_value_t = 0)]
+    pub rate: u64,
+    /// Print the summary as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub workload: BenchWorkload,
+}
+
+/// `keelson bench` workloads.
+#[derive(Debug, Subcommand)]
+pub enum BenchWorkload {
+    /// Puts.
+    Put {
+        /// Bytes per key.
+        #[arg(long, default_value_t = 8)]
+        key_size: usize,
+        /// Bytes per value.
+        #[arg(long, default_value_t = 8)]
+        val_size: usize,
+        /// How many different keys.
+        #[arg(long, default_value_t = 1)]
+        key_space_size: u64,
+        /// Keys in order instead of at random.
+        #[arg(long)]
+        sequential_keys: bool,
+    },
+    /// Ranges of one key, or of [KEY, END).
+    Range {
+        key: String,
+        end: Option<String>,
+        /// l (linearizable) or s (serializable).
+        #[arg(long, default_value = "l", value_parser = ["l", "s"])]
+        consistency: String,
     },
 }
 

@@ -6,10 +6,12 @@
 
 mod api;
 mod apply;
+mod bench;
 mod cli;
 mod config;
 mod config_file;
 mod duration;
+mod grpc_client;
 mod ids;
 mod inspect;
 mod logging;
@@ -173,6 +175,46 @@ fn version() -> String {
     )
 }
 
+/// `keelson bench`'s flags as a run, and whether to print JSON.
+fn bench_run(args: cli::BenchArgs) -> (bench::Run, bool) {
+    let workload = match args.workload {
+        cli::BenchWorkload::Put {
+            key_size,
+            val_size,
+            key_space_size,
+            sequential_keys,
+        } => bench::Workload::Put {
+            key_size,
+            val_size,
+            key_space: key_space_size,
+            sequential: sequential_keys,
+        },
+        cli::BenchWorkload::Range {
+            key,
+            end,
+            consistency,
+        } => bench::Workload::Range {
+            key: key.into_bytes(),
+            end: end.unwrap_or_default().into_bytes(),
+            serializable: consistency == "s",
+        },
+    };
+    let total = match (args.total, args.duration) {
+        (None, None) => Some(10_000),
+        (total, _) => total,
+    };
+    let run = bench::Run {
+        endpoint: args.endpoints,
+        conns: args.conns,
+        clients: args.clients,
+        total,
+        duration: args.duration,
+        rate: args.rate,
+        workload,
+    };
+    (run, args.json)
+}
+
 /// A subcommand's exit: its error, if any, on stderr as etcdctl prints one.
 fn exit_code(done: Result<(), impl std::fmt::Display>) -> ExitCode {
     match done {
@@ -203,6 +245,11 @@ fn main() -> ExitCode {
         Command::Db(command) => run_db(command, &mut out),
         Command::Wal(WalCommand::Dump { dir, from, format }) => {
             inspect::wal::dump_wal(&dir, from, encoding(format.hex), &mut out)
+        }
+        Command::Bench(args) => {
+            let (run, as_json) = bench_run(args);
+            let done = bench::bench(run, as_json, &mut out).and_then(|()| Ok(out.flush()?));
+            return exit_code(done);
         }
         Command::Profile {
             endpoints,

@@ -6,25 +6,20 @@
 //! server's connections are).
 
 use std::io::Write;
-use std::net::ToSocketAddrs;
 use std::path::Path;
 
-use bytes::{Buf, Bytes, BytesMut};
-use http_body_util::{BodyExt, Full};
-use keelson_proto::etcdserverpb::SnapshotResponse;
+use bytes::{Buf, BytesMut};
+use http_body_util::BodyExt;
+use keelson_proto::etcdserverpb::{SnapshotRequest, SnapshotResponse};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
 use super::{SnapshotError, io};
-use crate::api::conn::LocalExec;
-use crate::api::io::Io;
+use crate::grpc_client;
 
 /// Saves a snapshot of the member at `endpoint` (`host:port`, or a URL) into `file`; its size.
 pub fn save(endpoint: &str, file: &Path) -> Result<u64, SnapshotError> {
-    let endpoint = endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let endpoint = grpc_client::host(endpoint).to_string();
     let mut part = file.as_os_str().to_os_string();
     part.push(".part");
     let part = std::path::PathBuf::from(part);
@@ -48,32 +43,19 @@ fn failed(what: &str) -> impl FnOnce(String) -> SnapshotError + '_ {
 
 /// Streams the snapshot into `part`; the bytes written.
 async fn fetch(endpoint: &str, part: &Path) -> Result<u64, SnapshotError> {
-    let addr = endpoint
-        .to_socket_addrs()
-        .map_err(|e| failed(endpoint)(e.to_string()))?
-        .next()
-        .ok_or_else(|| failed(endpoint)("no address".into()))?;
-    let stream = glommio::net::TcpStream::connect(addr)
+    let mut sender = grpc_client::connect(endpoint)
         .await
-        .map_err(|e| failed(endpoint)(e.to_string()))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(LocalExec, Io::new(stream, Vec::new()))
-            .await
-            .map_err(|e| failed(endpoint)(e.to_string()))?;
-    glommio::spawn_local(connection).detach();
-    // An empty SnapshotRequest, framed as gRPC frames a message: no compression, length 0.
-    let request = http::Request::post(format!(
-        "http://{endpoint}/etcdserverpb.Maintenance/Snapshot"
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers")
-    .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
-    .map_err(|e| failed("request")(e.to_string()))?;
+        .map_err(failed(endpoint))?;
+    let request = grpc_client::request(
+        endpoint,
+        "/etcdserverpb.Maintenance/Snapshot",
+        &SnapshotRequest {},
+    );
     let response = sender
         .send_request(request)
         .await
         .map_err(|e| failed(endpoint)(e.to_string()))?;
-    let mut status = grpc_status(response.headers());
+    let mut status = grpc_client::status(response.headers());
     let mut body = response.into_body();
     let mut out = std::fs::File::create(part).map_err(io(part))?;
     let mut pending = BytesMut::new();
@@ -82,7 +64,7 @@ async fn fetch(endpoint: &str, part: &Path) -> Result<u64, SnapshotError> {
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| failed(endpoint)(e.to_string()))?;
         if let Some(trailers) = frame.trailers_ref() {
-            status = grpc_status(trailers).or(status);
+            status = grpc_client::status(trailers).or(status);
             continue;
         }
         let Ok(data) = frame.into_data() else {
@@ -125,15 +107,4 @@ async fn fetch(endpoint: &str, part: &Path) -> Result<u64, SnapshotError> {
     }
     out.sync_all().map_err(io(part))?;
     Ok(written)
-}
-
-/// gRPC's status in `headers`, if they carry one: its code and message.
-fn grpc_status(headers: &http::HeaderMap) -> Option<(u32, String)> {
-    let code = headers.get("grpc-status")?.to_str().ok()?.parse().ok()?;
-    let message = headers
-        .get("grpc-message")
-        .and_then(|m| m.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    Some((code, message))
 }

@@ -1,0 +1,357 @@
+//! `keelson bench`: a load generator for any etcd-compatible endpoint — keelson or etcd — with
+//! etcd's `benchmark` workloads and flags (`put`, `range`; `--conns`, `--clients`, `--total`,
+//! `--rate`, `--key-size`, `--val-size`, `--key-space-size`, `--sequential-keys`, `--consistency`),
+//! plus `--duration` and `--json`. Clients share connections round-robin, each call an HTTP/2
+//! stream, all on one glommio executor (one CPU: pin it with `taskset`), so that one load core
+//! pushes further than etcd's tool. Latencies go into an hdrhistogram; the summary is printed as
+//! etcd's tool prints its own, or as JSON. A progress line is drawn on a terminal.
+//!
+//! Runs on: a glommio executor of its own, on the main thread's behalf.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use keelson_proto::etcdserverpb::{PutRequest, RangeRequest};
+
+use crate::grpc_client::{self, Channel};
+
+/// Why a run could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    Output(#[from] std::io::Error),
+}
+
+/// What each request does.
+#[derive(Debug, Clone)]
+pub enum Workload {
+    /// Puts of `val_size` bytes under keys of `key_size` bytes drawn from `key_space` keys.
+    Put {
+        key_size: usize,
+        val_size: usize,
+        key_space: u64,
+        sequential: bool,
+    },
+    /// Ranges of `key` (to `end`, if given), linearizable or serializable.
+    Range {
+        key: Vec<u8>,
+        end: Vec<u8>,
+        serializable: bool,
+    },
+}
+
+/// A run: how many, how fast, against what.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub endpoint: String,
+    pub conns: usize,
+    pub clients: usize,
+    /// Requests to send in all (with `duration`: whichever ends first).
+    pub total: Option<u64>,
+    pub duration: Option<Duration>,
+    /// Requests per second in all (0: as fast as the clients go).
+    pub rate: u64,
+    pub workload: Workload,
+}
+
+/// What a run came to.
+struct Outcome {
+    latencies: Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+    took: Duration,
+}
+
+/// State the clients share (one executor: `Cell`s).
+struct Shared {
+    run: Run,
+    issued: Cell<u64>,
+    started: Instant,
+    latencies: RefCell<Histogram<u64>>,
+    errors: RefCell<BTreeMap<String, u64>>,
+}
+
+impl Shared {
+    /// The next request's number, and when it may go; `None` once the run is over.
+    fn next(&self) -> Option<(u64, Instant)> {
+        let n = self.issued.get();
+        if self.run.total.is_some_and(|total| n >= total)
+            || self
+                .run
+                .duration
+                .is_some_and(|d| self.started.elapsed() >= d)
+        {
+            return None;
+        }
+        self.issued.set(n + 1);
+        let at = match self.run.rate {
+            0 => self.started,
+            rate => self.started + Duration::from_secs_f64(n as f64 / rate as f64),
+        };
+        Some((n, at))
+    }
+}
+
+/// A small, fast generator of the random keys (xorshift64*), one per client.
+struct Keys(u64);
+
+impl Keys {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// The key of request `n`: etcd's tool writes the key's number as a varint into a key of
+/// `size` bytes.
+fn key(number: u64, size: usize) -> Vec<u8> {
+    let mut key = vec![0u8; size];
+    let mut zigzag = (number << 1) as i64 as u64;
+    for byte in key.iter_mut() {
+        *byte = (zigzag as u8 & 0x7f) | if zigzag >= 0x80 { 0x80 } else { 0 };
+        zigzag >>= 7;
+        if zigzag == 0 {
+            break;
+        }
+    }
+    key
+}
+
+/// One client: requests until the run is over.
+async fn client(shared: Rc<Shared>, mut channel: Channel, seed: u64) {
+    let mut keys = Keys(seed | 1);
+    let endpoint = shared.run.endpoint.clone();
+    let value = match &shared.run.workload {
+        Workload::Put { val_size, .. } => vec![b'v'; *val_size],
+        Workload::Range { .. } => Vec::new(),
+    };
+    while let Some((n, at)) = shared.next() {
+        if let Some(wait) = at.checked_duration_since(Instant::now()) {
+            glommio::timer::sleep(wait).await;
+        }
+        let sent = Instant::now();
+        let answered = match &shared.run.workload {
+            Workload::Put {
+                key_size,
+                key_space,
+                sequential,
+                ..
+            } => {
+                let number = if *sequential { n } else { keys.next() } % (*key_space).max(1);
+                let request = PutRequest {
+                    key: key(number, *key_size),
+                    value: value.clone(),
+                    ..PutRequest::default()
+                };
+                grpc_client::unary(&mut channel, &endpoint, "/etcdserverpb.KV/Put", &request).await
+            }
+            Workload::Range {
+                key,
+                end,
+                serializable,
+            } => {
+                let request = RangeRequest {
+                    key: key.clone(),
+                    range_end: end.clone(),
+                    serializable: *serializable,
+                    ..RangeRequest::default()
+                };
+                grpc_client::unary(&mut channel, &endpoint, "/etcdserverpb.KV/Range", &request)
+                    .await
+            }
+        };
+        match answered {
+            Ok(()) => {
+                let nanos = sent.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+                shared
+                    .latencies
+                    .borrow_mut()
+                    .saturating_record(nanos.max(1));
+            }
+            Err(e) => *shared.errors.borrow_mut().entry(e).or_default() += 1,
+        }
+    }
+}
+
+/// Draws "done/total, rate" on stderr every 200 ms, if stderr is a terminal.
+async fn progress(shared: Rc<Shared>) {
+    if !atty_stderr() {
+        return;
+    }
+    loop {
+        glommio::timer::sleep(Duration::from_millis(200)).await;
+        let done = shared.latencies.borrow().len() + shared.errors.borrow().values().sum::<u64>();
+        let rate = done as f64 / shared.started.elapsed().as_secs_f64().max(1e-9);
+        let of = shared
+            .run
+            .total
+            .map_or(String::new(), |t| format!(" / {t}"));
+        eprint!("\r{done}{of} requests, {rate:.0}/s   ");
+    }
+}
+
+/// Runs `run` on an executor of its own.
+async fn drive(run: Run) -> Result<Outcome, BenchError> {
+    let mut channels = Vec::new();
+    for _ in 0..run.conns.max(1) {
+        let channel = grpc_client::connect(&run.endpoint)
+            .await
+            .map_err(|e| BenchError::Failed(format!("{}: {e}", run.endpoint)))?;
+        channels.push(channel);
+    }
+    let shared = Rc::new(Shared {
+        run: run.clone(),
+        issued: Cell::new(0),
+        started: Instant::now(),
+        latencies: RefCell::new(
+            Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"),
+        ),
+        errors: RefCell::default(),
+    });
+    let drawing = glommio::spawn_local(progress(shared.clone())).detach();
+    let clients: Vec<_> = (0..run.clients.max(1))
+        .map(|i| {
+            let channel = channels[i % channels.len()].clone();
+            glommio::spawn_local(client(
+                shared.clone(),
+                channel,
+                0x9E37_79B9 * (i as u64 + 1),
+            ))
+        })
+        .collect();
+    for client in clients {
+        client.await;
+    }
+    drawing.cancel();
+    let took = shared.started.elapsed();
+    let latencies = shared.latencies.borrow().clone();
+    let errors = shared.errors.borrow().clone();
+    Ok(Outcome {
+        latencies,
+        errors,
+        took,
+    })
+}
+
+/// The quantiles printed.
+const QUANTILES: [f64; 8] = [10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9];
+
+fn seconds(nanos: u64) -> f64 {
+    nanos as f64 / 1e9
+}
+
+/// The summary as etcd's tool prints its own.
+fn summary(outcome: &Outcome) -> String {
+    let h = &outcome.latencies;
+    let took = outcome.took.as_secs_f64();
+    let mut out = String::from("\nSummary:\n");
+    let _ = writeln!(out, "  Total:\t{took:.4} secs.");
+    if !h.is_empty() {
+        let _ = writeln!(out, "  Slowest:\t{:.4} secs.", seconds(h.max()));
+        let _ = writeln!(out, "  Fastest:\t{:.4} secs.", seconds(h.min()));
+        let _ = writeln!(out, "  Average:\t{:.4} secs.", h.mean() / 1e9);
+        let _ = writeln!(out, "  Stddev:\t{:.4} secs.", h.stdev() / 1e9);
+    }
+    let _ = writeln!(
+        out,
+        "  Requests/sec:\t{:.4}",
+        h.len() as f64 / took.max(1e-9)
+    );
+    if !h.is_empty() {
+        out.push_str("\nLatency distribution:\n");
+        for q in QUANTILES {
+            let _ = writeln!(
+                out,
+                "  {q}% in {:.4} secs.",
+                seconds(h.value_at_quantile(q / 100.0))
+            );
+        }
+    }
+    if !outcome.errors.is_empty() {
+        out.push_str("\nError distribution:\n");
+        for (error, count) in &outcome.errors {
+            let _ = writeln!(out, "  [{count}]\t{error}");
+        }
+    }
+    out
+}
+
+/// The summary as JSON: counts, seconds, rate, and latencies in milliseconds.
+fn json(outcome: &Outcome) -> String {
+    let h = &outcome.latencies;
+    let took = outcome.took.as_secs_f64();
+    let ms = |nanos: f64| nanos / 1e6;
+    let mut latency = serde_json::Map::new();
+    if !h.is_empty() {
+        latency.insert("mean".into(), ms(h.mean()).into());
+        latency.insert("min".into(), ms(h.min() as f64).into());
+        latency.insert("max".into(), ms(h.max() as f64).into());
+        for q in QUANTILES {
+            latency.insert(
+                format!("p{q}"),
+                ms(h.value_at_quantile(q / 100.0) as f64).into(),
+            );
+        }
+    }
+    serde_json::json!({
+        "requests": h.len(),
+        "errors": outcome.errors.values().sum::<u64>(),
+        "error_kinds": outcome.errors,
+        "seconds": took,
+        "requests_per_second": h.len() as f64 / took.max(1e-9),
+        "latency_ms": latency,
+    })
+    .to_string()
+        + "\n"
+}
+
+/// Runs `run` and prints its summary (JSON if `as_json`) to `out`; fails if a request failed.
+pub fn bench(run: Run, as_json: bool, out: &mut dyn Write) -> Result<(), BenchError> {
+    let outcome = glommio::LocalExecutorBuilder::default()
+        .name("keelson-bench")
+        .spawn(move || drive(run))
+        .map_err(|e| BenchError::Failed(e.to_string()))?
+        .join()
+        .map_err(|e| BenchError::Failed(e.to_string()))??;
+    if atty_stderr() {
+        eprintln!();
+    }
+    let text = if as_json {
+        json(&outcome)
+    } else {
+        summary(&outcome)
+    };
+    out.write_all(text.as_bytes())?;
+    match outcome.errors.values().sum::<u64>() {
+        0 => Ok(()),
+        n => Err(BenchError::Failed(format!("{n} requests failed"))),
+    }
+}
+
+/// Whether stderr is a terminal (the progress line is drawn only there).
+fn atty_stderr() -> bool {
+    // SAFETY: isatty only reads the descriptor's state.
+    unsafe { libc::isatty(2) == 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_etcds_varints_in_a_key_of_the_asked_size() {
+        assert_eq!(key(0, 4), vec![0, 0, 0, 0]);
+        assert_eq!(key(1, 4), vec![2, 0, 0, 0]);
+        assert_eq!(key(64, 4), vec![0x80, 0x01, 0, 0]);
+        assert_eq!(key(300, 2), vec![0xd8, 0x04]);
+        assert_eq!(key(u64::MAX >> 1, 2).len(), 2);
+    }
+}

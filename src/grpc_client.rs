@@ -1,0 +1,100 @@
+//! A gRPC client on glommio for keelson's own tools (`keelson snapshot save`, `keelson bench`): an
+//! HTTP/2 connection to a member through hyper's client over a glommio stream — as the server's
+//! connections are — and etcd's calls framed as gRPC frames them.
+//!
+//! Runs on: a glommio executor (the tool's own).
+
+use std::net::ToSocketAddrs;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http2::SendRequest;
+
+use crate::api::conn::LocalExec;
+use crate::api::io::Io;
+
+/// One HTTP/2 connection to a member; clones share it (each call is a stream of its own).
+pub type Channel = SendRequest<Full<Bytes>>;
+
+/// `endpoint` (`host:port`, or `http://host:port`) as `host:port`.
+pub fn host(endpoint: &str) -> &str {
+    endpoint.trim_start_matches("http://").trim_end_matches('/')
+}
+
+/// Connects to `endpoint`; the connection's I/O runs in a task of its own.
+pub async fn connect(endpoint: &str) -> Result<Channel, String> {
+    let addr = host(endpoint)
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or("no address")?;
+    let stream = glommio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(LocalExec, Io::new(stream, Vec::new()))
+            .await
+            .map_err(|e| e.to_string())?;
+    glommio::spawn_local(connection).detach();
+    Ok(sender)
+}
+
+/// A call of `path` (`/package.Service/Method`) on `endpoint` carrying `message`, framed as gRPC
+/// frames one: no compression, its length, the message.
+pub fn request(
+    endpoint: &str,
+    path: &str,
+    message: &impl prost::Message,
+) -> http::Request<Full<Bytes>> {
+    let mut frame = BytesMut::with_capacity(5 + message.encoded_len());
+    frame.put_u8(0);
+    frame.put_u32(message.encoded_len() as u32);
+    message
+        .encode(&mut frame)
+        .expect("a BytesMut of the message's length holds it");
+    http::Request::post(format!("http://{}{path}", host(endpoint)))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(frame.freeze()))
+        .expect("a POST with these headers is a valid request")
+}
+
+/// gRPC's status in `headers`, if they carry one: its code and message.
+pub fn status(headers: &http::HeaderMap) -> Option<(u32, String)> {
+    let code = headers.get("grpc-status")?.to_str().ok()?.parse().ok()?;
+    let message = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    Some((code, message))
+}
+
+/// A unary call: sends `message` on `channel` and waits for the whole answer; an error is the
+/// transport's, or gRPC's status as etcd's clients print it.
+pub async fn unary(
+    channel: &mut Channel,
+    endpoint: &str,
+    path: &str,
+    message: &impl prost::Message,
+) -> Result<(), String> {
+    channel.ready().await.map_err(|e| e.to_string())?;
+    let response = channel
+        .send_request(request(endpoint, path, message))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut outcome = status(response.headers());
+    let mut body = response.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Some(trailers) = frame.trailers_ref() {
+            outcome = status(trailers).or(outcome);
+        }
+    }
+    match outcome {
+        Some((0, _)) => Ok(()),
+        Some((code, message)) => Err(format!("rpc error: code = {code} desc = {message}")),
+        None => Err("the answer carried no grpc-status".into()),
+    }
+}

@@ -1,0 +1,140 @@
+//! `keelson bench` against the real binary and against a real etcd 3.4: a put run writes what it
+//! says (its requests, over the key space asked, every one acknowledged by a revision), a range
+//! run reads, `--rate` holds the run back, and a run against nothing fails with the reason.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use etcd_client::{Client, GetOptions};
+use keelson_testkit::server::{Ports, Server};
+
+mod common;
+
+use common::runtime;
+
+fn keelson() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_keelson"))
+}
+
+/// Runs `keelson bench ARGS --json` against `endpoint`: its JSON summary.
+fn bench(endpoint: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(keelson())
+        .args(["bench", "--endpoints", endpoint, "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The keys and revision of the server at `endpoint`.
+fn keys_and_revision(endpoint: &str) -> (i64, i64) {
+    runtime().block_on(async {
+        let mut c = Client::connect([endpoint], None).await.unwrap();
+        let all = c
+            .get(
+                vec![0u8],
+                Some(GetOptions::new().with_from_key().with_count_only()),
+            )
+            .await
+            .unwrap();
+        (all.count(), all.header().unwrap().revision())
+    })
+}
+
+/// The same runs against a server: 3000 puts over 100 keys on 4 connections by 20 clients, then
+/// ranges of every kind.
+fn runs_against(endpoint: &str) {
+    let (_, before) = keys_and_revision(endpoint);
+    let put = bench(
+        endpoint,
+        &[
+            "--conns",
+            "4",
+            "--clients",
+            "20",
+            "put",
+            "--total",
+            "3000",
+            "--key-size",
+            "8",
+            "--val-size",
+            "100",
+            "--key-space-size",
+            "100",
+        ],
+    );
+    assert_eq!(put["requests"], 3000, "{put}");
+    assert_eq!(put["errors"], 0, "{put}");
+    let latency = &put["latency_ms"];
+    assert!(latency["p50"].as_f64().unwrap() > 0.0, "{put}");
+    assert!(latency["p50"].as_f64() <= latency["p99"].as_f64(), "{put}");
+    let (keys, after) = keys_and_revision(endpoint);
+    assert_eq!(after - before, 3000, "every put was one revision");
+    assert!(
+        (90..=100).contains(&keys),
+        "{keys} keys from a key space of 100"
+    );
+
+    for consistency in ["l", "s"] {
+        let range = bench(
+            endpoint,
+            &[
+                "--clients",
+                "5",
+                "range",
+                "a",
+                "--consistency",
+                consistency,
+                "--total",
+                "500",
+            ],
+        );
+        assert_eq!(
+            (range["requests"].as_u64(), range["errors"].as_u64()),
+            (Some(500), Some(0))
+        );
+    }
+    // Flags after the workload, and a range over every key, as etcd's tool takes them.
+    let range = bench(
+        endpoint,
+        &["range", "\u{1}", "\u{7f}", "--total", "100", "--conns", "2"],
+    );
+    assert_eq!(range["requests"], 100, "{range}");
+}
+
+#[test]
+fn a_bench_run_writes_and_reads_what_it_says_on_keelson_and_on_etcd() {
+    let server = Server::start(keelson(), Ports::free(), &[]);
+    runs_against(&server.endpoint());
+    let etcd = Server::etcd(Ports::free());
+    runs_against(&etcd.endpoint());
+}
+
+#[test]
+fn rate_holds_a_run_back_and_a_run_against_nothing_fails_with_why() {
+    let server = Server::start(keelson(), Ports::free(), &[]);
+    let started = Instant::now();
+    let put = bench(
+        &server.endpoint(),
+        &["--clients", "10", "--rate", "400", "put", "--total", "200"],
+    );
+    assert_eq!(put["requests"], 200);
+    // 200 requests at 400 a second: the last may not go before half a second.
+    assert!(started.elapsed().as_secs_f64() >= 0.49, "{put}");
+    assert!(put["seconds"].as_f64().unwrap() >= 0.49, "{put}");
+
+    let refused = Command::new(keelson())
+        .args(["bench", "--endpoints", "127.0.0.1:1", "put", "--total", "1"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.starts_with("Error: 127.0.0.1:1: "), "{why}");
+}
