@@ -253,12 +253,12 @@ fn summary(outcome: &Outcome) -> String {
     let h = &outcome.latencies;
     let took = outcome.took.as_secs_f64();
     let mut out = String::from("\nSummary:\n");
-    let _ = writeln!(out, "  Total:\t{took:.4} secs.");
+    let _ = writeln!(out, "  Total:\t{took:.6} secs.");
     if !h.is_empty() {
-        let _ = writeln!(out, "  Slowest:\t{:.4} secs.", seconds(h.max()));
-        let _ = writeln!(out, "  Fastest:\t{:.4} secs.", seconds(h.min()));
-        let _ = writeln!(out, "  Average:\t{:.4} secs.", h.mean() / 1e9);
-        let _ = writeln!(out, "  Stddev:\t{:.4} secs.", h.stdev() / 1e9);
+        let _ = writeln!(out, "  Slowest:\t{:.6} secs.", seconds(h.max()));
+        let _ = writeln!(out, "  Fastest:\t{:.6} secs.", seconds(h.min()));
+        let _ = writeln!(out, "  Average:\t{:.6} secs.", h.mean() / 1e9);
+        let _ = writeln!(out, "  Stddev:\t{:.6} secs.", h.stdev() / 1e9);
     }
     let _ = writeln!(
         out,
@@ -270,7 +270,7 @@ fn summary(outcome: &Outcome) -> String {
         for q in QUANTILES {
             let _ = writeln!(
                 out,
-                "  {q}% in {:.4} secs.",
+                "  {q}% in {:.6} secs.",
                 seconds(h.value_at_quantile(q / 100.0))
             );
         }
