@@ -125,10 +125,17 @@ fn key(number: u64, size: usize) -> Vec<u8> {
     key
 }
 
-/// One client: requests until the run is over.
-async fn client(shared: Rc<Shared>, mut channel: Channel, seed: u64) {
+/// The method a workload calls.
+fn method(workload: &Workload) -> &'static str {
+    match workload {
+        Workload::Put { .. } => "/etcdserverpb.KV/Put",
+        Workload::Range { .. } => "/etcdserverpb.KV/Range",
+    }
+}
+
+/// One client: requests to the method at `uri` until the run is over.
+async fn client(shared: Rc<Shared>, mut channel: Channel, uri: Rc<http::Uri>, seed: u64) {
     let mut keys = Keys(seed | 1);
-    let endpoint = shared.run.endpoint.clone();
     let value = match &shared.run.workload {
         Workload::Put { val_size, .. } => vec![b'v'; *val_size],
         Workload::Range { .. } => Vec::new(),
@@ -151,7 +158,7 @@ async fn client(shared: Rc<Shared>, mut channel: Channel, seed: u64) {
                     value: value.clone(),
                     ..PutRequest::default()
                 };
-                grpc_client::unary(&mut channel, &endpoint, "/etcdserverpb.KV/Put", &request).await
+                grpc_client::unary(&mut channel, &uri, &request).await
             }
             Workload::Range {
                 key,
@@ -164,8 +171,7 @@ async fn client(shared: Rc<Shared>, mut channel: Channel, seed: u64) {
                     serializable: *serializable,
                     ..RangeRequest::default()
                 };
-                grpc_client::unary(&mut channel, &endpoint, "/etcdserverpb.KV/Range", &request)
-                    .await
+                grpc_client::unary(&mut channel, &uri, &request).await
             }
         };
         match answered {
@@ -200,6 +206,8 @@ async fn progress(shared: Rc<Shared>) {
 
 /// Runs `run` on an executor of its own.
 async fn drive(run: Run) -> Result<Outcome, BenchError> {
+    let uri = grpc_client::uri(&run.endpoint, method(&run.workload)).map_err(BenchError::Failed)?;
+    let uri = Rc::new(uri);
     let mut channels = Vec::new();
     for _ in 0..run.conns.max(1) {
         let channel = grpc_client::connect(&run.endpoint)
@@ -223,6 +231,7 @@ async fn drive(run: Run) -> Result<Outcome, BenchError> {
             glommio::spawn_local(client(
                 shared.clone(),
                 channel,
+                uri.clone(),
                 0x9E37_79B9 * (i as u64 + 1),
             ))
         })

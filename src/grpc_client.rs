@@ -40,24 +40,33 @@ pub async fn connect(endpoint: &str) -> Result<Channel, String> {
     Ok(sender)
 }
 
-/// A call of `path` (`/package.Service/Method`) on `endpoint` carrying `message`, framed as gRPC
-/// frames one: no compression, its length, the message.
-pub fn request(
-    endpoint: &str,
-    path: &str,
-    message: &impl prost::Message,
-) -> http::Request<Full<Bytes>> {
+/// The URI of method `path` (`/package.Service/Method`) on `endpoint`; an error if `endpoint` does
+/// not make one.
+pub fn uri(endpoint: &str, path: &str) -> Result<http::Uri, String> {
+    format!("http://{}{path}", host(endpoint))
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| format!("{endpoint}: {e}"))
+}
+
+/// A call of the method at `uri` carrying `message`, framed as gRPC frames one: no compression,
+/// its length, the message.
+pub fn request(uri: &http::Uri, message: &impl prost::Message) -> http::Request<Full<Bytes>> {
     let mut frame = BytesMut::with_capacity(5 + message.encoded_len());
     frame.put_u8(0);
     frame.put_u32(message.encoded_len() as u32);
     message
         .encode(&mut frame)
         .expect("a BytesMut of the message's length holds it");
-    http::Request::post(format!("http://{}{path}", host(endpoint)))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(Full::new(frame.freeze()))
-        .expect("a POST with these headers is a valid request")
+    let mut request = http::Request::new(Full::new(frame.freeze()));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = uri.clone();
+    let headers = request.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    request
 }
 
 /// gRPC's status in `headers`, if they carry one: its code and message.
@@ -71,17 +80,16 @@ pub fn status(headers: &http::HeaderMap) -> Option<(u32, String)> {
     Some((code, message))
 }
 
-/// A unary call: sends `message` on `channel` and waits for the whole answer; an error is the
-/// transport's, or gRPC's status as etcd's clients print it.
+/// A unary call of the method at `uri`: sends `message` on `channel` and waits for the whole
+/// answer; an error is the transport's, or gRPC's status as etcd's clients print it.
 pub async fn unary(
     channel: &mut Channel,
-    endpoint: &str,
-    path: &str,
+    uri: &http::Uri,
     message: &impl prost::Message,
 ) -> Result<(), String> {
     channel.ready().await.map_err(|e| e.to_string())?;
     let response = channel
-        .send_request(request(endpoint, path, message))
+        .send_request(request(uri, message))
         .await
         .map_err(|e| e.to_string())?;
     let mut outcome = status(response.headers());

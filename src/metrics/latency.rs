@@ -292,20 +292,6 @@ impl Stages {
     }
 }
 
-/// Every stage's counts, summed over the cores that run it.
-pub fn snapshot<'a>(cores: impl IntoIterator<Item = &'a Stages> + Clone) -> Vec<(Stage, Counts)> {
-    Stage::ALL
-        .iter()
-        .map(|&stage| {
-            let mut counts = Counts::default();
-            for stages in cores.clone() {
-                stages.of(stage).add_to(&mut counts);
-            }
-            (stage, counts)
-        })
-        .collect()
-}
-
 /// A value of `unit` as a person reads it.
 pub fn human(value: u64, unit: Unit) -> String {
     match unit {

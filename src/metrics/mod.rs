@@ -422,14 +422,20 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
 /// Every stage's counts: the raft core's stages from the raft core, the others summed over the
 /// serving cores.
 pub fn stages(raft: &RaftMetrics, cores: &[CoreMetrics]) -> Vec<(latency::Stage, latency::Counts)> {
-    let mut raft_side = latency::snapshot([&raft.stages]);
-    let serving_side = latency::snapshot(cores.iter().map(|c| &c.stages));
-    for (mine, theirs) in raft_side.iter_mut().zip(serving_side) {
-        if !mine.0.on_raft_core() {
-            *mine = theirs;
-        }
-    }
-    raft_side
+    latency::Stage::ALL
+        .into_iter()
+        .map(|stage| {
+            let mut counts = latency::Counts::default();
+            if stage.on_raft_core() {
+                raft.stages.of(stage).add_to(&mut counts);
+            } else {
+                for core in cores {
+                    core.stages.of(stage).add_to(&mut counts);
+                }
+            }
+            (stage, counts)
+        })
+        .collect()
 }
 
 pub fn render(raft: &RaftMetrics, cores: &[CoreMetrics], gauges: &Scrape) -> String {

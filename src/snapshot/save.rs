@@ -46,11 +46,9 @@ async fn fetch(endpoint: &str, part: &Path) -> Result<u64, SnapshotError> {
     let mut sender = grpc_client::connect(endpoint)
         .await
         .map_err(failed(endpoint))?;
-    let request = grpc_client::request(
-        endpoint,
-        "/etcdserverpb.Maintenance/Snapshot",
-        &SnapshotRequest {},
-    );
+    let uri = grpc_client::uri(endpoint, "/etcdserverpb.Maintenance/Snapshot")
+        .map_err(failed("endpoint"))?;
+    let request = grpc_client::request(&uri, &SnapshotRequest {});
     let response = sender
         .send_request(request)
         .await
