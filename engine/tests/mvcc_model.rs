@@ -20,6 +20,13 @@ use proptest::prelude::*;
 use support::mvcc_model::Model;
 use support::requests::{self, LEASES, Request, Shape};
 
+/// How keelson's buckets are made stale before a reopen.
+#[derive(Debug, Clone, Copy)]
+enum Stale {
+    Forgotten,
+    OldLayout,
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     /// One request, applied (or read) on its own.
@@ -37,6 +44,9 @@ enum Step {
     Crash,
     /// Dropping keelson's buckets, as if etcd had written the file, then reopening.
     ForgetIndex,
+    /// Marking keelson's buckets as an older layout (with an entry that layout might hold), then
+    /// reopening: they must be rebuilt, not read.
+    OldLayout,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -49,6 +59,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Reopen),
         1 => Just(Step::Crash),
         1 => Just(Step::ForgetIndex),
+        1 => Just(Step::OldLayout),
     ]
 }
 
@@ -192,19 +203,37 @@ impl Harness<'_> {
     }
 
     /// Closes and opens the store again — synced first unless `crash`, and with keelson's buckets
-    /// dropped if `forget` — then replays every entry applied.
-    fn reopen(&mut self, crash: bool, forget: bool) -> Result<(), TestCaseError> {
+    /// made stale as `stale` says — then replays every entry applied.
+    fn reopen(&mut self, crash: bool, stale: Option<Stale>) -> Result<(), TestCaseError> {
         let mut old = self.store.take().expect("open");
         let before = (old.revisions(), old.applied());
         if !crash {
             old.sync().unwrap();
         }
         drop(old);
-        if forget {
+        if let Some(stale) = stale {
             let (_db, mut writer) = Db::open(self.path, options().pagefile).unwrap();
             let mut txn = writer.begin().unwrap();
-            for name in [&b"keelson"[..], b"keelson_index", b"keelson_lease_keys"] {
-                txn.delete_bucket(name).unwrap();
+            match stale {
+                Stale::Forgotten => {
+                    for name in [&b"keelson"[..], b"keelson_index", b"keelson_lease_keys"] {
+                        txn.delete_bucket(name).unwrap();
+                    }
+                }
+                Stale::OldLayout => {
+                    txn.bucket(b"keelson")
+                        .unwrap()
+                        .put(b"format", &1i64.to_le_bytes())
+                        .unwrap();
+                    // Layout 1's index key of `zz` at revision 1: 16 fixed bytes of revision.
+                    let mut old = b"zz\0\x01".to_vec();
+                    old.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+                    let version = [0u8; 25];
+                    txn.bucket(b"keelson_index")
+                        .unwrap()
+                        .put(&old, &version)
+                        .unwrap();
+                }
             }
             txn.publish().unwrap();
             writer.sync().unwrap();
@@ -340,9 +369,10 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 prop_assert_eq!((store.revisions(), store.applied()), before);
             }
             Step::Sync => h.store().sync().unwrap(),
-            Step::Reopen => h.reopen(false, false)?,
-            Step::Crash => h.reopen(true, false)?,
-            Step::ForgetIndex => h.reopen(false, true)?,
+            Step::Reopen => h.reopen(false, None)?,
+            Step::Crash => h.reopen(true, None)?,
+            Step::ForgetIndex => h.reopen(false, Some(Stale::Forgotten))?,
+            Step::OldLayout => h.reopen(false, Some(Stale::OldLayout))?,
         }
     }
     h.check_all()

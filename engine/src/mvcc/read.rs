@@ -14,7 +14,7 @@ use keelson_proto::mvccpb::KeyValue;
 use prost::Message;
 
 use super::error::{MvccError, Result};
-use super::index_key::{decode_user_key, encode_user_key, split};
+use super::index_key::{decode_user_key, encode_user_key, index_key, split};
 use super::revision::Revision;
 use super::schema::{INDEX, KEY, META, SCHEDULED_COMPACT, STATE, STATE_REVISION};
 use super::version::Version;
@@ -193,8 +193,7 @@ pub(crate) fn latest(view: &dyn View, key: &[u8]) -> Result<Option<(Revision, Ve
     let Some(index) = view.view(INDEX)? else {
         return Ok(None);
     };
-    let mut after = encode_user_key(key);
-    after.extend_from_slice(&Revision::new(i64::MAX, i64::MAX).ordered_bytes());
+    let after = index_key(key, Revision::new(i64::MAX, i64::MAX));
     let mut cursor = index.cursor();
     let entry = match cursor.seek(&after)? {
         Some(_) => cursor.prev()?,

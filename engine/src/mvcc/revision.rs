@@ -35,23 +35,6 @@ impl Revision {
         k
     }
 
-    /// The 16 bytes (main, sub; big-endian) that end an index key.
-    pub(crate) fn ordered_bytes(&self) -> [u8; 16] {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&self.main.to_be_bytes());
-        b[8..].copy_from_slice(&self.sub.to_be_bytes());
-        b
-    }
-
-    /// Reads [`Revision::ordered_bytes`].
-    pub(crate) fn from_ordered_bytes(b: &[u8; 16]) -> Self {
-        let (main, sub) = b.split_at(8);
-        Revision {
-            main: i64::from_be_bytes(main.try_into().expect("8 bytes")),
-            sub: i64::from_be_bytes(sub.try_into().expect("8 bytes")),
-        }
-    }
-
     /// Parses a `key` bucket key: the revision, and whether it is a tombstone's.
     pub fn parse_key(k: &[u8]) -> Option<(Revision, bool)> {
         let tombstone = match k.len() {
@@ -100,6 +83,5 @@ mod tests {
                 Revision::new(300, 0)
             ]
         );
-        assert_eq!(Revision::from_ordered_bytes(&r.ordered_bytes()), r);
     }
 }

@@ -2,7 +2,10 @@
 //! to answer keys-only and count-only ranges, compares and filters without reading the `key`
 //! bucket, which holds the full `KeyValue`.
 //!
-//! Layout (little-endian, 25 bytes): flags (bit 0: tombstone), create revision, version, lease.
+//! Layout: a flags byte (bit 0: tombstone), then create revision, version and lease as protobuf
+//! varints (of their two's-complement `u64`) — 4–6 bytes for most versions, at most 31.
+
+use prost::encoding::{decode_varint, encode_varint};
 
 /// One version of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -17,8 +20,6 @@ pub(crate) struct Version {
     pub lease: i64,
 }
 
-const LEN: usize = 25;
-
 impl Version {
     /// A deletion.
     pub fn tombstone() -> Self {
@@ -28,26 +29,28 @@ impl Version {
         }
     }
 
-    pub fn encode(&self) -> [u8; LEN] {
-        let mut b = [0u8; LEN];
-        b[0] = u8::from(self.tombstone);
-        b[1..9].copy_from_slice(&self.create_revision.to_le_bytes());
-        b[9..17].copy_from_slice(&self.version.to_le_bytes());
-        b[17..25].copy_from_slice(&self.lease.to_le_bytes());
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(8);
+        b.push(u8::from(self.tombstone));
+        for n in [self.create_revision, self.version, self.lease] {
+            encode_varint(n as u64, &mut b);
+        }
         b
     }
 
     pub fn decode(b: &[u8]) -> Option<Self> {
-        if b.len() != LEN || b[0] > 1 {
+        let (&flags, mut rest) = b.split_first()?;
+        if flags > 1 {
             return None;
         }
-        let field = |at: usize| i64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
-        Some(Version {
-            tombstone: b[0] == 1,
-            create_revision: field(1),
-            version: field(9),
-            lease: field(17),
-        })
+        let mut field = || decode_varint(&mut rest).ok().map(|n| n as i64);
+        let version = Version {
+            tombstone: flags == 1,
+            create_revision: field()?,
+            version: field()?,
+            lease: field()?,
+        };
+        rest.is_empty().then_some(version)
     }
 }
 
@@ -56,7 +59,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_trips_and_rejects_other_lengths() {
+    fn round_trips_and_rejects_what_it_did_not_write() {
         let v = Version {
             tombstone: false,
             create_revision: 5,
@@ -68,6 +71,16 @@ mod tests {
             Version::decode(&Version::tombstone().encode()),
             Some(Version::tombstone())
         );
-        assert_eq!(Version::decode(&[0; 24]), None);
+        assert_eq!(
+            v.encode(),
+            [
+                0, 5, 3, 0xF9, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1
+            ]
+        );
+        let mut long = v.encode();
+        long.push(0);
+        for bad in [&long[..], &v.encode()[..3], &[2, 0, 0, 0], &[]] {
+            assert_eq!(Version::decode(bad), None, "{bad:?}");
+        }
     }
 }
