@@ -151,10 +151,29 @@ pub struct Flags {
         value_parser = duration::parse
     )]
     pub experimental_lease_checkpoint_interval: Option<Duration>,
+    /// The longest time before the backend's writes are committed durably (default 100ms): the
+    /// page file's sync interval.
+    #[arg(long, env = "ETCD_BACKEND_BATCH_INTERVAL", value_parser = duration::parse)]
+    pub backend_batch_interval: Option<Duration>,
+    /// The most applied entries before the backend's writes are committed durably (0: etcd's
+    /// 10000).
+    #[arg(long, env = "ETCD_BACKEND_BATCH_LIMIT", default_value_t = 0)]
+    pub backend_batch_limit: u64,
     /// keelson: the CPUs to run on, one executor pinned to each — a count (the first N CPUs of the
     /// process's affinity mask) or a list like `0,2-3` (default: every CPU in the mask).
     #[arg(long, env = "KEELSON_CORES")]
     pub cores: Option<String>,
+    /// keelson: serve clients on the raft core's CPU too (it always does with one CPU). More
+    /// reads a second on few CPUs; writes then share their core with reads.
+    #[arg(
+        long,
+        env = "KEELSON_SERVE_ON_RAFT_CORE",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub serve_on_raft_core: bool,
 }
 
 /// etcd 3.4 flags keelson accepts but does not act on yet: each is taken (with or without a value)
@@ -286,8 +305,6 @@ pub const INERT_FLAGS: &[&str] = &[
     "experimental-stop-grpc-service-on-defrag",
     "experimental-memory-mlock",
     "memory-mlock",
-    "backend-batch-interval",
-    "backend-batch-limit",
     "unsafe-no-fsync",
     // 3.5: persist checkpoints; keelson always keeps them in the lease record.
     "experimental-enable-lease-checkpoint-persist",
@@ -378,8 +395,47 @@ pub struct Config {
     /// Keep-alive pings of client connections: silence before one, and how long it may go
     /// unanswered (`None`: off).
     pub keepalive: Option<(Duration, Duration)>,
+    /// When the page file is synced.
+    pub sync: SyncSchedule,
     /// CPUs to run on (None: every CPU in the affinity mask).
     pub cores: Option<String>,
+    /// Whether the raft core's CPU serves clients too (it does anyway with one CPU).
+    pub serve_on_raft_core: bool,
+}
+
+/// When the page file is synced (etcd's backend commit): once `interval` has passed since the last
+/// sync, or once `limit` entries were applied since, whichever comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncSchedule {
+    /// The longest time between syncs while writes are applied.
+    pub interval: Duration,
+    /// The most entries applied between syncs.
+    pub limit: u64,
+}
+
+impl Default for SyncSchedule {
+    /// etcd's backend defaults: 100 ms, 10 000 operations.
+    fn default() -> Self {
+        SyncSchedule {
+            interval: Duration::from_millis(100),
+            limit: 10_000,
+        }
+    }
+}
+
+/// The sync schedule the backend batch flags ask for, logged in etcd's words when they set one
+/// (zero keeps a default, as in etcd).
+fn sync_schedule(interval: Option<Duration>, limit: u64) -> SyncSchedule {
+    let mut schedule = SyncSchedule::default();
+    if limit != 0 {
+        tracing::info!(batch_limit = limit, "setting backend batch limit");
+        schedule.limit = limit;
+    }
+    if let Some(interval) = interval.filter(|i| !i.is_zero()) {
+        tracing::info!(batch_interval = ?interval, "setting backend batch interval");
+        schedule.interval = interval;
+    }
+    schedule
 }
 
 /// etcd's shortest lease: 1.5 election timeouts, counted in whole heartbeats (`3 * ticks / 2`),
@@ -606,7 +662,9 @@ impl Config {
                 flag: "auto-compaction-retention",
                 why,
             })?,
+            sync: sync_schedule(flags.backend_batch_interval, flags.backend_batch_limit),
             cores: flags.cores.clone(),
+            serve_on_raft_core: flags.serve_on_raft_core,
         })
     }
 
@@ -704,6 +762,31 @@ mod tests {
         assert_eq!(new.watch_progress_notify_interval, Duration::from_secs(60));
         let short = config(&["--watch-progress-notify-interval", "1ms"]).unwrap();
         assert_eq!(short.watch_progress_notify_interval, MIN_PROGRESS_INTERVAL);
+    }
+
+    #[test]
+    fn the_backend_batch_flags_set_the_sync_schedule_and_zero_keeps_etcds_default() {
+        assert_eq!(config(&[]).unwrap().sync, SyncSchedule::default());
+        let zero = [
+            "--backend-batch-interval",
+            "0",
+            "--backend-batch-limit",
+            "0",
+        ];
+        assert_eq!(config(&zero).unwrap().sync, SyncSchedule::default());
+        let set = [
+            "--backend-batch-interval",
+            "1s",
+            "--backend-batch-limit",
+            "7",
+        ];
+        assert_eq!(
+            config(&set).unwrap().sync,
+            SyncSchedule {
+                interval: Duration::from_secs(1),
+                limit: 7
+            }
+        );
     }
 
     #[test]

@@ -15,6 +15,23 @@ use std::path::{Path, PathBuf};
 
 use yaml_rust2::{Yaml, YamlLoader};
 
+/// Settings that are Go `time.Duration`s in etcd's configuration: a number in the file counts
+/// nanoseconds (`backend-batch-interval: 100000000` is 100 ms), where the flag takes `100ms`.
+/// (`heartbeat-interval` and `election-timeout` are milliseconds in both.)
+const DURATIONS: &[&str] = &[
+    "backend-batch-interval",
+    "grpc-keepalive-min-time",
+    "grpc-keepalive-interval",
+    "grpc-keepalive-timeout",
+    "experimental-corrupt-check-time",
+    "corrupt-check-time",
+    "experimental-watch-progress-notify-interval",
+    "watch-progress-notify-interval",
+    "experimental-warning-apply-duration",
+    "warning-apply-duration",
+    "experimental-lease-checkpoint-interval",
+];
+
 /// A configuration file that cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigFileError {
@@ -97,8 +114,14 @@ pub fn arguments(
             ignored.push(name);
             continue;
         }
-        if let Some(value) = text_of(value).map_err(|why| invalid(format!("{name}: {why}")))? {
-            args.push(format!("--{name}={value}"));
+        let text = match value {
+            Yaml::Integer(nanos) if DURATIONS.contains(&name.as_str()) => {
+                Some(format!("{nanos}ns"))
+            }
+            _ => text_of(value).map_err(|why| invalid(format!("{name}: {why}")))?,
+        };
+        if let Some(text) = text {
+            args.push(format!("--{name}={text}"));
         }
     }
     Ok((args, ignored))
@@ -146,6 +169,8 @@ mod tests {
              log-outputs: [stderr]\n\
              auto-compaction-retention: \"1\"\n\
              cores: 1\n\
+             backend-batch-interval: 250000000\n\
+             heartbeat-interval: 100\n\
              unheard-of: 3\n\
              client-transport-security:\n  cert-file:\n  client-cert-auth: false\n\
              peer-transport-security:\n  trusted-ca-file: /ca.pem\n",
@@ -163,6 +188,8 @@ mod tests {
                 "--log-outputs=stderr",
                 "--auto-compaction-retention=1",
                 "--cores=1",
+                "--backend-batch-interval=250000000ns",
+                "--heartbeat-interval=100",
                 "--client-cert-auth=false",
                 "--peer-trusted-ca-file=/ca.pem",
             ]

@@ -1,7 +1,7 @@
 //! The wiring of a member: pick the CPUs, open the store, build the channels between the raft core
 //! and every serving core, start one pinned glommio executor per CPU — the first runs the raft
-//! core ([`crate::raft::run`]), the others serve clients ([`crate::api::serving`]); with one CPU it
-//! does both — and wait for them all. How the member stops is [`Shutdown`]'s business: the cores
+//! core ([`crate::raft::run`]), the others serve clients ([`crate::api::serving`]); with one CPU,
+//! or `--serve-on-raft-core`, it does both — and wait for them all. How the member stops is [`Shutdown`]'s business: the cores
 //! drain by message and this returns when every executor has ended.
 //!
 //! Runs on: the main thread.
@@ -61,10 +61,17 @@ pub enum ServerError {
 /// Runs a member until `shutdown` stops it.
 pub fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
     let cpus = cores::select(config.cores.as_deref())?;
+    let serve_on_raft_core = config.serve_on_raft_core || cpus.len() == 1;
+    let serving_cpus: Vec<usize> = if serve_on_raft_core {
+        cpus.clone()
+    } else {
+        cpus[1..].to_vec()
+    };
     tracing::info!(
         name = %config.name,
         data_dir = %config.data_dir.display(),
-        cpus = ?cpus,
+        raft_cpu = cpus[0],
+        serving_cpus = ?serving_cpus,
         "starting a keelson member"
     );
     let db_path = config.db_path();
@@ -85,11 +92,6 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
         return Ok(());
     }
     let published = Arc::new(Published::default());
-    let serving_cpus: Vec<usize> = if cpus.len() == 1 {
-        cpus.clone()
-    } else {
-        cpus[1..].to_vec()
-    };
     // One channel each way between the raft core and every serving core.
     let (mut raft_ends, mut serving_ends) = (Vec::new(), Vec::new());
     for _ in &serving_cpus {
@@ -133,8 +135,8 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
         shutdown: shutdown.clone(),
     };
     let mut serving_ends = serving_ends.into_iter().enumerate();
-    // With one CPU, serving core 0 runs beside the raft core.
-    let beside_raft = if cpus.len() == 1 {
+    // With one CPU (or when asked), serving core 0 runs beside the raft core.
+    let beside_raft = if serve_on_raft_core {
         serving_ends.next()
     } else {
         None

@@ -3,8 +3,9 @@
 //! transaction — its pages written on io_uring — and each proposed entry's result becomes an
 //! [`Answer`] for the raft core to route. It also owns what the store needs between turns: a
 //! compaction's physical work, a batch at a time, with physical compactions answered only once it
-//! is done; and the page-file sync every [`SYNC_INTERVAL`] (etcd's backend commit interval), which
-//! runs in a task of its own *beside* the raft core's turns — entries go on being applied and
+//! is done; and the page-file sync on its [`SyncSchedule`] (etcd's backend commit: every 100 ms or
+//! 10 000 entries, `--backend-batch-interval` and `--backend-batch-limit`), which runs in a task of
+//! its own *beside* the raft core's turns — entries go on being applied and
 //! answered while its fdatasyncs run — and reports the index it made durable when it finishes.
 //!
 //! It tells the raft core's lessor what each batch did to leases (grants, revokes, checkpoints),
@@ -20,7 +21,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use glommio::task::JoinHandle;
 use keelson_engine::mvcc::{self, Store, alarm};
@@ -30,6 +31,7 @@ use keelson_proto::etcdserverpb::{InternalRaftRequest, Request as V2Request};
 use prost::Message;
 use raft::eraftpb::{Entry, EntryType};
 
+use crate::config::SyncSchedule;
 use crate::metrics::latency::{Stage, Stages};
 use crate::raft::lessor::LeaseChange;
 use crate::raft::seams::{Answer, AppliedBatch, Defragmented, Maintained, StateMachine};
@@ -37,9 +39,6 @@ use crate::raft::turn::RaftCoreError;
 use crate::runtime::faults;
 use crate::runtime::link::{Changes, Published, Refusal};
 use defrag::Defrag;
-
-/// How often the page file is synced (etcd's backend commit interval).
-pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A committed entry as the store applies it, and the id of the proposal it carries (0: none).
 /// Entries with nothing for the store (raft's empty entries, configuration changes, kinds keelson
@@ -131,7 +130,9 @@ pub struct Applier {
     /// Wakes the raft core (a sync finished).
     wake: Rc<dyn Fn()>,
     syncing: Option<Syncing>,
-    last_sync: Instant,
+    schedule: SyncSchedule,
+    /// When the last sync started, and the index applied then.
+    last_sync: (Instant, u64),
     /// Answers to physical compactions, due when no compaction work is left.
     after_compaction: Vec<Answer>,
     /// A defragmentation in progress.
@@ -141,15 +142,17 @@ pub struct Applier {
 }
 
 impl Applier {
-    /// The apply layer of member `member_id` over `store`, writing through `file`; `wake` makes
-    /// the raft core take a turn.
+    /// The apply layer of member `member_id` over `store`, writing through `file` and syncing it
+    /// on `schedule`; `wake` makes the raft core take a turn.
     pub fn new(
         store: Store,
         member_id: u64,
         file: UringFile,
+        schedule: SyncSchedule,
         published: Arc<Published>,
         wake: Rc<dyn Fn()>,
     ) -> Applier {
+        let last_sync = (Instant::now(), store.applied().0);
         let applier = Applier {
             store,
             member_id,
@@ -157,7 +160,8 @@ impl Applier {
             published,
             wake,
             syncing: None,
-            last_sync: Instant::now(),
+            schedule,
+            last_sync,
             after_compaction: Vec::new(),
             defrag: None,
             compaction_began: None,
@@ -185,10 +189,13 @@ impl Applier {
 
     /// Starts a sync, its I/O in a task of its own, if one is due.
     fn start_sync(&mut self) -> Result<(), RaftCoreError> {
-        if self.syncing.is_some() || self.last_sync.elapsed() < SYNC_INTERVAL {
+        let (started, applied) = self.last_sync;
+        let due = started.elapsed() >= self.schedule.interval
+            || self.store.applied().0 - applied >= self.schedule.limit;
+        if self.syncing.is_some() || !due {
             return Ok(());
         }
-        self.last_sync = Instant::now();
+        self.last_sync = (Instant::now(), self.store.applied().0);
         let Some(checkpoint) = self.store.begin_sync()? else {
             return Ok(());
         };
@@ -205,7 +212,7 @@ impl Applier {
             task,
             outcome,
             applied: checkpoint.applied,
-            started: self.last_sync,
+            started: self.last_sync.0,
         });
         Ok(())
     }
@@ -271,7 +278,7 @@ impl Applier {
                 self.syncing = None;
                 self.store = store;
                 self.file = file;
-                self.last_sync = Instant::now();
+                self.last_sync = (Instant::now(), self.store.applied().0);
                 Some(Defragmented::Rewritten(Some(self.store.db().clone())))
             }
             Err(why) => {

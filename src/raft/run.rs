@@ -100,7 +100,14 @@ async fn serve(
         },
         stored.iter().map(|l| (l.id, l.ttl, l.remaining_ttl)),
     );
-    let applier = Applier::new(store, config.member_id, file, published.clone(), wake);
+    let applier = Applier::new(
+        store,
+        config.member_id,
+        file,
+        config.sync,
+        published.clone(),
+        wake,
+    );
     let mut core = RaftCore::new(
         booted.node,
         booted.wal,
