@@ -53,4 +53,4 @@ pub(crate) const STATE_COMPACTED: &[u8] = b"compacted";
 /// `keelson` key: the layout version of keelson's buckets.
 pub(crate) const STATE_FORMAT: &[u8] = b"format";
 /// The layout version written now.
-pub(crate) const FORMAT: i64 = 2;
+pub(crate) const FORMAT: i64 = 3;
