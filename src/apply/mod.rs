@@ -191,7 +191,7 @@ impl Applier {
     fn start_sync(&mut self) -> Result<(), RaftCoreError> {
         let (started, applied) = self.last_sync;
         let due = started.elapsed() >= self.schedule.interval
-            || self.store.applied().0 - applied >= self.schedule.limit;
+            || self.store.applied().0.saturating_sub(applied) >= self.schedule.limit;
         if self.syncing.is_some() || !due {
             return Ok(());
         }
