@@ -11,7 +11,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -133,48 +133,59 @@ fn method(workload: &Workload) -> &'static str {
     }
 }
 
-/// One client: requests to the method at `uri` until the run is over.
+/// One client: requests to the method at `uri` until the run is over. Its request is built once;
+/// a put's key is the only part that changes.
 async fn client(shared: Rc<Shared>, mut channel: Channel, uri: Rc<http::Uri>, seed: u64) {
-    let mut keys = Keys(seed | 1);
-    let value = match &shared.run.workload {
-        Workload::Put { val_size, .. } => vec![b'v'; *val_size],
-        Workload::Range { .. } => Vec::new(),
-    };
+    match &shared.run.workload {
+        &Workload::Put {
+            key_size,
+            val_size,
+            key_space,
+            sequential,
+        } => {
+            let mut keys = Keys(seed | 1);
+            let request = PutRequest {
+                value: vec![b'v'; val_size],
+                ..PutRequest::default()
+            };
+            calls(&shared, &mut channel, &uri, request, |n, put| {
+                let number = if sequential { n } else { keys.next() } % key_space.max(1);
+                put.key = key(number, key_size);
+            })
+            .await
+        }
+        Workload::Range {
+            key,
+            end,
+            serializable,
+        } => {
+            let request = RangeRequest {
+                key: key.clone(),
+                range_end: end.clone(),
+                serializable: *serializable,
+                ..RangeRequest::default()
+            };
+            calls(&shared, &mut channel, &uri, request, |_, _| {}).await
+        }
+    }
+}
+
+/// Sends `request`, made ready for request number n by `prepare`, until the run is over, recording
+/// each call's latency or error.
+async fn calls<M: prost::Message>(
+    shared: &Shared,
+    channel: &mut Channel,
+    uri: &http::Uri,
+    mut request: M,
+    mut prepare: impl FnMut(u64, &mut M),
+) {
     while let Some((n, at)) = shared.next() {
         if let Some(wait) = at.checked_duration_since(Instant::now()) {
             glommio::timer::sleep(wait).await;
         }
+        prepare(n, &mut request);
         let sent = Instant::now();
-        let answered = match &shared.run.workload {
-            Workload::Put {
-                key_size,
-                key_space,
-                sequential,
-                ..
-            } => {
-                let number = if *sequential { n } else { keys.next() } % (*key_space).max(1);
-                let request = PutRequest {
-                    key: key(number, *key_size),
-                    value: value.clone(),
-                    ..PutRequest::default()
-                };
-                grpc_client::unary(&mut channel, &uri, &request).await
-            }
-            Workload::Range {
-                key,
-                end,
-                serializable,
-            } => {
-                let request = RangeRequest {
-                    key: key.clone(),
-                    range_end: end.clone(),
-                    serializable: *serializable,
-                    ..RangeRequest::default()
-                };
-                grpc_client::unary(&mut channel, &uri, &request).await
-            }
-        };
-        match answered {
+        match grpc_client::unary(channel, uri, &request).await {
             Ok(()) => {
                 let nanos = sent.elapsed().as_nanos().min(u64::MAX as u128) as u64;
                 shared
@@ -347,8 +358,7 @@ pub fn bench(run: Run, as_json: bool, out: &mut dyn Write) -> Result<(), BenchEr
 
 /// Whether stderr is a terminal (the progress line is drawn only there).
 fn atty_stderr() -> bool {
-    // SAFETY: isatty only reads the descriptor's state.
-    unsafe { libc::isatty(2) == 1 }
+    std::io::stderr().is_terminal()
 }
 
 #[cfg(test)]

@@ -51,9 +51,10 @@ pub fn uri(endpoint: &str, path: &str) -> Result<http::Uri, String> {
 /// A call of the method at `uri` carrying `message`, framed as gRPC frames one: no compression,
 /// its length, the message.
 pub fn request(uri: &http::Uri, message: &impl prost::Message) -> http::Request<Full<Bytes>> {
-    let mut frame = BytesMut::with_capacity(5 + message.encoded_len());
+    let len = message.encoded_len();
+    let mut frame = BytesMut::with_capacity(5 + len);
     frame.put_u8(0);
-    frame.put_u32(message.encoded_len() as u32);
+    frame.put_u32(len as u32);
     message
         .encode(&mut frame)
         .expect("a BytesMut of the message's length holds it");

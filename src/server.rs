@@ -1,8 +1,9 @@
 //! The wiring of a member: pick the CPUs, open the store, build the channels between the raft core
 //! and every serving core, start one pinned glommio executor per CPU — the first runs the raft
 //! core ([`crate::raft::run`]), the others serve clients ([`crate::api::serving`]); with one CPU,
-//! or `--serve-on-raft-core`, it does both — and wait for them all. How the member stops is [`Shutdown`]'s business: the cores
-//! drain by message and this returns when every executor has ended.
+//! or `--serve-on-raft-core`, it does both — and wait for them all. How the member stops is
+//! [`Shutdown`]'s business: the cores drain by message and this returns when every executor has
+//! ended.
 //!
 //! Runs on: the main thread.
 

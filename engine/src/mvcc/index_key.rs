@@ -50,47 +50,55 @@ fn run_of(code: u8) -> Option<(usize, bool)> {
 /// Bytes of the longest revision at the end of an index key.
 const MAX_REVISION_LEN: usize = 2 * 9;
 
-/// The length of `key`'s longest index key: encoded key, revision.
+/// The length of `key`'s longest index key: encoded key, revision. (Counted, not encoded: every
+/// request's keys are checked with it.)
 pub(crate) fn index_key_len(key: &[u8]) -> usize {
-    encode_user_key(key).len() + MAX_REVISION_LEN
+    let mut len = 0;
+    tokens(key, |token| len += token.len());
+    len + MAX_REVISION_LEN
 }
 
 /// The encoded form of `key`, its end included: every index key of `key` starts with it.
 pub(crate) fn encode_user_key(key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(key.len() + 2 + MAX_REVISION_LEN);
-    let mut zeros = 0;
-    for &b in key {
-        if b == 0 {
-            zeros += 1;
-            continue;
-        }
-        push_zeros(&mut out, zeros);
-        zeros = 0;
-        out.push(b);
-    }
-    while zeros > MAX_RUN {
-        out.extend_from_slice(&[0, inner_run(MAX_RUN)]);
-        zeros -= MAX_RUN;
-    }
-    out.extend_from_slice(&[0, final_run(zeros)]);
+    tokens(key, |token| out.extend_from_slice(token));
     out
 }
 
-/// Appends the tokens of a run of `zeros` that more of the key follows.
-fn push_zeros(out: &mut Vec<u8>, mut zeros: usize) {
-    while zeros > 0 {
-        let run = zeros.min(MAX_RUN);
-        out.extend_from_slice(&[0, inner_run(run)]);
-        zeros -= run;
+/// Hands `emit` the encoding of `key`, a piece at a time: its runs of non-zero bytes, its runs of
+/// zeros' tokens, and its end.
+fn tokens(key: &[u8], mut emit: impl FnMut(&[u8])) {
+    let mut rest = key;
+    loop {
+        let bytes = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        emit(&rest[..bytes]);
+        rest = &rest[bytes..];
+        let mut zeros = rest.iter().position(|&b| b != 0).unwrap_or(rest.len());
+        rest = &rest[zeros..];
+        let ends = rest.is_empty();
+        while zeros > MAX_RUN || (!ends && zeros > 0) {
+            let run = zeros.min(MAX_RUN);
+            emit(&[0, inner_run(run)]);
+            zeros -= run;
+        }
+        if ends {
+            emit(&[0, final_run(zeros)]);
+            return;
+        }
     }
 }
 
 /// The index key of `key` at `rev`.
 pub(crate) fn index_key(key: &[u8], rev: Revision) -> Vec<u8> {
     let mut out = encode_user_key(key);
-    push_number(&mut out, rev.main);
-    push_number(&mut out, rev.sub);
+    push_revision(&mut out, rev);
     out
+}
+
+/// Appends `rev` to an encoded user key, making it an index key.
+pub(crate) fn push_revision(out: &mut Vec<u8>, rev: Revision) {
+    push_number(out, rev.main);
+    push_number(out, rev.sub);
 }
 
 /// Splits an index key into the encoded user key (terminator included) and the revision.
@@ -237,6 +245,7 @@ mod tests {
         fn encoding_preserves_order_and_round_trips(a in key(), b in key(), ra in 0i64..5, rb in 0i64..5) {
             let (ka, kb) = (index_key(&a, Revision::new(ra, 0)), index_key(&b, Revision::new(rb, 0)));
             prop_assert_eq!(ka.cmp(&kb), (a.clone(), ra).cmp(&(b.clone(), rb)));
+            prop_assert_eq!(index_key_len(&a), encode_user_key(&a).len() + MAX_REVISION_LEN);
             let (user, rev) = split(&ka).unwrap();
             prop_assert_eq!(decode_user_key(user).unwrap(), a.clone());
             prop_assert_eq!(rev, Revision::new(ra, 0));

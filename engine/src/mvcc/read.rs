@@ -14,7 +14,7 @@ use keelson_proto::mvccpb::KeyValue;
 use prost::Message;
 
 use super::error::{MvccError, Result};
-use super::index_key::{decode_user_key, encode_user_key, index_key, split};
+use super::index_key::{decode_user_key, encode_user_key, push_revision, split};
 use super::revision::Revision;
 use super::schema::{INDEX, KEY, META, SCHEDULED_COMPACT, STATE, STATE_REVISION};
 use super::version::Version;
@@ -193,7 +193,10 @@ pub(crate) fn latest(view: &dyn View, key: &[u8]) -> Result<Option<(Revision, Ve
     let Some(index) = view.view(INDEX)? else {
         return Ok(None);
     };
-    let after = index_key(key, Revision::new(i64::MAX, i64::MAX));
+    // Just past every index key of `key`: its encoding, then the largest revision.
+    let mut after = encode_user_key(key);
+    let user_len = after.len();
+    push_revision(&mut after, Revision::new(i64::MAX, i64::MAX));
     let mut cursor = index.cursor();
     let entry = match cursor.seek(&after)? {
         Some(_) => cursor.prev()?,
@@ -201,7 +204,7 @@ pub(crate) fn latest(view: &dyn View, key: &[u8]) -> Result<Option<(Revision, Ve
     };
     let Some((k, v)) = entry else { return Ok(None) };
     let (encoded, rev) = split(k).ok_or_else(|| corrupt("index key does not split"))?;
-    if encoded != encode_user_key(key).as_slice() {
+    if encoded != &after[..user_len] {
         return Ok(None);
     }
     let version = Version::decode(v.unwrap_or_default())

@@ -14,7 +14,7 @@ use super::revision::Revision;
 use super::schema::{
     FORMAT, INDEX, KEY, LEASE_KEYS, STATE, STATE_COMPACTED, STATE_FORMAT, STATE_REVISION,
 };
-use super::version::Version;
+use super::version::{self, Version};
 use super::write::relink;
 use crate::pagefile::{View, Writer};
 
@@ -124,8 +124,10 @@ pub(crate) fn rebuild(writer: &mut Writer, batch: usize) -> Result<Rebuilt> {
                     lease: kv.lease,
                 }
             };
-            txn.bucket(INDEX)?
-                .put(&index_key(&kv.key, *rev), &version.encode())?;
+            txn.bucket(INDEX)?.put(
+                &index_key(&kv.key, *rev),
+                version.encode(&mut [0; version::MAX_LEN]),
+            )?;
             relink(&mut txn, &kv.key, prior_lease, version.lease)?;
         }
         txn.publish()?;

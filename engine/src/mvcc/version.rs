@@ -20,6 +20,9 @@ pub(crate) struct Version {
     pub lease: i64,
 }
 
+/// The longest encoding: the flags byte and three varints of ten bytes.
+pub(crate) const MAX_LEN: usize = 1 + 3 * 10;
+
 impl Version {
     /// A deletion.
     pub fn tombstone() -> Self {
@@ -29,13 +32,15 @@ impl Version {
         }
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(8);
-        b.push(u8::from(self.tombstone));
+    /// Its encoding, written into `buf` (no allocation per write).
+    pub fn encode<'b>(&self, buf: &'b mut [u8; MAX_LEN]) -> &'b [u8] {
+        buf[0] = u8::from(self.tombstone);
+        let mut rest = &mut buf[1..];
         for n in [self.create_revision, self.version, self.lease] {
-            encode_varint(n as u64, &mut b);
+            encode_varint(n as u64, &mut rest);
         }
-        b
+        let len = MAX_LEN - rest.len();
+        &buf[..len]
     }
 
     pub fn decode(b: &[u8]) -> Option<Self> {
@@ -66,20 +71,22 @@ mod tests {
             version: 3,
             lease: -7,
         };
-        assert_eq!(Version::decode(&v.encode()), Some(v));
+        let mut buf = [0; MAX_LEN];
+        assert_eq!(Version::decode(v.encode(&mut buf)), Some(v));
         assert_eq!(
-            Version::decode(&Version::tombstone().encode()),
+            Version::decode(Version::tombstone().encode(&mut buf)),
             Some(Version::tombstone())
         );
         assert_eq!(
-            v.encode(),
+            v.encode(&mut buf),
             [
                 0, 5, 3, 0xF9, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1
             ]
         );
-        let mut long = v.encode();
+        let encoded = v.encode(&mut buf).to_vec();
+        let mut long = encoded.clone();
         long.push(0);
-        for bad in [&long[..], &v.encode()[..3], &[2, 0, 0, 0], &[]] {
+        for bad in [&long[..], &encoded[..3], &[2, 0, 0, 0], &[]] {
             assert_eq!(Version::decode(bad), None, "{bad:?}");
         }
     }

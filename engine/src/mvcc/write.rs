@@ -14,7 +14,7 @@ use super::index_key::index_key;
 use super::read;
 use super::revision::Revision;
 use super::schema::{INDEX, KEY, LEASE_KEYS};
-use super::version::Version;
+use super::version::{self, Version};
 use crate::pagefile::{BucketMut, WriteTxn};
 
 /// The lease → key link of `key` to `lease`: lease id (big-endian, so a lease's keys are adjacent
@@ -107,9 +107,10 @@ impl<'t, 'w> Writes<'t, 'w> {
             version,
             lease,
         };
-        self.txn
-            .bucket(INDEX)?
-            .put(&index_key(key, rev), &indexed.encode())?;
+        self.txn.bucket(INDEX)?.put(
+            &index_key(key, rev),
+            indexed.encode(&mut [0; version::MAX_LEN]),
+        )?;
         relink(self.txn, key, prior.map_or(0, |(_, v)| v.lease), lease)?;
         self.events.push(Event {
             r#type: EventType::Put as i32,
@@ -127,9 +128,10 @@ impl<'t, 'w> Writes<'t, 'w> {
             ..KeyValue::default()
         };
         revision_bucket(self.txn)?.put(&rev.key(true), &record.encode_to_vec())?;
-        self.txn
-            .bucket(INDEX)?
-            .put(&index_key(key, rev), &Version::tombstone().encode())?;
+        self.txn.bucket(INDEX)?.put(
+            &index_key(key, rev),
+            Version::tombstone().encode(&mut [0; version::MAX_LEN]),
+        )?;
         relink(self.txn, key, lease, 0)?;
         let kv = KeyValue {
             key: key.to_vec(),
