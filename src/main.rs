@@ -16,6 +16,7 @@ mod ids;
 mod inspect;
 mod logging;
 mod metrics;
+mod peer;
 mod profile;
 mod raft;
 mod runtime;

@@ -197,14 +197,14 @@ impl Services {
     }
 }
 
-/// A listening socket on `addr` shared with the other cores (`SO_REUSEPORT`) and, as Go's listeners
-/// (etcd's) are, rebindable while connections of a previous process sit in TIME_WAIT
-/// (`SO_REUSEADDR`).
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// A listening socket on `addr`, shared with the other cores (`SO_REUSEPORT`) if `shared`, and, as
+/// Go's listeners (etcd's) are, rebindable while connections of a previous process sit in
+/// TIME_WAIT (`SO_REUSEADDR`).
+fn bind(addr: SocketAddr, shared: bool) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
+    socket.set_reuse_port(shared)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     // SAFETY: the descriptor is a bound, listening TCP socket that nothing else owns: `into_raw_fd`
@@ -214,7 +214,13 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Binds `addr` for client connections (on this core's `SO_REUSEPORT` socket).
 pub fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    bind(addr)
+    bind(addr, true)
+}
+
+/// Binds `addr` for one core alone (the peer listener): a second process on the same address is
+/// refused, not handed half the connections.
+pub fn exclusive_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    bind(addr, false)
 }
 
 /// What every client connection is served with (etcd's flags).

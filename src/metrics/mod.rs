@@ -138,6 +138,28 @@ pub struct RaftMetrics {
     pub wal_bytes: AtomicU64,
     /// The raft core's stages of a request's path (`/debug/latency`).
     pub stages: latency::Stages,
+    /// Traffic with each other member (set once, when the peer transport starts).
+    pub peers: std::sync::OnceLock<Box<[PeerCounters]>>,
+}
+
+/// The peer transport's counts for one other member (etcd's `etcd_network_peer_*` families).
+#[derive(Debug, Default)]
+pub struct PeerCounters {
+    /// The member's id.
+    pub id: u64,
+    /// Bytes sent to it.
+    pub sent_bytes: AtomicU64,
+    /// Bytes received from it.
+    pub received_bytes: AtomicU64,
+    /// Messages that could not be sent to it (not connected, or the write failed).
+    pub sent_failures: AtomicU64,
+}
+
+impl RaftMetrics {
+    /// The counts for member `id` (`None`: not a peer, or no transport started).
+    pub fn peer(&self, id: u64) -> Option<&PeerCounters> {
+        self.peers.get()?.iter().find(|p| p.id == id)
+    }
 }
 
 impl Default for RaftMetrics {
@@ -165,6 +187,7 @@ impl Default for RaftMetrics {
             defrag_inflight: AtomicU64::default(),
             wal_bytes: AtomicU64::default(),
             stages: latency::Stages::default(),
+            peers: std::sync::OnceLock::new(),
         }
     }
 }
@@ -441,6 +464,7 @@ pub fn stages(raft: &RaftMetrics, cores: &[CoreMetrics]) -> Vec<(latency::Stage,
 pub fn render(raft: &RaftMetrics, cores: &[CoreMetrics], gauges: &Scrape) -> String {
     let mut out = String::new();
     render_member(raft, cores, gauges, &mut out);
+    render_peers(raft, &mut out);
     latency::render(&stages(raft, cores), &mut out);
     process::render(&mut out);
     let mut gauge = |name: &str, kind: &str, help: &str, value: u64| {
@@ -662,6 +686,41 @@ pub fn render(raft: &RaftMetrics, cores: &[CoreMetrics], gauges: &Scrape) -> Str
         }
     }
     out
+}
+
+/// The peer transport's families, one sample per other member (none for a single member).
+fn render_peers(raft: &RaftMetrics, out: &mut String) {
+    let Some(peers) = raft.peers.get() else {
+        return;
+    };
+    type Count = fn(&PeerCounters) -> &AtomicU64;
+    let families: [(&str, &str, &str, Count); 3] = [
+        (
+            "etcd_network_peer_sent_bytes_total",
+            "To",
+            "The total number of bytes sent to peers.",
+            |p| &p.sent_bytes,
+        ),
+        (
+            "etcd_network_peer_received_bytes_total",
+            "From",
+            "The total number of bytes received from peers.",
+            |p| &p.received_bytes,
+        ),
+        (
+            "etcd_network_peer_sent_failures_total",
+            "To",
+            "The total number of send failures from peers.",
+            |p| &p.sent_failures,
+        ),
+    ];
+    for (name, label, help, count) in families {
+        describe(out, name, "counter", help);
+        for peer in peers.iter() {
+            let value = count(peer).load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}{{{label}=\"{:x}\"}} {value}", peer.id);
+        }
+    }
 }
 
 /// The member's families beside the ones [`render`] writes itself: identity, leadership, the

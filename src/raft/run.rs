@@ -17,11 +17,12 @@ use keelson_engine::pagefile::UringFile;
 use super::boot;
 use super::compactor::Compactor;
 use super::lessor::{LeaseOptions, Lessor};
-use super::seams::NoPeers;
 use super::turn::{Event, RaftCore, RaftCoreError};
 use crate::apply::Applier;
 use crate::config::Config;
 use crate::ids;
+use crate::peer::listener::{self, Identity};
+use crate::peer::transport::PeerTransport;
 use crate::runtime::link::{Batch, FromRaft, Published, ServingCore, ToRaft};
 use crate::runtime::mailbox::Mailbox;
 use crate::runtime::shutdown::{Cause, Shutdown};
@@ -108,11 +109,28 @@ async fn serve(
         published.clone(),
         wake,
     );
+    let transport = PeerTransport::start(
+        config.cluster_id,
+        config.member_id,
+        &config.peers,
+        published.clone(),
+    );
+    let identity = Identity {
+        cluster_id: config.cluster_id,
+        member_id: config.member_id,
+    };
+    let listeners = listener::listen(
+        &config.peer_addrs,
+        identity,
+        events.clone(),
+        published.clone(),
+    )
+    .map_err(RaftCoreError::Peer)?;
     let mut core = RaftCore::new(
         booted.node,
         booted.wal,
         applier,
-        NoPeers,
+        transport,
         lessor,
         published,
         senders.len(),
@@ -157,6 +175,6 @@ async fn serve(
             glommio::yield_if_needed().await;
         }
     }
-    drop((ticker, stop));
+    drop((ticker, stop, listeners));
     core.close().await
 }

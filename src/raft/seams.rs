@@ -1,7 +1,7 @@
 //! What the raft core's turn needs from the world, as traits: where the raft log is made durable
 //! ([`DurableLog`]: keelson's WAL), what committed entries are applied to ([`StateMachine`]: the
-//! apply layer over the MVCC store), and how messages reach the other members ([`Transport`]: none
-//! for a single member; the peer transport with the cluster). The turn is written against these
+//! apply layer over the MVCC store), and how messages reach the other members ([`Transport`]: the peer
+//! transport, `crate::peer`). The turn is written against these
 //! alone, so the simulated cluster in `sim/` drives the very same turn with a disk that can lose
 //! what was not synced, a state machine in memory and a network the test delivers by hand.
 //!
@@ -100,20 +100,4 @@ pub trait StateMachine {
 pub trait Transport {
     /// Sends messages to their `to` members (best effort: raft retries what is lost).
     fn send(&mut self, messages: Vec<Message>);
-}
-
-/// A single member's transport: there is nobody to send to.
-#[derive(Debug, Default)]
-pub struct NoPeers;
-
-impl Transport for NoPeers {
-    fn send(&mut self, messages: Vec<Message>) {
-        for message in messages {
-            tracing::debug!(
-                to = message.to,
-                kind = ?message.get_msg_type(),
-                "a raft message to another member, with no peers to send it to"
-            );
-        }
-    }
 }

@@ -59,13 +59,6 @@ pub enum Event {
     /// A heartbeat interval passed.
     Tick,
     /// Raft messages from other members.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the peer transport (the cluster) will deliver these; the simulated cluster does now"
-        )
-    )]
     Peer(Vec<Message>),
     /// The member is stopping: this is the last turn.
     Stop,
@@ -83,6 +76,9 @@ pub enum RaftCoreError {
     /// raft-rs refused an operation it should not.
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
+    /// The peer listener could not start.
+    #[error("peer listener: {0}")]
+    Peer(std::io::Error),
     /// Raft asked for something keelson does not do yet.
     #[error("raft: {0}")]
     Unsupported(&'static str),
@@ -107,7 +103,20 @@ pub struct RaftCore<L, S, T> {
     defragmenting: Vec<(ServingCore, Token)>,
     /// Auto-compaction, if on.
     compactor: Option<Compactor>,
+    /// The leadership transfer a stopping leader waits for.
+    handover: Option<Handover>,
     stopping: bool,
+}
+
+/// A stopping leader's transfer of leadership (etcd's `TransferLeadership` on stop).
+#[derive(Debug)]
+struct Handover {
+    /// The member that is to lead.
+    to: u64,
+    /// Ticks left before the member stops without it.
+    ticks_left: usize,
+    /// When it started.
+    started: Instant,
 }
 
 impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
@@ -142,6 +151,7 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
             ready_sent: false,
             defragmenting: Vec::new(),
             compactor: None,
+            handover: None,
             stopping: false,
         }
     }
@@ -166,6 +176,9 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
                 Event::Tick => {
                     self.node.tick();
                     self.reads.tick();
+                    if let Some(handover) = &mut self.handover {
+                        handover.ticks_left = handover.ticks_left.saturating_sub(1);
+                    }
                 }
                 Event::Requests(core, batch) => {
                     self.stages().observe(Stage::ToRaft, batch.sent.elapsed());
@@ -192,7 +205,7 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
                         }
                     }
                 }
-                Event::Stop => self.stopping = true,
+                Event::Stop => self.hand_over_or_stop(),
             }
         }
         self.reads.ask(&mut self.node, &mut self.replies);
@@ -205,6 +218,7 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
         }
         self.reads
             .release(self.published.applied(), &mut self.replies);
+        self.check_handover();
         self.publish_state();
         self.propose_due_leases();
         self.compact_if_due();
@@ -253,6 +267,92 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
     #[cfg(test)]
     pub fn node(&self) -> &RawNode<RaftLog> {
         &self.node
+    }
+
+    /// On the order to stop: a leader of several voters first hands leadership to the most
+    /// caught-up follower it hears from, as etcd does, so the cluster need not wait out an election
+    /// timeout; anyone else stops after this turn.
+    fn hand_over_or_stop(&mut self) {
+        if self.stopping || self.handover.is_some() {
+            return;
+        }
+        let raft = &self.node.raft;
+        let local_member_id = format!("{:x}", raft.id);
+        let current_leader_member_id = format!("{:x}", raft.leader_id);
+        if raft.state != StateRole::Leader {
+            tracing::info!(
+                local_member_id,
+                current_leader_member_id,
+                "skipped leadership transfer; local server is not leader"
+            );
+            self.stopping = true;
+            return;
+        }
+        let voters = raft.prs().conf().voters().ids();
+        if voters.len() < 2 {
+            tracing::info!(
+                local_member_id,
+                current_leader_member_id,
+                "skipped leadership transfer for single voting member cluster"
+            );
+            self.stopping = true;
+            return;
+        }
+        let transferee = raft
+            .prs()
+            .iter()
+            .filter(|&(&id, p)| id != raft.id && p.recent_active && voters.contains(id))
+            .max_by_key(|&(_, p)| p.matched)
+            .map(|(&id, _)| id);
+        let Some(to) = transferee else {
+            tracing::warn!(
+                local_member_id,
+                error = "etcdserver: unhealthy cluster",
+                "leadership transfer failed"
+            );
+            self.stopping = true;
+            return;
+        };
+        tracing::info!(
+            local_member_id,
+            current_leader_member_id,
+            transferee_member_id = %format!("{to:x}"),
+            "leadership transfer starting"
+        );
+        let ticks_left = 2 * self.node.raft.election_timeout();
+        self.node.transfer_leader(to);
+        self.handover = Some(Handover {
+            to,
+            ticks_left,
+            started: Instant::now(),
+        });
+    }
+
+    /// Ends a handover that succeeded or ran out of time: the member then stops.
+    fn check_handover(&mut self) {
+        let Some(handover) = &self.handover else {
+            return;
+        };
+        let raft = &self.node.raft;
+        let local_member_id = format!("{:x}", raft.id);
+        if raft.leader_id == handover.to {
+            tracing::info!(
+                local_member_id,
+                new_leader_member_id = %format!("{:x}", handover.to),
+                took = ?handover.started.elapsed(),
+                "leadership transfer finished"
+            );
+        } else if handover.ticks_left == 0 {
+            tracing::warn!(
+                local_member_id,
+                error = "etcdserver: request timed out, leader transfer took too long",
+                "leadership transfer failed"
+            );
+        } else {
+            return;
+        }
+        self.handover = None;
+        self.stopping = true;
     }
 
     fn propose(&mut self, core: ServingCore, id: u64, data: Vec<u8>) {

@@ -56,6 +56,11 @@ impl<T> Mailbox<T> {
         self.woken.set(false);
     }
 
+    /// How many items are waiting.
+    pub fn len(&self) -> usize {
+        self.items.borrow().len()
+    }
+
     /// Whether nothing is waiting.
     pub fn is_empty(&self) -> bool {
         self.items.borrow().is_empty()

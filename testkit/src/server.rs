@@ -18,6 +18,10 @@ pub struct Server {
     pub peer_url: String,
     /// Holds `data/` and `log`.
     pub dir: tempfile::TempDir,
+    /// Its member name.
+    pub name: String,
+    /// `--initial-cluster`.
+    initial_cluster: String,
     extra: Vec<String>,
     env: Vec<(String, String)>,
 }
@@ -83,12 +87,50 @@ impl Server {
         server
     }
 
+    /// The members of a new cluster of `size` (named `m0`, `m1`, …), each started with `extra`:
+    /// started together, then waited for until each answers.
+    pub fn cluster(binary: &Path, size: usize, extra: &[&str]) -> Vec<Server> {
+        let mut members = Server::cluster_spawned(binary, &vec![extra; size]);
+        for member in &mut members {
+            member.wait_until_serving();
+        }
+        members
+    }
+
+    /// The members of a new cluster, member `i` started with `extra[i]`, not waited for.
+    pub fn cluster_spawned(binary: &Path, extra: &[&[&str]]) -> Vec<Server> {
+        let ports: Vec<Ports> = extra.iter().map(|_| Ports::free()).collect();
+        let initial_cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("m{i}=http://127.0.0.1:{}", p.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members: Vec<Server> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| {
+                let mut member = Server::new(binary, p, extra[i], &[]);
+                member.name = format!("m{i}");
+                member.initial_cluster = initial_cluster.clone();
+                member
+            })
+            .collect();
+        for member in &mut members {
+            member.spawn();
+        }
+        members
+    }
+
     fn new(binary: &Path, ports: Ports, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let peer_url = format!("http://127.0.0.1:{}", ports.peer);
         Server {
             binary: binary.to_path_buf(),
             child: None,
             client_port: ports.client,
-            peer_url: format!("http://127.0.0.1:{}", ports.peer),
+            initial_cluster: format!("node={peer_url}"),
+            name: "node".into(),
+            peer_url,
             dir: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: env
@@ -139,6 +181,12 @@ impl Server {
     /// Starts the process (again) on the same data directory and ports, and waits until it
     /// answers a read.
     pub fn launch(&mut self) {
+        self.spawn();
+        self.wait_until_serving();
+    }
+
+    /// Starts the process (again) on the same data directory and ports.
+    pub fn spawn(&mut self) {
         assert!(
             self.binary.exists(),
             "{} not found (etcd: apt-get install -y etcd-server etcd-client, or run .ci/run)",
@@ -151,13 +199,13 @@ impl Server {
             .open(self.dir.path().join("log"))
             .unwrap();
         let child = Command::new(&self.binary)
-            .args(["--name", "node", "--data-dir"])
+            .args(["--name", &self.name, "--data-dir"])
             .arg(self.data_dir())
             .args(["--listen-client-urls", &client])
             .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &self.peer_url])
             .args(["--initial-advertise-peer-urls", &self.peer_url])
-            .args(["--initial-cluster", &format!("node={}", self.peer_url)])
+            .args(["--initial-cluster", &self.initial_cluster])
             .args(&self.extra)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
@@ -165,6 +213,10 @@ impl Server {
             .spawn()
             .unwrap();
         self.child = Some(child);
+    }
+
+    /// Waits until the process answers a (linearizable) read: it has joined a leader.
+    pub fn wait_until_serving(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {

@@ -1,0 +1,296 @@
+//! Sending raft messages to the other members: [`PeerTransport`] is the raft core's `Transport`.
+//! It queues each message for its member, and one writer task per member dials it, says
+//! [`Hello`], waits for the member's [`Verdict`], and then writes everything queued since its last
+//! write as one batch of frames. A connection that fails is dropped; the next message dials again,
+//! after a back-off that doubles from [`MIN_BACKOFF`] to [`MAX_BACKOFF`] while dialling fails.
+//!
+//! Invariants:
+//! - sending never blocks the turn: a member's queue holds at most [`MAX_QUEUED`] messages, and
+//!   what would go past that is dropped and counted (raft sends again what matters);
+//! - messages to one member go out in the order the turn sent them, on one connection;
+//! - a member that answers with another cluster's id is never sent a message.
+//!
+//! Runs on: the raft core.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use raft::eraftpb::Message;
+
+use super::frame::{self, Hello};
+use crate::config::Peer;
+use crate::metrics::PeerCounters;
+use crate::raft::seams::Transport;
+use crate::runtime::link::Published;
+use crate::runtime::mailbox::Mailbox;
+
+/// Messages waiting for one member, at most.
+pub const MAX_QUEUED: usize = 4096;
+/// The first wait before dialling a member again.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(50);
+/// The longest wait before dialling a member again.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How long dialling, and the member's answer to the hello, may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one write may wait on a member that does not read (then the connection is dropped).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A member's answer to a [`Hello`]: one byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// It takes messages on this connection.
+    Accepted = 0,
+    /// It belongs to another cluster.
+    ClusterMismatch = 1,
+    /// It is not the member the hello named.
+    WrongMember = 2,
+}
+
+impl Verdict {
+    /// The verdict a byte carries (`None`: not one).
+    pub fn from_byte(byte: u8) -> Option<Verdict> {
+        [
+            Verdict::Accepted,
+            Verdict::ClusterMismatch,
+            Verdict::WrongMember,
+        ]
+        .into_iter()
+        .find(|v| *v as u8 == byte)
+    }
+}
+
+/// The raft core's transport to the other members.
+pub struct PeerTransport {
+    outboxes: HashMap<u64, (Rc<Mailbox<Message>>, usize)>,
+    published: Arc<Published>,
+    /// The writer tasks: dropped (and so stopped) with the transport.
+    _writers: Vec<glommio::Task<()>>,
+}
+
+impl std::fmt::Debug for PeerTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTransport")
+            .field("peers", &self.outboxes.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl PeerTransport {
+    /// A transport from member `member_id` of cluster `cluster_id` to `peers` (none: a single
+    /// member's, which sends nothing). Its counts go to `published`'s metrics.
+    pub fn start(
+        cluster_id: u64,
+        member_id: u64,
+        peers: &[Peer],
+        published: Arc<Published>,
+    ) -> PeerTransport {
+        let counters = peers
+            .iter()
+            .map(|p| PeerCounters {
+                id: p.id,
+                ..PeerCounters::default()
+            })
+            .collect();
+        // Set once, by the one transport a member starts.
+        let _ = published.metrics.peers.set(counters);
+        let mut outboxes = HashMap::new();
+        let mut writers = Vec::new();
+        for (slot, peer) in peers.iter().enumerate() {
+            let outbox = Rc::new(Mailbox::default());
+            let hello = Hello {
+                cluster_id,
+                from: member_id,
+                to: peer.id,
+            };
+            let writer = Writer {
+                peer: peer.clone(),
+                hello,
+                outbox: outbox.clone(),
+                published: published.clone(),
+                slot,
+            };
+            writers.push(glommio::spawn_local(writer.run()));
+            outboxes.insert(peer.id, (outbox, slot));
+        }
+        PeerTransport {
+            outboxes,
+            published,
+            _writers: writers,
+        }
+    }
+
+    fn counters(&self, slot: usize) -> &PeerCounters {
+        counters(&self.published, slot)
+    }
+}
+
+fn counters(published: &Published, slot: usize) -> &PeerCounters {
+    &published.metrics.peers.get().expect("set at start")[slot]
+}
+
+impl Transport for PeerTransport {
+    fn send(&mut self, messages: Vec<Message>) {
+        for message in messages {
+            let Some((outbox, slot)) = self.outboxes.get(&message.to) else {
+                tracing::debug!(
+                    to = message.to,
+                    "a raft message to a member keelson does not know"
+                );
+                continue;
+            };
+            if outbox.len() >= MAX_QUEUED {
+                self.counters(*slot)
+                    .sent_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            outbox.push(message);
+        }
+    }
+}
+
+/// One member's writer task.
+struct Writer {
+    peer: Peer,
+    hello: Hello,
+    outbox: Rc<Mailbox<Message>>,
+    published: Arc<Published>,
+    slot: usize,
+}
+
+/// Why a member could not be reached.
+#[derive(Debug, thiserror::Error)]
+enum DialError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("request sent was ignored by remote peer due to cluster ID mismatch")]
+    ClusterMismatch,
+    #[error("the member at this address is not the member {0:x}")]
+    WrongMember(u64),
+    #[error("the remote peer answered {0}, which is not a keelson peer's answer")]
+    Garbled(u8),
+}
+
+impl Writer {
+    async fn run(self) {
+        let mut connection: Option<TcpStream> = None;
+        let mut backoff = MIN_BACKOFF;
+        let mut active = false;
+        let mut batch = Vec::new();
+        let mut bytes = Vec::new();
+        let peer_id = format!("{:x}", self.peer.id);
+        loop {
+            self.outbox.wait().await;
+            self.outbox.take(&mut batch);
+            if batch.is_empty() {
+                continue;
+            }
+            let stream = match connection.as_mut() {
+                Some(stream) => stream,
+                None => match self.dial().await {
+                    Ok(stream) => {
+                        backoff = MIN_BACKOFF;
+                        if !active {
+                            active = true;
+                            tracing::info!(peer_id, "peer became active");
+                        }
+                        connection.insert(stream)
+                    }
+                    Err(e) => {
+                        self.failed(batch.len());
+                        batch.clear();
+                        if active {
+                            active = false;
+                            tracing::warn!(
+                                peer_id,
+                                error = %e,
+                                "peer became inactive (message send to peer failed)"
+                            );
+                        } else {
+                            tracing::debug!(peer_id, error = %e, "dialling the peer failed");
+                        }
+                        if matches!(e, DialError::ClusterMismatch) {
+                            tracing::error!(
+                                peer_id,
+                                local_member_cluster_id = %format!("{:x}", self.hello.cluster_id),
+                                "{e}"
+                            );
+                        }
+                        glommio::timer::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                },
+            };
+            bytes.clear();
+            let sent = batch.len();
+            for message in batch.drain(..) {
+                if let Err(e) = frame::encode(&message, &mut bytes) {
+                    tracing::warn!(peer_id, "a raft message was not sent: {e}");
+                }
+            }
+            match stream.write_all(&bytes).await {
+                Ok(()) => {
+                    counters(&self.published, self.slot)
+                        .sent_bytes
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    connection = None;
+                    self.failed(sent);
+                    active = false;
+                    tracing::warn!(
+                        peer_id,
+                        error = %e,
+                        "peer became inactive (message send to peer failed)"
+                    );
+                }
+            }
+        }
+    }
+
+    fn failed(&self, messages: usize) {
+        counters(&self.published, self.slot)
+            .sent_failures
+            .fetch_add(messages as u64, Ordering::Relaxed);
+    }
+
+    /// Dials the member's addresses in turn and says hello; returns the first that accepts.
+    async fn dial(&self) -> Result<TcpStream, DialError> {
+        let mut last = DialError::Io(std::io::Error::other("no address"));
+        for &addr in &self.peer.addrs {
+            match self.dial_one(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    async fn dial_one(&self, addr: std::net::SocketAddr) -> Result<TcpStream, DialError> {
+        let mut stream = TcpStream::connect_timeout(addr, DIAL_TIMEOUT)
+            .await
+            .map_err(std::io::Error::from)?;
+        stream.set_nodelay(true).map_err(std::io::Error::from)?;
+        stream
+            .set_read_timeout(Some(DIAL_TIMEOUT))
+            .map_err(std::io::Error::from)?;
+        stream
+            .set_write_timeout(Some(WRITE_TIMEOUT))
+            .map_err(std::io::Error::from)?;
+        stream.write_all(&self.hello.encode()).await?;
+        let mut answer = [0u8; 1];
+        stream.read_exact(&mut answer).await?;
+        match Verdict::from_byte(answer[0]) {
+            Some(Verdict::Accepted) => Ok(stream),
+            Some(Verdict::ClusterMismatch) => Err(DialError::ClusterMismatch),
+            Some(Verdict::WrongMember) => Err(DialError::WrongMember(self.hello.to)),
+            None => Err(DialError::Garbled(answer[0])),
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Three keelson members started with etcd's cluster flags, against the real binary: they elect a
+//! leader, replicate every write, forward a follower's writes to the leader, serve linearizable
+//! reads on every member, survive their leader's kill -9 with nothing acknowledged lost, catch a
+//! restarted member up, hand leadership on before a graceful stop, and refuse a member of another
+//! cluster with etcd's words.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, GetOptions};
+use keelson_testkit::server::Server;
+
+mod common;
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_keelson"))
+}
+
+async fn client(member: &Server) -> Client {
+    Client::connect([member.endpoint()], None).await.unwrap()
+}
+
+/// The leader's member id, as member `at` sees it.
+async fn leader(at: &Server) -> u64 {
+    client(at).await.status().await.unwrap().leader()
+}
+
+/// The index of the member whose id is `id`.
+async fn index_of(members: &[Server], id: u64) -> usize {
+    for (i, m) in members.iter().enumerate() {
+        if client(m)
+            .await
+            .status()
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .member_id()
+            == id
+        {
+            return i;
+        }
+    }
+    panic!("no member has id {id:x}");
+}
+
+/// Retries `put` on `member` until it is acknowledged, for up to 20 s; returns how long it took.
+async fn put_until_acknowledged(member: &Server, key: &str, value: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        let mut c = client(member).await;
+        match tokio::time::timeout(Duration::from_secs(2), c.put(key, value, None)).await {
+            Ok(Ok(_)) => return started.elapsed(),
+            outcome => assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no put acknowledged within 20 s: {outcome:?}\n{}",
+                member.log()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of `key` on `member`, read as `serializable` or linearizable.
+async fn value(member: &Server, key: &str, serializable: bool) -> Option<String> {
+    let options = serializable.then(|| GetOptions::new().with_serializable());
+    let got = client(member).await.get(key, options).await.unwrap();
+    got.kvs()
+        .first()
+        .map(|kv| kv.value_str().unwrap().to_string())
+}
+
+#[test]
+fn three_members_replicate_fail_over_and_catch_up() {
+    let mut members = Server::cluster(binary(), 3, &[]);
+    common::runtime().block_on(async {
+        // Everyone agrees on one leader.
+        let leader_id = leader(&members[0]).await;
+        assert_ne!(leader_id, 0);
+        for m in &members {
+            assert_eq!(leader(m).await, leader_id);
+        }
+        let first = index_of(&members, leader_id).await;
+        let follower = (first + 1) % 3;
+        // A follower's write goes through the leader, and every member reads it, linearizably.
+        let mut c = client(&members[follower]).await;
+        for i in 0..50 {
+            c.put(format!("k{i:02}"), format!("v{i}"), None)
+                .await
+                .unwrap();
+        }
+        for m in &members {
+            assert_eq!(value(m, "k49", false).await.as_deref(), Some("v49"));
+            let all = client(m)
+                .await
+                .get("k", Some(GetOptions::new().with_prefix()))
+                .await
+                .unwrap();
+            assert_eq!(all.kvs().len(), 50, "{}", m.log());
+        }
+        // The leader counts what it sent to each follower.
+        let (_, metrics) = common::http_get(&members[first].endpoint(), "/metrics");
+        for m in &members {
+            if m.name != members[first].name {
+                let id = client(m)
+                    .await
+                    .status()
+                    .await
+                    .unwrap()
+                    .header()
+                    .unwrap()
+                    .member_id();
+                let line = format!("etcd_network_peer_sent_bytes_total{{To=\"{id:x}\"}} ");
+                let sent = metrics
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&line)?.parse::<u64>().ok());
+                assert!(sent.is_some_and(|b| b > 0), "{line} in\n{metrics}");
+            }
+        }
+        assert_eq!(
+            common::metric(&members[first].endpoint(), "etcd_server_is_leader"),
+            Some(1.0)
+        );
+
+        // kill -9 the leader: the other two elect one of themselves and take writes again.
+        members[first].kill();
+        let survivor = (first + 1) % 3;
+        put_until_acknowledged(&members[survivor], "after", "kill").await;
+        let new_leader = leader(&members[survivor]).await;
+        assert_ne!(new_leader, leader_id);
+        let mut c = client(&members[survivor]).await;
+        for i in 50..60 {
+            c.put(format!("k{i:02}"), format!("v{i}"), None)
+                .await
+                .unwrap();
+        }
+        for i in [(first + 1) % 3, (first + 2) % 3] {
+            assert_eq!(
+                value(&members[i], "after", false).await.as_deref(),
+                Some("kill")
+            );
+            assert_eq!(
+                value(&members[i], "k00", false).await.as_deref(),
+                Some("v0")
+            );
+        }
+
+        // The killed member restarts from its WAL and catches up from the leader.
+        members[first].launch();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while value(&members[first], "k59", true).await.as_deref() != Some("v59") {
+            assert!(Instant::now() < deadline, "{}", members[first].log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            value(&members[first], "after", false).await.as_deref(),
+            Some("kill")
+        );
+        assert_eq!(leader(&members[first]).await, new_leader);
+    });
+}
+
+#[test]
+fn a_leader_hands_over_before_it_stops() {
+    let mut members = Server::cluster(binary(), 3, &[]);
+    common::runtime().block_on(async {
+        let leader_id = leader(&members[0]).await;
+        let first = index_of(&members, leader_id).await;
+        let other = (first + 1) % 3;
+        client(&members[other])
+            .await
+            .put("before", "stop", None)
+            .await
+            .unwrap();
+        let status = members[first].terminate();
+        assert!(status.success(), "{}", members[first].log());
+        assert!(
+            members[first]
+                .log()
+                .contains("leadership transfer finished"),
+            "{}",
+            members[first].log()
+        );
+        // Another member leads already: the first write after the stop needs no election.
+        let new_leader = leader(&members[other]).await;
+        assert!(new_leader != 0 && new_leader != leader_id);
+        put_until_acknowledged(&members[other], "after", "stop").await;
+    });
+}
+
+#[test]
+fn a_member_of_another_cluster_is_refused() {
+    let other_token: &[&str] = &["--initial-cluster-token", "another-cluster"];
+    let mut members = Server::cluster_spawned(binary(), &[&[], &[], other_token]);
+    members[0].wait_until_serving();
+    members[1].wait_until_serving();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let refused = members[..2]
+            .iter()
+            .any(|m| m.log().contains("request cluster ID mismatch"));
+        let told = members[2]
+            .log()
+            .contains("request sent was ignored by remote peer due to cluster ID mismatch");
+        if refused && told {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "good members:\n{}\n{}\nthe other cluster's:\n{}",
+            members[0].log(),
+            members[1].log(),
+            members[2].log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The two that agree still serve, and the stranger never joined them.
+    common::runtime().block_on(async {
+        put_until_acknowledged(&members[0], "k", "v").await;
+        assert_eq!(value(&members[1], "k", false).await.as_deref(), Some("v"));
+    });
+    assert!(!members[2].log().contains("ready to serve client requests"));
+}
