@@ -339,18 +339,9 @@ pub enum ConfigError {
     },
 }
 
-/// One member of the initial cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    /// Its name.
-    pub name: String,
-    /// Its id, derived as etcd derives it.
-    pub id: u64,
-    /// Its peer URLs.
-    pub peer_urls: Vec<String>,
-    /// Its client URLs (known for this member only, until members publish theirs).
-    pub client_urls: Vec<String>,
-}
+/// One member of the initial cluster: its id derived as etcd derives it, its client URLs known
+/// for this member only (the others publish theirs through raft).
+pub use keelson_engine::mvcc::members::Member;
 
 /// Another member, as this one dials it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -712,9 +703,8 @@ pub fn parse_initial_cluster(spec: &str, token: &str) -> Result<Vec<Member>, Con
             Some(m) => m.peer_urls.push(url.to_string()),
             None => members.push(Member {
                 name: name.to_string(),
-                id: 0,
                 peer_urls: vec![url.to_string()],
-                client_urls: Vec::new(),
+                ..Member::default()
             }),
         }
     }

@@ -44,6 +44,8 @@ pub fn cluster_id(members: impl IntoIterator<Item = u64>) -> u64 {
 
 /// The lane of the raft core's own ids (its read-index contexts); serving cores use their index.
 pub const RAFT_CORE_LANE: u8 = 0xff;
+/// The lane of the id a member publishes its attributes with.
+pub const MEMBERSHIP_LANE: u8 = 0xfe;
 
 /// The first of a sequence of ids unique to `member_id` and `lane`, and to this start of the
 /// process (a counter from the clock's milliseconds: it does not reach the next start's first id

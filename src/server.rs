@@ -88,7 +88,18 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
     };
     // A defragmentation a crash cut short leaves its copy behind; the old file is the one.
     let _ = std::fs::remove_file(crate::apply::defrag::copy_path(&db_path));
-    let store = Store::open(&db_path, options)?;
+    let mut store = Store::open(&db_path, options)?;
+    // A new cluster's members, as its flags name them; each publishes its client URLs through
+    // raft once it runs.
+    let seed: Vec<_> = config
+        .members
+        .iter()
+        .map(|m| mvcc::members::Member {
+            client_urls: Vec::new(),
+            ..m.clone()
+        })
+        .collect();
+    store.set_members(&seed, false)?;
     if shutdown.is_stopping() {
         return Ok(());
     }

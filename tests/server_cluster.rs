@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, GetOptions};
-use keelson_testkit::server::Server;
+use keelson_testkit::server::{Ports, Server};
 
 mod common;
 
@@ -220,4 +220,38 @@ fn a_member_of_another_cluster_is_refused() {
         assert_eq!(value(&members[1], "k", false).await.as_deref(), Some("v"));
     });
     assert!(!members[2].log().contains("ready to serve client requests"));
+}
+
+/// `etcdctl member list` on every member of a three-member cluster on `ports`, once every member
+/// lists every other as started (each published its name and client URLs through raft).
+fn member_lists(binary: &Path, ports: &[Ports]) -> Vec<String> {
+    let mut members = Server::cluster_spawned_on(binary, ports, &[&[], &[], &[]]);
+    for m in &mut members {
+        m.wait_until_serving();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lists: Vec<String> = members
+            .iter()
+            .map(|m| common::etcdctl::run(&m.endpoint(), &common::etcdctl::step("member list")))
+            .collect();
+        if lists.iter().all(|l| l.matches(", started, ").count() == 3) {
+            return lists;
+        }
+        assert!(Instant::now() < deadline, "{lists:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn every_member_lists_the_cluster_as_etcd_does() {
+    let ports: Vec<Ports> = (0..3).map(|_| Ports::free()).collect();
+    let keelson = member_lists(binary(), &ports);
+    let etcd = member_lists(Path::new("/usr/bin/etcd"), &ports);
+    assert_eq!(keelson, etcd);
+    // Names, peer and client URLs of all three, on every member.
+    for port in &ports {
+        assert!(etcd[0].contains(&format!("http://127.0.0.1:{}", port.client)));
+        assert!(etcd[0].contains(&format!("http://127.0.0.1:{}", port.peer)));
+    }
 }

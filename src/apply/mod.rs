@@ -16,6 +16,7 @@
 //! Runs on: the raft core.
 
 pub mod defrag;
+pub mod members;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -44,27 +45,37 @@ use defrag::Defrag;
 /// Entries with nothing for the store (raft's empty entries, configuration changes, kinds keelson
 /// does not apply yet) are applied as [`mvcc::Request::Nothing`]: only their index counts.
 pub fn decode(entry: &Entry) -> (mvcc::Entry, u64) {
-    let (request, id) =
-        if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
-            match InternalRaftRequest::decode(&entry.data[..]) {
-                Ok(internal) => mvcc::Request::from_internal(internal),
-                // etcd 3.4 proposes some requests to its v2 store (a member publishing its
-                // attributes); a log etcd wrote holds them. Nothing in the v3 store changes.
-                Err(_) if V2Request::decode(&entry.data[..]).is_ok_and(|r| r.method.is_some()) => {
-                    tracing::debug!(index = entry.index, "an etcd v2 request: nothing to apply");
-                    (mvcc::Request::Nothing, 0)
-                }
-                Err(e) => {
+    let (request, id) = if entry.get_entry_type() == EntryType::EntryNormal
+        && !entry.data.is_empty()
+    {
+        match InternalRaftRequest::decode(&entry.data[..]) {
+            Ok(internal) => mvcc::Request::from_internal(internal),
+            // etcd 3.4 proposes some requests to its v2 store: a member publishing its
+            // attributes is one keelson applies (to the members bucket); the rest change
+            // nothing keelson keeps.
+            Err(e) => match V2Request::decode(&entry.data[..]) {
+                Ok(v2) if v2.method.is_some() => match members::from_v2(&v2) {
+                    Some(change) => (mvcc::Request::Members(change), v2.id.unwrap_or(0)),
+                    None => {
+                        tracing::debug!(
+                            index = entry.index,
+                            "an etcd v2 request: nothing to apply"
+                        );
+                        (mvcc::Request::Nothing, 0)
+                    }
+                },
+                _ => {
                     tracing::error!(
                         index = entry.index,
                         "a committed entry is not an InternalRaftRequest ({e}); applied as empty"
                     );
                     (mvcc::Request::Nothing, 0)
                 }
-            }
-        } else {
-            (mvcc::Request::Nothing, 0)
-        };
+            },
+        }
+    } else {
+        (mvcc::Request::Nothing, 0)
+    };
     let entry = mvcc::Entry {
         index: entry.index,
         term: entry.term,
@@ -461,7 +472,7 @@ mod tests {
     }
 
     #[test]
-    fn an_etcd_v2_request_in_the_log_applies_as_nothing() {
+    fn an_etcd_v2_publish_in_the_log_changes_the_members_and_other_v2_requests_nothing() {
         let publish = V2Request {
             id: Some(7),
             method: Some("PUT".into()),
@@ -476,6 +487,24 @@ mod tests {
             ..Entry::default()
         };
         entry.set_entry_type(EntryType::EntryNormal);
+        let (applied, id) = decode(&entry);
+        let published = mvcc::members::Change::Attributes {
+            id: 0x8e9e_05c5_2164_694d,
+            name: "default".into(),
+            client_urls: Vec::new(),
+        };
+        assert_eq!(
+            (applied.request, id),
+            (mvcc::Request::Members(published), 7)
+        );
+        let version = V2Request {
+            id: Some(8),
+            method: Some("PUT".into()),
+            path: Some("/0/version".into()),
+            val: Some("3.4.0".into()),
+            ..V2Request::default()
+        };
+        entry.data = version.encode_to_vec();
         let (applied, id) = decode(&entry);
         assert_eq!((applied.request, id), (mvcc::Request::Nothing, 0));
     }

@@ -136,6 +136,14 @@ async fn serve(
         senders.len(),
         ids::first_request_id(config.member_id, ids::RAFT_CORE_LANE),
     );
+    let me = config.members.iter().find(|m| m.id == config.member_id);
+    if let Some(me) = me {
+        core.publish(
+            ids::first_request_id(config.member_id, ids::MEMBERSHIP_LANE),
+            &me.name,
+            &me.client_urls,
+        );
+    }
     if let Some(mode) = config.auto_compaction {
         core.compact_automatically(Compactor::new(mode, std::time::Instant::now()));
     }

@@ -39,6 +39,7 @@ use super::lessor::{LeaseChange, Lessor, Renewed};
 use super::log::RaftLog;
 use super::reads::Reads;
 use super::seams::{Answer, Defragmented, DurableLog, StateMachine, Transport};
+use crate::apply;
 use crate::metrics::latency::{Stage, Stages};
 use crate::runtime::link::{
     Batch, FromRaft, LeaseAnswer, LeaseAsk, Published, Refusal, ServingCore, ToRaft, Token,
@@ -105,7 +106,21 @@ pub struct RaftCore<L, S, T> {
     compactor: Option<Compactor>,
     /// The leadership transfer a stopping leader waits for.
     handover: Option<Handover>,
+    /// This member's attributes, until their publish is applied.
+    publishing: Option<Publishing>,
     stopping: bool,
+}
+
+/// A member's publish of its attributes (etcd's `publish`): proposed once a leader is known, and
+/// again every election timeout until it is applied. The member is ready for clients only then.
+#[derive(Debug)]
+struct Publishing {
+    /// The proposal's id.
+    id: u64,
+    /// The entry's data (etcd 3.4's v2 request).
+    data: Vec<u8>,
+    /// Ticks since it was last proposed (`None`: not yet).
+    ticks_since: Option<usize>,
 }
 
 /// A stopping leader's transfer of leadership (etcd's `TransferLeadership` on stop).
@@ -152,6 +167,7 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
             defragmenting: Vec::new(),
             compactor: None,
             handover: None,
+            publishing: None,
             stopping: false,
         }
     }
@@ -159,6 +175,17 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
     /// Compacts as `compactor` asks (auto-compaction), while this member leads.
     pub fn compact_automatically(&mut self, compactor: Compactor) {
         self.compactor = Some(compactor);
+    }
+
+    /// Publishes this member's `name` and `client_urls` to the cluster through raft, as proposal
+    /// `id`, before the member tells its serving cores it is ready.
+    pub fn publish(&mut self, id: u64, name: &str, client_urls: &[String]) {
+        let request = apply::members::publish_request(id, self.node.raft.id, name, client_urls);
+        self.publishing = Some(Publishing {
+            id,
+            data: request.encode_to_vec(),
+            ticks_since: None,
+        });
     }
 
     /// Starts raft: the only voter of a cluster need not wait out an election timeout.
@@ -178,6 +205,13 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
                     self.reads.tick();
                     if let Some(handover) = &mut self.handover {
                         handover.ticks_left = handover.ticks_left.saturating_sub(1);
+                    }
+                    if let Some(ticks) = self
+                        .publishing
+                        .as_mut()
+                        .and_then(|p| p.ticks_since.as_mut())
+                    {
+                        *ticks += 1;
                     }
                 }
                 Event::Requests(core, batch) => {
@@ -574,6 +608,14 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
     /// nobody waiting here).
     fn route(&mut self, answers: Vec<Answer>) {
         for Answer { id, outcome } in answers {
+            if self.publishing.as_ref().is_some_and(|p| p.id == id) {
+                self.publishing = None;
+                tracing::info!(
+                    local_member_id = %format!("{:x}", self.node.raft.id),
+                    "published local member to cluster through raft"
+                );
+                continue;
+            }
             if let Some((core, proposed)) = self.proposals.remove(&id) {
                 self.stages().observe(Stage::Proposal, proposed.elapsed());
                 self.replies[core.0].push(FromRaft::Applied { id, outcome });
@@ -623,8 +665,21 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
                 self.lessor.demote();
             }
         }
-        let ready = raft.leader_id != raft::INVALID_ID
+        let leader_serves = raft.leader_id != raft::INVALID_ID
             && (raft.state != StateRole::Leader || raft.commit_to_current_term());
+        let retry_after = raft.election_timeout();
+        let due = self
+            .publishing
+            .as_mut()
+            .filter(|p| leader_serves && p.ticks_since.is_none_or(|t| t >= retry_after));
+        if let Some(publishing) = due {
+            publishing.ticks_since = Some(0);
+            let data = publishing.data.clone();
+            if let Err(e) = self.node.propose(Vec::new(), data) {
+                tracing::debug!("publishing this member's attributes was refused: {e}");
+            }
+        }
+        let ready = leader_serves && self.publishing.is_none();
         if ready && !self.ready_sent {
             self.ready_sent = true;
             for replies in &mut self.replies {

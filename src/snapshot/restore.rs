@@ -115,6 +115,7 @@ pub fn restore(r: &Restore<'_>) -> Result<(u64, u64, i64), SnapshotError> {
     let db = snap_dir.join("db");
     copy_checked(r.snapshot, &db, r.skip_hash_check)?;
     let mut store = Store::open(&db, mvcc::Options::default())?;
+    store.set_members(&members, true)?;
     store.restart_log_at(members.len() as u64, 1)?;
     let revision = store.revisions().current;
     Ok((me, ids::cluster_id(members.iter().map(|m| m.id)), revision))

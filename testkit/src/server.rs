@@ -100,6 +100,12 @@ impl Server {
     /// The members of a new cluster, member `i` started with `extra[i]`, not waited for.
     pub fn cluster_spawned(binary: &Path, extra: &[&[&str]]) -> Vec<Server> {
         let ports: Vec<Ports> = extra.iter().map(|_| Ports::free()).collect();
+        Server::cluster_spawned_on(binary, &ports, extra)
+    }
+
+    /// The members of a new cluster on `ports` (the same ports give the same member ids), member
+    /// `i` started with `extra[i]`, not waited for.
+    pub fn cluster_spawned_on(binary: &Path, ports: &[Ports], extra: &[&[&str]]) -> Vec<Server> {
         let initial_cluster = ports
             .iter()
             .enumerate()

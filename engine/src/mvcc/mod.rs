@@ -19,6 +19,7 @@ mod hash;
 mod history;
 mod index_key;
 mod lease;
+pub mod members;
 mod ops;
 mod read;
 mod rebuild;

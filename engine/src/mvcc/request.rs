@@ -32,6 +32,9 @@ macro_rules! kinds {
         #[derive(Debug, Clone, PartialEq)]
         pub enum Request {
             $( $(#[$doc])* $kind($request), )*
+            /// A change to the cluster's members. It travels in etcd's forms — a v2 publish
+            /// request, a raft configuration change — never as an `InternalRaftRequest`.
+            Members(super::members::Change),
             /// An entry with nothing for the store (raft's own entries, kinds keelson does not
             /// apply), applied only as an index.
             Nothing,
@@ -42,6 +45,8 @@ macro_rules! kinds {
         #[derive(Debug, Clone, PartialEq)]
         pub enum Response {
             $( #[doc = concat!("To a ", stringify!($kind), ".")] $kind($response), )*
+            /// To [`Request::Members`].
+            Members,
             /// To [`Request::Nothing`].
             Nothing,
         }
@@ -58,7 +63,8 @@ macro_rules! kinds {
                 };
                 match self {
                     $( Request::$kind(r) => internal.$field = Some(r), )*
-                    Request::Nothing => {}
+                    // Not an InternalRaftRequest's to carry (see the variant).
+                    Request::Members(_) | Request::Nothing => {}
                 }
                 internal
             }

@@ -9,13 +9,17 @@ pub(crate) const META: &[u8] = b"meta";
 pub(crate) const ALARM: &[u8] = b"alarm";
 /// etcd: lease id (8-byte big-endian) → `leasepb.Lease`.
 pub(crate) const LEASE: &[u8] = b"lease";
+/// etcd: member id (lowercase hex) → the member as JSON.
+pub(crate) const MEMBERS: &[u8] = b"members";
+/// etcd: removed member id (lowercase hex) → `removed`.
+pub(crate) const MEMBERS_REMOVED: &[u8] = b"members_removed";
 /// Every bucket of etcd's schema, created in a new file so it is a complete etcd data file.
 pub(crate) const ETCD_BUCKETS: [&[u8]; 10] = [
     KEY,
     META,
     LEASE,
-    b"members",
-    b"members_removed",
+    MEMBERS,
+    MEMBERS_REMOVED,
     b"cluster",
     b"auth",
     b"authUsers",

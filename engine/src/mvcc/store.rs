@@ -30,7 +30,7 @@ use super::schema::{
     SCHEDULED_COMPACT, STATE, STATE_COMPACTED, STATE_FORMAT, STATE_KEYS, STATE_REVISION, TERM,
 };
 use super::write::Writes;
-use super::{compact, lease, txn};
+use super::{compact, lease, members, txn};
 use crate::pagefile::{self, Blocking, Db, Publisher, SyncPlan, View, Writer};
 
 /// How to open a store.
@@ -215,6 +215,21 @@ impl Store {
         Ok(())
     }
 
+    /// Makes `new` the cluster's members, durably: always (`replace`: a restored snapshot's new
+    /// cluster), or only if the store has none (a new cluster's first start — a data dir that has
+    /// members keeps them, as they changed through raft since). Every member of a new cluster
+    /// writes the same members, from the same flags.
+    pub fn set_members(&mut self, new: &[members::Member], replace: bool) -> Result<()> {
+        if !replace && !members::members(&self.db().begin_read()?)?.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.writer.begin()?;
+        members::replace(&mut txn, new)?;
+        txn.publish()?;
+        self.writer.sync()?;
+        Ok(())
+    }
+
     /// The reader handle: read transactions on any core see what has been applied.
     pub fn db(&self) -> &Db {
         self.writer.db()
@@ -311,6 +326,7 @@ impl Store {
                         lease::checkpoint(&mut w, c).map(Response::LeaseCheckpoint)
                     }
                     Request::Alarm(a) => alarm::apply(w.txn, a).map(Response::Alarm),
+                    Request::Members(c) => members::apply(w.txn, c).map(|()| Response::Members),
                     Request::Nothing => Ok(Response::Nothing),
                 },
             };
