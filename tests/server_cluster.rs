@@ -255,3 +255,44 @@ fn every_member_lists_the_cluster_as_etcd_does() {
         assert!(etcd[0].contains(&format!("http://127.0.0.1:{}", port.peer)));
     }
 }
+
+#[test]
+fn a_followers_lease_keep_alives_reach_the_leader() {
+    let members = Server::cluster(binary(), 3, &[]);
+    common::runtime().block_on(async {
+        let leader_id = leader(&members[0]).await;
+        let follower = (index_of(&members, leader_id).await + 1) % 3;
+        let mut c = client(&members[follower]).await;
+        let id = c.lease_grant(3, None).await.unwrap().id();
+        c.put(
+            "leased",
+            "v",
+            Some(etcd_client::PutOptions::new().with_lease(id)),
+        )
+        .await
+        .unwrap();
+        // Kept alive through the follower for twice its time to live: it lives on.
+        let (mut keeper, mut answers) = c.lease_keep_alive(id).await.unwrap();
+        for _ in 0..6 {
+            keeper.keep_alive().await.unwrap();
+            let answer = answers.message().await.unwrap().unwrap();
+            assert_eq!(answer.ttl(), 3, "{}", members[follower].log());
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let ttl = c.lease_time_to_live(id, None).await.unwrap();
+        assert!((1..=3).contains(&ttl.ttl()), "{ttl:?}");
+        assert_eq!(
+            value(&members[follower], "leased", false).await.as_deref(),
+            Some("v")
+        );
+        // Left alone, the leader expires it, and every member sees it go.
+        drop((keeper, answers));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while value(&members[follower], "leased", false).await.is_some() {
+            assert!(Instant::now() < deadline, "{}", members[follower].log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let ttl = c.lease_time_to_live(id, None).await.unwrap();
+        assert_eq!(ttl.ttl(), -1);
+    });
+}

@@ -3,9 +3,13 @@
 //! - an 8-byte magic (`KLSNPEER`);
 //! - the cluster id, the sender's member id and the receiver's member id, each 8 bytes, big-endian.
 //!
-//! Frames follow: a 4-byte big-endian length, then one raft `Message` as protobuf (raft-rs's
-//! `eraftpb`). A writer puts every message it has into one write; a reader decodes every whole frame
-//! a read brought and hands them on together.
+//! Frames follow: a 4-byte big-endian length, then a kind byte and its body:
+//! - [`RAFT`]: one raft `Message` as protobuf (raft-rs's `eraftpb`);
+//! - [`LEASE`]: a forwarded lease question or its answer ([`LeaseForward`]), in fixed big-endian
+//!   fields (see [`encode_lease`]).
+//!
+//! A writer puts every frame it has into one write; a reader decodes every whole frame a read
+//! brought and hands them on together.
 //!
 //! Invariants: a frame is never longer than [`MAX_FRAME`] (one entry may be as large as the
 //! largest request, and a message may carry several); a reader refuses a longer one, or one that
@@ -17,12 +21,32 @@
 use prost_raft::Message as _;
 use raft::eraftpb::Message;
 
+use crate::raft::seams::LeaseForward;
+use crate::runtime::link::{LeaseAnswer, LeaseAsk};
+
 /// What a connection starts with.
 pub const MAGIC: [u8; 8] = *b"KLSNPEER";
 /// The length of a [`Hello`] on the wire.
 pub const HELLO_LEN: usize = 32;
 /// The longest frame a member sends or takes.
 pub const MAX_FRAME: usize = 64 << 20;
+/// The kind of a frame that holds a raft message.
+pub const RAFT: u8 = 0;
+/// The kind of a frame that holds a forwarded lease question or answer.
+pub const LEASE: u8 = 1;
+
+/// What one frame holds.
+#[derive(Debug, Clone, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly all are raft messages: boxing them would cost an allocation each"
+)]
+pub enum Frame {
+    /// A raft message.
+    Raft(Message),
+    /// A forwarded lease question or answer.
+    Lease(LeaseForward),
+}
 
 /// Who is speaking to whom, in which cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +68,8 @@ pub enum FrameError {
     /// A frame claimed more than [`MAX_FRAME`] bytes.
     #[error("a frame of {0} bytes is longer than the {MAX_FRAME} a member takes")]
     TooLong(usize),
-    /// A frame's bytes are not a raft message.
-    #[error("a frame does not hold a raft message: {0}")]
+    /// A frame's bytes are not what its kind says.
+    #[error("a frame does not hold what its kind says: {0}")]
     Decode(String),
 }
 
@@ -78,24 +102,35 @@ impl Hello {
     }
 }
 
-/// Appends `message` as one frame to `out`. A message longer than [`MAX_FRAME`] is refused (the
-/// receiver would refuse it): raft sends it again, and a member never makes one that large.
-pub fn encode(message: &Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
-    let len = message.encoded_len();
+/// Appends `frame` to `out`. A frame longer than [`MAX_FRAME`] is refused (the receiver would
+/// refuse it): raft sends it again, and a member never makes one that large.
+pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    match frame {
+        Frame::Raft(message) => {
+            out.push(RAFT);
+            message
+                .encode(out)
+                .expect("a Vec grows to hold what is encoded into it");
+        }
+        Frame::Lease(lease) => {
+            out.push(LEASE);
+            encode_lease(lease, out);
+        }
+    }
+    let len = out.len() - start - 4;
     if len > MAX_FRAME {
+        out.truncate(start);
         return Err(FrameError::TooLong(len));
     }
-    out.reserve(4 + len);
-    out.extend_from_slice(&(len as u32).to_be_bytes());
-    message
-        .encode(out)
-        .expect("a Vec grows to hold what it was reserved for");
+    out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(())
 }
 
 /// Takes every whole frame at the front of `buffer`, decoded, into `into`, and returns how many
 /// bytes they took (the caller drops them; what is left is the start of the next frame).
-pub fn decode(buffer: &[u8], into: &mut Vec<Message>) -> Result<usize, FrameError> {
+pub fn decode(buffer: &[u8], into: &mut Vec<Frame>) -> Result<usize, FrameError> {
     let mut at = 0;
     while let Some(header) = buffer.get(at..at + 4) {
         let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
@@ -105,11 +140,137 @@ pub fn decode(buffer: &[u8], into: &mut Vec<Message>) -> Result<usize, FrameErro
         let Some(body) = buffer.get(at + 4..at + 4 + len) else {
             break;
         };
-        let message = Message::decode(body).map_err(|e| FrameError::Decode(e.to_string()))?;
-        into.push(message);
+        let frame = match body.split_first() {
+            Some((&RAFT, message)) => Frame::Raft(
+                Message::decode(message).map_err(|e| FrameError::Decode(e.to_string()))?,
+            ),
+            Some((&LEASE, lease)) => Frame::Lease(decode_lease(lease)?),
+            Some((kind, _)) => return Err(FrameError::Decode(format!("unknown kind {kind}"))),
+            None => return Err(FrameError::Decode("an empty frame".into())),
+        };
+        into.push(frame);
         at += 4 + len;
     }
     Ok(at)
+}
+
+/// A lease frame's body: a tag (1 question, 2 answer), the asker's number (8 bytes), then
+/// - a question: its kind (0 renew, 1 time to live, 2 every lease) and the lease id (8 bytes);
+/// - an answer: its kind (0 none: not the leader, 1 renewed, 2 no such lease, 3 time to live,
+///   4 every lease) and its numbers: the time to live renewed for; the seconds left and granted;
+///   or a count (4 bytes) and that many lease ids.
+fn encode_lease(lease: &LeaseForward, out: &mut Vec<u8>) {
+    let numbers = |out: &mut Vec<u8>, values: &[i64]| {
+        for v in values {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+    };
+    match lease {
+        LeaseForward::Ask { id, ask } => {
+            out.push(1);
+            out.extend_from_slice(&id.to_be_bytes());
+            let (kind, lease) = match ask {
+                LeaseAsk::Renew(lease) => (0, *lease),
+                LeaseAsk::TimeToLive(lease) => (1, *lease),
+                LeaseAsk::Leases => (2, 0),
+            };
+            out.push(kind);
+            numbers(out, &[lease]);
+        }
+        LeaseForward::Answer { id, answer } => {
+            out.push(2);
+            out.extend_from_slice(&id.to_be_bytes());
+            match answer {
+                None => out.push(0),
+                Some(LeaseAnswer::Renewed(ttl)) => {
+                    out.push(1);
+                    numbers(out, &[*ttl]);
+                }
+                Some(LeaseAnswer::TimeToLive(None)) => out.push(2),
+                Some(LeaseAnswer::TimeToLive(Some((left, granted)))) => {
+                    out.push(3);
+                    numbers(out, &[*left, *granted]);
+                }
+                Some(LeaseAnswer::Leases(ids)) => {
+                    out.push(4);
+                    out.extend_from_slice(&(ids.len() as u32).to_be_bytes());
+                    numbers(out, ids);
+                }
+            }
+        }
+    }
+}
+
+/// Reads fixed big-endian fields off the front of a body.
+struct Fields<'a>(&'a [u8]);
+
+impl Fields<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], FrameError> {
+        let (head, rest) = self
+            .0
+            .split_first_chunk::<N>()
+            .ok_or_else(|| FrameError::Decode("a lease frame ends early".into()))?;
+        self.0 = rest;
+        Ok(*head)
+    }
+
+    fn byte(&mut self) -> Result<u8, FrameError> {
+        Ok(self.take::<1>()?[0])
+    }
+
+    fn u64(&mut self) -> Result<u64, FrameError> {
+        Ok(u64::from_be_bytes(self.take()?))
+    }
+
+    fn i64(&mut self) -> Result<i64, FrameError> {
+        Ok(i64::from_be_bytes(self.take()?))
+    }
+}
+
+fn decode_lease(body: &[u8]) -> Result<LeaseForward, FrameError> {
+    let mut f = Fields(body);
+    let bad =
+        |what: &str, value: u8| FrameError::Decode(format!("a lease frame's {what} is {value}"));
+    let lease = match f.byte()? {
+        1 => {
+            let id = f.u64()?;
+            let kind = f.byte()?;
+            let lease = f.i64()?;
+            let ask = match kind {
+                0 => LeaseAsk::Renew(lease),
+                1 => LeaseAsk::TimeToLive(lease),
+                2 => LeaseAsk::Leases,
+                other => return Err(bad("question", other)),
+            };
+            LeaseForward::Ask { id, ask }
+        }
+        2 => {
+            let id = f.u64()?;
+            let answer = match f.byte()? {
+                0 => None,
+                1 => Some(LeaseAnswer::Renewed(f.i64()?)),
+                2 => Some(LeaseAnswer::TimeToLive(None)),
+                3 => Some(LeaseAnswer::TimeToLive(Some((f.i64()?, f.i64()?)))),
+                4 => {
+                    let count = u32::from_be_bytes(f.take()?) as usize;
+                    if count > f.0.len() / 8 {
+                        return Err(FrameError::Decode("a lease frame ends early".into()));
+                    }
+                    let ids = (0..count).map(|_| f.i64()).collect::<Result<_, _>>()?;
+                    Some(LeaseAnswer::Leases(ids))
+                }
+                other => return Err(bad("answer", other)),
+            };
+            LeaseForward::Answer { id, answer }
+        }
+        other => return Err(bad("tag", other)),
+    };
+    if !f.0.is_empty() {
+        return Err(FrameError::Decode(
+            "a lease frame has bytes after its end".into(),
+        ));
+    }
+    Ok(lease)
 }
 
 #[cfg(test)]
@@ -117,8 +278,8 @@ mod tests {
     use super::*;
     use raft::eraftpb::{Entry, MessageType};
 
-    fn message(index: u64, data: &[u8]) -> Message {
-        Message {
+    fn message(index: u64, data: &[u8]) -> Frame {
+        Frame::Raft(Message {
             msg_type: MessageType::MsgAppend as i32,
             to: 2,
             from: 1,
@@ -131,7 +292,7 @@ mod tests {
                 ..Entry::default()
             }],
             ..Message::default()
-        }
+        })
     }
 
     #[test]
@@ -149,7 +310,30 @@ mod tests {
 
     #[test]
     fn frames_split_anywhere_decode_whole_and_in_order() {
-        let sent = [message(1, b"a"), message(2, &[7; 300]), message(3, b"")];
+        let lease = |id, answer| Frame::Lease(LeaseForward::Answer { id, answer });
+        let sent = [
+            message(1, b"a"),
+            Frame::Lease(LeaseForward::Ask {
+                id: u64::MAX,
+                ask: LeaseAsk::Renew(-5),
+            }),
+            Frame::Lease(LeaseForward::Ask {
+                id: 1,
+                ask: LeaseAsk::TimeToLive(7),
+            }),
+            Frame::Lease(LeaseForward::Ask {
+                id: 2,
+                ask: LeaseAsk::Leases,
+            }),
+            message(2, &[7; 300]),
+            lease(3, None),
+            lease(4, Some(LeaseAnswer::Renewed(60))),
+            lease(5, Some(LeaseAnswer::TimeToLive(None))),
+            lease(6, Some(LeaseAnswer::TimeToLive(Some((59, 60))))),
+            lease(7, Some(LeaseAnswer::Leases(vec![1, i64::MIN, 3]))),
+            lease(8, Some(LeaseAnswer::Leases(Vec::new()))),
+            message(3, b""),
+        ];
         let mut wire = Vec::new();
         for m in &sent {
             encode(m, &mut wire).unwrap();
@@ -166,16 +350,41 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_too_long_or_not_a_message_is_refused() {
-        let mut wire = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
+    fn a_frame_too_long_or_not_what_its_kind_says_is_refused() {
+        let wire = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
         assert_eq!(
             decode(&wire, &mut Vec::new()),
             Err(FrameError::TooLong(MAX_FRAME + 1))
         );
-        wire = vec![0, 0, 0, 2, 0xff, 0xff];
-        assert!(matches!(
-            decode(&wire, &mut Vec::new()),
-            Err(FrameError::Decode(_))
-        ));
+        let mut answer = Vec::new();
+        let leases = LeaseForward::Answer {
+            id: 1,
+            answer: Some(LeaseAnswer::Leases(vec![1, 2])),
+        };
+        encode(&Frame::Lease(leases), &mut answer).unwrap();
+        let body = answer[4..].to_vec();
+        let framed = |body: &[u8]| {
+            let mut wire = (body.len() as u32).to_be_bytes().to_vec();
+            wire.extend_from_slice(body);
+            wire
+        };
+        let refused = [
+            framed(&[]),
+            framed(&[RAFT, 0xff, 0xff]),
+            framed(&[9]),
+            framed(&[LEASE, 3]),
+            framed(&body[..body.len() - 1]),
+            framed(&[&body[..], &[0]].concat()),
+        ];
+        for wire in refused {
+            assert!(
+                matches!(decode(&wire, &mut Vec::new()), Err(FrameError::Decode(_))),
+                "{wire:?}"
+            );
+        }
+        // A count larger than the bytes that follow is refused before anything is allocated.
+        let mut huge = body.clone();
+        huge[11..15].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(decode(&framed(&huge), &mut Vec::new()).is_err());
     }
 }

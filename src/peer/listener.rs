@@ -1,8 +1,9 @@
 //! Receiving raft messages from the other members: a listener on each `--listen-peer-urls`
 //! address, and a reader task per connection. A reader takes the dialler's [`Hello`], answers with
 //! a [`Verdict`] — refusing another cluster (etcd's `request cluster ID mismatch`) or a hello meant
-//! for another member — and then hands every whole frame each read brings to the raft core as one
-//! `Event::Peer`.
+//! for another member — and then hands the raft messages of every whole frame each read brings to
+//! the raft core as one `Event::Peer`, and each forwarded lease question or answer as an
+//! `Event::Lease`.
 //!
 //! Invariants: messages reach the raft core only from a peer of this cluster that named this
 //! member; bytes that are not frames end the connection (the dialler dials again).
@@ -17,7 +18,7 @@ use std::sync::atomic::Ordering;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use super::frame::{self, HELLO_LEN, Hello};
+use super::frame::{self, Frame, HELLO_LEN, Hello};
 use super::transport::Verdict;
 use crate::raft::turn::Event;
 use crate::runtime::link::Published;
@@ -132,11 +133,21 @@ async fn read(
                 .received_bytes
                 .fetch_add(read as u64, Ordering::Relaxed);
         }
-        let mut messages = Vec::new();
-        let taken = frame::decode(&buffer, &mut messages).map_err(std::io::Error::other)?;
+        let mut frames = Vec::new();
+        let taken = frame::decode(&buffer, &mut frames).map_err(std::io::Error::other)?;
         buffer.drain(..taken);
-        // A member speaks for itself only.
-        messages.retain(|m| m.from == hello.from);
+        let mut messages = Vec::new();
+        for frame in frames {
+            match frame {
+                // A member speaks for itself only.
+                Frame::Raft(message) if message.from == hello.from => messages.push(message),
+                Frame::Raft(_) => {}
+                Frame::Lease(lease) => events.push(Event::Lease {
+                    from: hello.from,
+                    lease,
+                }),
+            }
+        }
         if !messages.is_empty() {
             events.push(Event::Peer(messages));
         }

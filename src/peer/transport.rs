@@ -1,5 +1,5 @@
-//! Sending raft messages to the other members: [`PeerTransport`] is the raft core's `Transport`.
-//! It queues each message for its member, and one writer task per member dials it, says
+//! Sending raft messages (and forwarded lease questions) to the other members: [`PeerTransport`]
+//! is the raft core's `Transport`. It queues each frame for its member, and one writer task per member dials it, says
 //! [`Hello`], waits for the member's [`Verdict`], and then writes everything queued since its last
 //! write as one batch of frames. A connection that fails is dropped; the next message dials again,
 //! after a back-off that doubles from [`MIN_BACKOFF`] to [`MAX_BACKOFF`] while dialling fails.
@@ -22,10 +22,10 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use raft::eraftpb::Message;
 
-use super::frame::{self, Hello};
+use super::frame::{self, Frame, Hello};
 use crate::config::Peer;
 use crate::metrics::PeerCounters;
-use crate::raft::seams::Transport;
+use crate::raft::seams::{LeaseForward, Transport};
 use crate::runtime::link::Published;
 use crate::runtime::mailbox::Mailbox;
 
@@ -66,7 +66,7 @@ impl Verdict {
 
 /// The raft core's transport to the other members.
 pub struct PeerTransport {
-    outboxes: HashMap<u64, (Rc<Mailbox<Message>>, usize)>,
+    outboxes: HashMap<u64, (Rc<Mailbox<Frame>>, usize)>,
     published: Arc<Published>,
     /// The writer tasks: dropped (and so stopped) with the transport.
     _writers: Vec<glommio::Task<()>>,
@@ -127,6 +127,21 @@ impl PeerTransport {
     fn counters(&self, slot: usize) -> &PeerCounters {
         counters(&self.published, slot)
     }
+
+    /// Queues `frame` for member `to`, unless its queue is full.
+    fn queue(&self, to: u64, frame: Frame) {
+        let Some((outbox, slot)) = self.outboxes.get(&to) else {
+            tracing::debug!(to, "a frame to a member keelson does not know");
+            return;
+        };
+        if outbox.len() >= MAX_QUEUED {
+            self.counters(*slot)
+                .sent_failures
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        outbox.push(frame);
+    }
 }
 
 fn counters(published: &Published, slot: usize) -> &PeerCounters {
@@ -136,21 +151,12 @@ fn counters(published: &Published, slot: usize) -> &PeerCounters {
 impl Transport for PeerTransport {
     fn send(&mut self, messages: Vec<Message>) {
         for message in messages {
-            let Some((outbox, slot)) = self.outboxes.get(&message.to) else {
-                tracing::debug!(
-                    to = message.to,
-                    "a raft message to a member keelson does not know"
-                );
-                continue;
-            };
-            if outbox.len() >= MAX_QUEUED {
-                self.counters(*slot)
-                    .sent_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            outbox.push(message);
+            self.queue(message.to, Frame::Raft(message));
         }
+    }
+
+    fn forward(&mut self, to: u64, lease: LeaseForward) {
+        self.queue(to, Frame::Lease(lease));
     }
 }
 
@@ -158,7 +164,7 @@ impl Transport for PeerTransport {
 struct Writer {
     peer: Peer,
     hello: Hello,
-    outbox: Rc<Mailbox<Message>>,
+    outbox: Rc<Mailbox<Frame>>,
     published: Arc<Published>,
     slot: usize,
 }
@@ -229,9 +235,9 @@ impl Writer {
             };
             bytes.clear();
             let sent = batch.len();
-            for message in batch.drain(..) {
-                if let Err(e) = frame::encode(&message, &mut bytes) {
-                    tracing::warn!(peer_id, "a raft message was not sent: {e}");
+            for frame in batch.drain(..) {
+                if let Err(e) = frame::encode(&frame, &mut bytes) {
+                    tracing::warn!(peer_id, "a frame was not sent: {e}");
                 }
             }
             match stream.write_all(&bytes).await {

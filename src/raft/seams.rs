@@ -11,7 +11,7 @@ use raft::eraftpb::{Entry, HardState, Message};
 
 use super::lessor::LeaseChange;
 use super::turn::RaftCoreError;
-use crate::runtime::link::{Changes, Outcome};
+use crate::runtime::link::{Changes, LeaseAnswer, LeaseAsk, Outcome};
 
 /// Where the raft log's entries and hard state are made durable.
 pub trait DurableLog {
@@ -96,8 +96,31 @@ pub trait StateMachine {
     async fn close(&mut self) -> Result<(), RaftCoreError>;
 }
 
-/// How raft messages reach the other members.
+/// A lease question a follower forwards to the leader's lessor, or the leader's answer: etcd's
+/// followers forward keep-alives and time-to-live questions to the leader, which alone keeps the
+/// leases' deadlines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseForward {
+    /// A question, numbered by the member that asks.
+    Ask {
+        /// The asker's number for it.
+        id: u64,
+        /// The question.
+        ask: LeaseAsk,
+    },
+    /// The answer to question `id` (`None`: the member asked does not lead).
+    Answer {
+        /// The asker's number.
+        id: u64,
+        /// The lessor's answer.
+        answer: Option<LeaseAnswer>,
+    },
+}
+
+/// How raft messages and forwarded lease questions reach the other members.
 pub trait Transport {
     /// Sends messages to their `to` members (best effort: raft retries what is lost).
     fn send(&mut self, messages: Vec<Message>);
+    /// Sends `lease` to member `to` (best effort: an unanswered question times out).
+    fn forward(&mut self, to: u64, lease: LeaseForward);
 }

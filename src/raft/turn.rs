@@ -38,7 +38,7 @@ use super::compactor::Compactor;
 use super::lessor::{LeaseChange, Lessor, Renewed};
 use super::log::RaftLog;
 use super::reads::Reads;
-use super::seams::{Answer, Defragmented, DurableLog, StateMachine, Transport};
+use super::seams::{Answer, Defragmented, DurableLog, LeaseForward, StateMachine, Transport};
 use crate::apply;
 use crate::metrics::latency::{Stage, Stages};
 use crate::runtime::link::{
@@ -61,6 +61,13 @@ pub enum Event {
     Tick,
     /// Raft messages from other members.
     Peer(Vec<Message>),
+    /// A lease question forwarded by member `from`, or the answer to one this member forwarded.
+    Lease {
+        /// The member it came from.
+        from: u64,
+        /// The question or answer.
+        lease: LeaseForward,
+    },
     /// The member is stopping: this is the last turn.
     Stop,
 }
@@ -108,6 +115,10 @@ pub struct RaftCore<L, S, T> {
     handover: Option<Handover>,
     /// This member's attributes, until their publish is applied.
     publishing: Option<Publishing>,
+    /// Lease questions forwarded to the leader, by number: who asked, and ticks since.
+    forwarded: HashMap<u64, (ServingCore, Token, usize)>,
+    /// The number of the next question forwarded.
+    next_forward: u64,
     stopping: bool,
 }
 
@@ -168,6 +179,8 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
             compactor: None,
             handover: None,
             publishing: None,
+            forwarded: HashMap::new(),
+            next_forward: first_read_context,
             stopping: false,
         }
     }
@@ -213,6 +226,7 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
                     {
                         *ticks += 1;
                     }
+                    self.age_forwarded();
                 }
                 Event::Requests(core, batch) => {
                     self.stages().observe(Stage::ToRaft, batch.sent.elapsed());
@@ -224,10 +238,7 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
                                 self.defragmenting.push((core, token));
                                 self.state.defragment();
                             }
-                            ToRaft::Lease { token, ask } => {
-                                let answer = self.ask_lessor(ask);
-                                self.replies[core.0].push(FromRaft::Lease { token, answer });
-                            }
+                            ToRaft::Lease { token, ask } => self.lease_asked(core, token, ask),
                         }
                     }
                 }
@@ -239,6 +250,7 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
                         }
                     }
                 }
+                Event::Lease { from, lease } => self.lease_forwarded(from, lease),
                 Event::Stop => self.hand_over_or_stop(),
             }
         }
@@ -521,6 +533,65 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
             let result = result.clone().map_err(Refusal::Failed);
             self.replies[core.0].push(FromRaft::Defragmented { token, result });
         }
+    }
+
+    /// A serving core's question to the lessor: the leader's lessor answers it; on a follower a
+    /// renewal or a time-to-live question goes to the leader (as etcd forwards them), and the list
+    /// of leases is the follower's own (every member applies every grant and revoke).
+    fn lease_asked(&mut self, core: ServingCore, token: Token, ask: LeaseAsk) {
+        let raft = &self.node.raft;
+        let leader = raft.leader_id;
+        let here = self.lessor.is_primary() || matches!(ask, LeaseAsk::Leases);
+        if here || leader == raft::INVALID_ID || leader == raft.id {
+            let answer = self.ask_lessor(ask);
+            self.replies[core.0].push(FromRaft::Lease { token, answer });
+            return;
+        }
+        let id = self.next_forward;
+        self.next_forward += 1;
+        self.forwarded.insert(id, (core, token, 0));
+        self.transport
+            .forward(leader, LeaseForward::Ask { id, ask });
+    }
+
+    /// A lease question another member forwarded (answered if this member leads), or the
+    /// answer to one this member forwarded.
+    fn lease_forwarded(&mut self, from: u64, lease: LeaseForward) {
+        match lease {
+            LeaseForward::Ask { id, ask } => {
+                let answer = if self.lessor.is_primary() {
+                    self.ask_lessor(ask).ok()
+                } else {
+                    None
+                };
+                self.transport
+                    .forward(from, LeaseForward::Answer { id, answer });
+            }
+            LeaseForward::Answer { id, answer } => {
+                if let Some((core, token, _)) = self.forwarded.remove(&id) {
+                    let answer = answer.ok_or(Refusal::NoLeader);
+                    self.replies[core.0].push(FromRaft::Lease { token, answer });
+                }
+            }
+        }
+    }
+
+    /// Gives up on forwarded lease questions unanswered for two election timeouts: the leader
+    /// is gone or unreachable.
+    fn age_forwarded(&mut self) {
+        let patience = 2 * self.node.raft.election_timeout();
+        let replies = &mut self.replies;
+        self.forwarded.retain(|_, (core, token, ticks)| {
+            *ticks += 1;
+            if *ticks < patience {
+                return true;
+            }
+            replies[core.0].push(FromRaft::Lease {
+                token: *token,
+                answer: Err(Refusal::NoLeader),
+            });
+            false
+        });
     }
 
     /// Answers a serving core's question to the lessor.

@@ -42,7 +42,8 @@ use rand::{Rng, SeedableRng};
 use super::boot;
 use super::lessor::{LeaseOptions, Lessor};
 use super::seams::{
-    Answer, AppliedBatch, Defragmented, DurableLog, Maintained, StateMachine, Transport,
+    Answer, AppliedBatch, Defragmented, DurableLog, LeaseForward, Maintained, StateMachine,
+    Transport,
 };
 use super::turn::{Event, RaftCore, RaftCoreError};
 use crate::apply;
@@ -231,11 +232,24 @@ impl StateMachine for Machine {
     }
 }
 
-/// A message on the simulated network.
+/// What travels on the simulated network: a raft message, or a forwarded lease question or answer.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly all are raft messages: boxing them would cost an allocation each"
+)]
+enum Packet {
+    Raft(Message),
+    Lease(LeaseForward),
+}
+
+/// A packet on the simulated network.
 #[derive(Debug)]
 struct InFlight {
     deliver_at: u64,
-    message: Message,
+    from: u64,
+    to: u64,
+    packet: Packet,
 }
 
 /// The network between the members, delivered by the test.
@@ -260,24 +274,37 @@ impl Network {
     }
 }
 
-/// A member's transport: onto the simulated network.
-pub struct Net(Rc<RefCell<Network>>);
+impl Network {
+    /// Puts `packet` in flight, unless the network loses it.
+    fn put(&mut self, from: u64, to: u64, packet: Packet) {
+        let (drop_rate, max_delay, now) = (self.drop_rate, self.max_delay, self.now);
+        let rng = self.rng.as_mut().expect("the network has its RNG");
+        if rng.random_bool(drop_rate) {
+            return;
+        }
+        let deliver_at = now + rng.random_range(0..=max_delay);
+        self.in_flight.push(InFlight {
+            deliver_at,
+            from,
+            to,
+            packet,
+        });
+    }
+}
+
+/// A member's transport (the member's id, and the network).
+pub struct Net(u64, Rc<RefCell<Network>>);
 
 impl Transport for Net {
     fn send(&mut self, messages: Vec<Message>) {
-        let mut net = self.0.borrow_mut();
+        let mut net = self.1.borrow_mut();
         for message in messages {
-            let (drop_rate, max_delay, now) = (net.drop_rate, net.max_delay, net.now);
-            let rng = net.rng.as_mut().expect("the network has its RNG");
-            if rng.random_bool(drop_rate) {
-                continue;
-            }
-            let deliver_at = now + rng.random_range(0..=max_delay);
-            net.in_flight.push(InFlight {
-                deliver_at,
-                message,
-            });
+            net.put(message.from, message.to, Packet::Raft(message));
         }
+    }
+
+    fn forward(&mut self, to: u64, lease: LeaseForward) {
+        self.1.borrow_mut().put(self.0, to, Packet::Lease(lease));
     }
 }
 
@@ -402,7 +429,7 @@ impl Cluster {
             node,
             Wal(member.disk.clone()),
             machine,
-            Net(self.net.clone()),
+            Net(member.id, self.net.clone()),
             Lessor::new(
                 LeaseOptions {
                     checkpoint_interval: None,
@@ -465,21 +492,36 @@ impl Cluster {
         }
     }
 
-    /// Takes the messages in flight that `which` picks off the network, into the test's hands.
+    /// Takes the raft messages in flight that `which` picks off the network, into the test's
+    /// hands.
     pub fn take_in_flight(&mut self, which: impl Fn(&Message) -> bool) -> Vec<Message> {
         let mut net = self.net.borrow_mut();
-        let (taken, left) = net.in_flight.drain(..).partition(|f| which(&f.message));
-        net.in_flight = left;
-        taken.into_iter().map(|f| f.message).collect()
+        let mut taken = Vec::new();
+        net.in_flight.retain_mut(|f| match &mut f.packet {
+            Packet::Raft(m) if which(m) => {
+                taken.push(std::mem::take(m));
+                false
+            }
+            _ => true,
+        });
+        taken
     }
 
     /// Delivers `messages` for their members' next turns.
     pub fn deliver_now(&mut self, messages: Vec<Message>) {
         for message in messages {
-            let member = &mut self.members[message.to as usize - 1];
-            if member.core.is_some() {
-                member.events.push(Event::Peer(vec![message]));
-            }
+            self.arrive(message.from, message.to, Packet::Raft(message));
+        }
+    }
+
+    /// Hands `packet` to member `to`'s next turn, if it is up.
+    fn arrive(&mut self, from: u64, to: u64, packet: Packet) {
+        let member = &mut self.members[to as usize - 1];
+        if member.core.is_some() {
+            member.events.push(match packet {
+                Packet::Raft(message) => Event::Peer(vec![message]),
+                Packet::Lease(lease) => Event::Lease { from, lease },
+            });
         }
     }
 
@@ -664,18 +706,19 @@ impl Cluster {
         let due = {
             let net = &mut *self.net.borrow_mut();
             let (now, held) = (net.now, &net.held);
-            let (due, later): (Vec<InFlight>, Vec<InFlight>) =
-                net.in_flight.drain(..).partition(|f| {
-                    f.deliver_at <= now && !held.contains(&(f.message.from, f.message.to))
-                });
+            let (due, later): (Vec<InFlight>, Vec<InFlight>) = net
+                .in_flight
+                .drain(..)
+                .partition(|f| f.deliver_at <= now && !held.contains(&(f.from, f.to)));
             net.in_flight = later;
             let net = &*net;
             due.into_iter()
-                .map(|f| f.message)
-                .filter(|m| !net.is_cut(m.from, m.to))
-                .collect()
+                .filter(|f| !net.is_cut(f.from, f.to))
+                .collect::<Vec<_>>()
         };
-        self.deliver_now(due);
+        for f in due {
+            self.arrive(f.from, f.to, f.packet);
+        }
     }
 
     /// Records the leader of each term and checks there is only one.
