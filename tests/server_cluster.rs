@@ -296,3 +296,49 @@ fn a_followers_lease_keep_alives_reach_the_leader() {
         assert_eq!(ttl.ttl(), -1);
     });
 }
+
+/// etcd's MoveLeader on a three-member cluster on `ports`: leadership moved to `m0` (not
+/// recorded: whoever led first), then recorded: etcdctl moves it to `m1`, then to a member that
+/// does not exist, and `m0`, a follower now, is asked to move it.
+fn leader_moves(binary: &Path, ports: &[Ports]) -> Vec<String> {
+    let mut members = Server::cluster_spawned_on(binary, ports, &[&[], &[], &[]]);
+    for m in &mut members {
+        m.wait_until_serving();
+    }
+    let all = members
+        .iter()
+        .map(Server::endpoint)
+        .collect::<Vec<_>>()
+        .join(",");
+    let step = |args: String| common::etcdctl::run(&all, &common::etcdctl::step(&args));
+    common::runtime().block_on(async {
+        let mut ids = Vec::new();
+        for m in &members {
+            let status = client(m).await.status().await.unwrap();
+            ids.push(status.header().unwrap().member_id());
+        }
+        if leader(&members[0]).await != ids[0] {
+            step(format!("move-leader {:x}", ids[0]));
+        }
+        let mut said = vec![step(format!("move-leader {:x}", ids[1]))];
+        for m in &members {
+            assert_eq!(leader(m).await, ids[1], "{}", m.log());
+        }
+        said.push(step("move-leader 1234".into()));
+        // Only the leader moves leadership.
+        let refused = client(&members[0]).await.move_leader(ids[1]).await;
+        said.push(common::said(refused, |_| "moved".into()));
+        said
+    })
+}
+
+#[test]
+fn leadership_moves_as_etcd_moves_it() {
+    let ports: Vec<Ports> = (0..3).map(|_| Ports::free()).collect();
+    let keelson = leader_moves(binary(), &ports);
+    let etcd = leader_moves(Path::new("/usr/bin/etcd"), &ports);
+    assert_eq!(keelson, etcd);
+    assert!(etcd[0].contains("Leadership transferred from"), "{etcd:#?}");
+    assert!(etcd[1].contains("bad leader transferee"), "{etcd:#?}");
+    assert!(etcd[2].contains("not leader"), "{etcd:#?}");
+}

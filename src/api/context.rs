@@ -97,8 +97,8 @@ pub struct Serving {
     reads: RefCell<Reads>,
     /// Questions to the lessor awaiting its answer.
     lease_asks: RefCell<HashMap<Token, LeaseWaiter>>,
-    /// Defragment calls awaiting the end of the defragmentation.
-    defragments: RefCell<HashMap<Token, oneshot::Sender<Result<(), Refusal>>>>,
+    /// Defragment and MoveLeader calls awaiting their end.
+    awaiting_done: RefCell<HashMap<Token, oneshot::Sender<Result<(), Refusal>>>>,
     next_token: Cell<Token>,
     next_id: Cell<u64>,
     /// This core's watchers.
@@ -146,7 +146,7 @@ impl Serving {
             proposals: RefCell::new(HashMap::new()),
             reads: RefCell::new(Reads::default()),
             lease_asks: RefCell::new(HashMap::new()),
-            defragments: RefCell::new(HashMap::new()),
+            awaiting_done: RefCell::new(HashMap::new()),
             next_token: Cell::new(1),
             next_id: Cell::new(first_id),
             watch: RefCell::new(Hub::default()),
@@ -234,14 +234,29 @@ impl Serving {
     /// Asks the raft core to defragment the page file; the receiver yields once it has (or why
     /// it could not).
     pub fn defragment(&self) -> oneshot::Receiver<Result<(), Refusal>> {
+        self.until_done(|token| ToRaft::Defragment { token })
+    }
+
+    /// Asks the raft core to hand leadership to `target`; the receiver yields once it leads (or
+    /// why it does not).
+    pub fn move_leader(&self, target: u64) -> oneshot::Receiver<Result<(), Refusal>> {
+        self.until_done(|token| ToRaft::MoveLeader { token, target })
+    }
+
+    /// Sends the raft core `request` under a new token; the receiver yields its
+    /// [`FromRaft::Done`].
+    fn until_done(
+        &self,
+        request: impl FnOnce(Token) -> ToRaft,
+    ) -> oneshot::Receiver<Result<(), Refusal>> {
         let (tx, rx) = oneshot::channel();
         if self.raft_gone.get() {
             let _ = tx.send(Err(Refusal::Stopped));
             return rx;
         }
         let token = self.token();
-        self.defragments.borrow_mut().insert(token, tx);
-        self.outbox.push(ToRaft::Defragment { token });
+        self.awaiting_done.borrow_mut().insert(token, tx);
+        self.outbox.push(request(token));
         rx
     }
 
@@ -287,8 +302,8 @@ impl Serving {
                         let _ = waiter.send(outcome);
                     }
                 }
-                FromRaft::Defragmented { token, result } => {
-                    if let Some(waiter) = self.defragments.borrow_mut().remove(&token) {
+                FromRaft::Done { token, result } => {
+                    if let Some(waiter) = self.awaiting_done.borrow_mut().remove(&token) {
                         let _ = waiter.send(result);
                     }
                 }
@@ -327,7 +342,7 @@ impl Serving {
         for (_, waiter) in self.lease_asks.borrow_mut().drain() {
             let _ = waiter.send(Err(Refusal::Stopped));
         }
-        for (_, waiter) in self.defragments.borrow_mut().drain() {
+        for (_, waiter) in self.awaiting_done.borrow_mut().drain() {
             let _ = waiter.send(Err(Refusal::Stopped));
         }
         let mut reads = self.reads.borrow_mut();

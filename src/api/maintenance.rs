@@ -1,7 +1,7 @@
 //! etcd's Maintenance service: Status (what `etcdctl endpoint status` shows) from the state the
 //! raft core publishes and this core's view of the page file; Hash and HashKV computed on this
 //! core from one read transaction, as etcd computes them; Snapshot ([`super::snapshot`]);
-//! MoveLeader with a single member's answers. Answers carry etcd 3.4's headers, and none where
+//! MoveLeader, carried out by the raft core. Answers carry etcd 3.4's headers, and none where
 //! 3.4 sends none (MoveLeader).
 //!
 //! Runs on: every serving core.
@@ -139,16 +139,15 @@ impl Maintenance for MaintenanceApi {
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
         let target = request.into_inner().target_id;
-        context::with(|s| {
-            let me = s.identity.member_id;
-            if s.published.leader() != me {
+        // Only the leader moves leadership (etcd answers any other member `not leader`).
+        let moved = context::with(|s| {
+            if s.published.leader() != s.identity.member_id {
                 return Err(status::not_leader());
             }
-            // A single member leads already; any other target is not a voter of this cluster.
-            if target != me {
-                return Err(status::bad_leader_transferee());
-            }
-            Ok(Response::new(MoveLeaderResponse::default()))
-        })
+            Ok(s.move_leader(target))
+        })?;
+        let result = moved.await.map_err(|_| status::stopped())?;
+        result.map_err(|refusal| status::of_refusal(&refusal))?;
+        Ok(Response::new(MoveLeaderResponse::default()))
     }
 }

@@ -37,6 +37,9 @@ pub fn of_refusal(refusal: &Refusal) -> Status {
         Refusal::Rejected(e) => of_mvcc(e),
         Refusal::Failed(why) => Status::unknown(why.clone()),
         Refusal::TimedOut => timed_out(),
+        Refusal::NotLeader => not_leader(),
+        Refusal::LeaderTransferTimedOut => leader_transfer_timed_out(),
+        Refusal::BadLeaderTransferee => bad_leader_transferee(),
     }
 }
 
@@ -63,6 +66,11 @@ pub fn not_leader() -> Status {
 /// A leader transfer to a member that cannot lead (not a voter of the cluster).
 pub fn bad_leader_transferee() -> Status {
     Status::failed_precondition("etcdserver: bad leader transferee")
+}
+
+/// A leader move that did not finish in time.
+pub fn leader_transfer_timed_out() -> Status {
+    Status::unavailable("etcdserver: request timed out, leader transfer took too long")
 }
 
 /// A proposal not applied within the request timeout (its outcome is unknown).

@@ -134,15 +134,19 @@ struct Publishing {
     ticks_since: Option<usize>,
 }
 
-/// A stopping leader's transfer of leadership (etcd's `TransferLeadership` on stop).
+/// A leader's transfer of leadership: etcd's `TransferLeadership` on stop, or a MoveLeader.
 #[derive(Debug)]
 struct Handover {
     /// The member that is to lead.
     to: u64,
-    /// Ticks left before the member stops without it.
+    /// Ticks left before it is given up.
     ticks_left: usize,
     /// When it started.
     started: Instant,
+    /// The MoveLeader calls waiting for it.
+    waiters: Vec<(ServingCore, Token)>,
+    /// Whether the member stops once it ends (the order to stop came).
+    then_stop: bool,
 }
 
 impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
@@ -239,6 +243,9 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
                                 self.state.defragment();
                             }
                             ToRaft::Lease { token, ask } => self.lease_asked(core, token, ask),
+                            ToRaft::MoveLeader { token, target } => {
+                                self.move_leader((core, token), target);
+                            }
                         }
                     }
                 }
@@ -317,21 +324,25 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
 
     /// On the order to stop: a leader of several voters first hands leadership to the most
     /// caught-up follower it hears from, as etcd does, so the cluster need not wait out an election
-    /// timeout; anyone else stops after this turn.
+    /// timeout; anyone else stops after this turn. A move under way is finished first.
     fn hand_over_or_stop(&mut self) {
-        if self.stopping || self.handover.is_some() {
+        if let Some(handover) = &mut self.handover {
+            handover.then_stop = true;
+            return;
+        }
+        if self.stopping {
             return;
         }
         let raft = &self.node.raft;
         let local_member_id = format!("{:x}", raft.id);
         let current_leader_member_id = format!("{:x}", raft.leader_id);
+        self.stopping = true;
         if raft.state != StateRole::Leader {
             tracing::info!(
                 local_member_id,
                 current_leader_member_id,
                 "skipped leadership transfer; local server is not leader"
             );
-            self.stopping = true;
             return;
         }
         let voters = raft.prs().conf().voters().ids();
@@ -341,7 +352,6 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
                 current_leader_member_id,
                 "skipped leadership transfer for single voting member cluster"
             );
-            self.stopping = true;
             return;
         }
         let transferee = raft
@@ -356,49 +366,103 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
                 error = "etcdserver: unhealthy cluster",
                 "leadership transfer failed"
             );
-            self.stopping = true;
             return;
         };
+        self.stopping = false;
+        self.start_handover(to, None, true);
+    }
+
+    /// etcd's MoveLeader: the leader hands leadership to voter `target`, answering `asker` once
+    /// the target leads.
+    fn move_leader(&mut self, asker: (ServingCore, Token), target: u64) {
+        let raft = &self.node.raft;
+        let refusal = if raft.state != StateRole::Leader || self.stopping {
+            Some(Refusal::NotLeader)
+        } else if !raft.prs().conf().voters().contains(target) {
+            Some(Refusal::BadLeaderTransferee)
+        } else {
+            None
+        };
+        let (core, token) = asker;
+        match (refusal, &mut self.handover) {
+            (Some(refusal), _) => {
+                self.replies[core.0].push(FromRaft::Done {
+                    token,
+                    result: Err(refusal),
+                });
+            }
+            (None, _) if target == raft.id => {
+                self.replies[core.0].push(FromRaft::Done {
+                    token,
+                    result: Ok(()),
+                });
+            }
+            (None, Some(handover)) if handover.to == target => handover.waiters.push(asker),
+            (None, Some(_)) => {
+                // Another move is under way; etcd's would time out against it too.
+                self.replies[core.0].push(FromRaft::Done {
+                    token,
+                    result: Err(Refusal::LeaderTransferTimedOut),
+                });
+            }
+            (None, None) => self.start_handover(target, Some(asker), false),
+        }
+    }
+
+    fn start_handover(&mut self, to: u64, asker: Option<(ServingCore, Token)>, then_stop: bool) {
+        let raft = &self.node.raft;
         tracing::info!(
-            local_member_id,
-            current_leader_member_id,
+            local_member_id = %format!("{:x}", raft.id),
+            current_leader_member_id = %format!("{:x}", raft.leader_id),
             transferee_member_id = %format!("{to:x}"),
             "leadership transfer starting"
         );
-        let ticks_left = 2 * self.node.raft.election_timeout();
+        let ticks_left = 2 * raft.election_timeout();
         self.node.transfer_leader(to);
         self.handover = Some(Handover {
             to,
             ticks_left,
             started: Instant::now(),
+            waiters: asker.into_iter().collect(),
+            then_stop,
         });
     }
 
-    /// Ends a handover that succeeded or ran out of time: the member then stops.
+    /// Ends a handover that succeeded or ran out of time: answers those who asked for it, and
+    /// stops the member if it was stopping.
     fn check_handover(&mut self) {
         let Some(handover) = &self.handover else {
             return;
         };
         let raft = &self.node.raft;
         let local_member_id = format!("{:x}", raft.id);
-        if raft.leader_id == handover.to {
+        let result = if raft.leader_id == handover.to {
             tracing::info!(
                 local_member_id,
+                old_leader_member_id = %format!("{:x}", raft.id),
                 new_leader_member_id = %format!("{:x}", handover.to),
                 took = ?handover.started.elapsed(),
                 "leadership transfer finished"
             );
+            Ok(())
         } else if handover.ticks_left == 0 {
             tracing::warn!(
                 local_member_id,
                 error = "etcdserver: request timed out, leader transfer took too long",
                 "leadership transfer failed"
             );
+            Err(())
         } else {
             return;
+        };
+        let Handover {
+            waiters, then_stop, ..
+        } = self.handover.take().expect("checked above");
+        for (core, token) in waiters {
+            let result = result.map_err(|()| Refusal::LeaderTransferTimedOut);
+            self.replies[core.0].push(FromRaft::Done { token, result });
         }
-        self.handover = None;
-        self.stopping = true;
+        self.stopping |= then_stop;
     }
 
     fn propose(&mut self, core: ServingCore, id: u64, data: Vec<u8>) {
@@ -531,7 +595,7 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
         };
         for (core, token) in self.defragmenting.drain(..) {
             let result = result.clone().map_err(Refusal::Failed);
-            self.replies[core.0].push(FromRaft::Defragmented { token, result });
+            self.replies[core.0].push(FromRaft::Done { token, result });
         }
     }
 

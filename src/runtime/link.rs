@@ -66,10 +66,18 @@ pub enum ToRaft {
         token: Token,
     },
     /// Defragment the page file (joining a defragmentation under way); answered with
-    /// [`FromRaft::Defragmented`] when it ends.
+    /// [`FromRaft::Done`] when it ends.
     Defragment {
         /// The serving core's name for the request.
         token: Token,
+    },
+    /// Hand leadership to member `target` (etcd's MoveLeader); answered with [`FromRaft::Done`]
+    /// once it leads, or why it does not.
+    MoveLeader {
+        /// The serving core's name for the request.
+        token: Token,
+        /// The member to lead.
+        target: u64,
     },
     /// Ask the lessor; answered with [`FromRaft::Lease`].
     Lease {
@@ -115,6 +123,12 @@ pub enum Refusal {
     Failed(String),
     /// It was not applied within the request timeout (it may still be).
     TimedOut,
+    /// Only the leader does this, and this member does not lead.
+    NotLeader,
+    /// Leadership did not move within the time a move may take.
+    LeaderTransferTimedOut,
+    /// A leader move to a member that is not a voter of the cluster.
+    BadLeaderTransferee,
 }
 
 /// What a proposal came to.
@@ -152,8 +166,8 @@ pub enum FromRaft {
         /// The answer, or why there is none.
         answer: Result<LeaseAnswer, Refusal>,
     },
-    /// A defragmentation ended (for [`ToRaft::Defragment`] `token`).
-    Defragmented {
+    /// A defragmentation or a leader move ended (for the [`ToRaft`] request named `token`).
+    Done {
         /// The request's token.
         token: Token,
         /// Ok, or why it failed.

@@ -738,7 +738,7 @@ impl Cluster {
             FromRaft::Ready
             | FromRaft::Changes(_)
             | FromRaft::Lease { .. }
-            | FromRaft::Defragmented { .. }
+            | FromRaft::Done { .. }
             | FromRaft::Reopened(_) => {}
             FromRaft::Applied { id, outcome } => {
                 self.pending.remove(&id);
