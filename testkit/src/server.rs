@@ -6,7 +6,10 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::proxy::{Faults, Proxy};
 
 /// A server process we started.
 pub struct Server {
@@ -16,6 +19,8 @@ pub struct Server {
     pub client_port: u16,
     /// The peer URL it was started with (and its id derives from).
     pub peer_url: String,
+    /// Where it listens for peers (its peer URL, unless a proxy stands there).
+    listen_peer_url: String,
     /// Holds `data/` and `log`.
     pub dir: tempfile::TempDir,
     /// Its member name.
@@ -103,16 +108,57 @@ impl Server {
         Server::cluster_spawned_on(binary, &ports, extra)
     }
 
+    /// The members of a new cluster of `size`, each started with `extra`, whose peer traffic goes
+    /// through a [`Proxy`] each (where its peers dial it) that applies `faults`; waited for.
+    pub fn cluster_behind_proxies(
+        binary: &Path,
+        size: usize,
+        extra: &[&str],
+        faults: &Arc<Faults>,
+    ) -> (Vec<Server>, Vec<Proxy>) {
+        let listen: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let proxies: Vec<Proxy> = listen
+            .iter()
+            .map(|&port| Proxy::start(port, faults.clone()))
+            .collect();
+        let ports: Vec<Ports> = proxies
+            .iter()
+            .map(|p| Ports {
+                client: free_port(),
+                peer: p.port(),
+            })
+            .collect();
+        let mut members = Server::cluster_spawned_on(binary, &ports, &vec![extra; size]);
+        for (member, port) in members.iter_mut().zip(&listen) {
+            member.kill();
+            member.listen_peer_url = format!("http://127.0.0.1:{port}");
+            member.spawn();
+        }
+        for member in &mut members {
+            member.wait_until_serving();
+        }
+        (members, proxies)
+    }
+
     /// The members of a new cluster on `ports` (the same ports give the same member ids), member
     /// `i` started with `extra[i]`, not waited for.
     pub fn cluster_spawned_on(binary: &Path, ports: &[Ports], extra: &[&[&str]]) -> Vec<Server> {
+        let mut members = Server::cluster_members(binary, ports, extra);
+        for member in &mut members {
+            member.spawn();
+        }
+        members
+    }
+
+    /// The members of a new cluster on `ports`, named `m0`, `m1`, …, not started.
+    fn cluster_members(binary: &Path, ports: &[Ports], extra: &[&[&str]]) -> Vec<Server> {
         let initial_cluster = ports
             .iter()
             .enumerate()
             .map(|(i, p)| format!("m{i}=http://127.0.0.1:{}", p.peer))
             .collect::<Vec<_>>()
             .join(",");
-        let mut members: Vec<Server> = ports
+        ports
             .iter()
             .enumerate()
             .map(|(i, &p)| {
@@ -121,11 +167,7 @@ impl Server {
                 member.initial_cluster = initial_cluster.clone();
                 member
             })
-            .collect();
-        for member in &mut members {
-            member.spawn();
-        }
-        members
+            .collect()
     }
 
     fn new(binary: &Path, ports: Ports, extra: &[&str], env: &[(&str, &str)]) -> Server {
@@ -136,6 +178,7 @@ impl Server {
             client_port: ports.client,
             initial_cluster: format!("node={peer_url}"),
             name: "node".into(),
+            listen_peer_url: peer_url.clone(),
             peer_url,
             dir: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -209,7 +252,7 @@ impl Server {
             .arg(self.data_dir())
             .args(["--listen-client-urls", &client])
             .args(["--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &self.peer_url])
+            .args(["--listen-peer-urls", &self.listen_peer_url])
             .args(["--initial-advertise-peer-urls", &self.peer_url])
             .args(["--initial-cluster", &self.initial_cluster])
             .args(&self.extra)
