@@ -145,8 +145,7 @@ async fn client(id: usize, endpoint: String, history: History, stop: Arc<AtomicB
 async fn ids(members: &[Server]) -> Vec<u64> {
     let mut ids = Vec::new();
     for m in members {
-        let mut c = Client::connect([m.endpoint()], None).await.unwrap();
-        ids.push(c.status().await.unwrap().header().unwrap().member_id());
+        ids.push(common::member_id(&m.endpoint()).await);
     }
     ids
 }

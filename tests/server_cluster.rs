@@ -28,16 +28,7 @@ async fn leader(at: &Server) -> u64 {
 /// The index of the member whose id is `id`.
 async fn index_of(members: &[Server], id: u64) -> usize {
     for (i, m) in members.iter().enumerate() {
-        if client(m)
-            .await
-            .status()
-            .await
-            .unwrap()
-            .header()
-            .unwrap()
-            .member_id()
-            == id
-        {
+        if common::member_id(&m.endpoint()).await == id {
             return i;
         }
     }
@@ -102,14 +93,7 @@ fn three_members_replicate_fail_over_and_catch_up() {
         let (_, metrics) = common::http_get(&members[first].endpoint(), "/metrics");
         for m in &members {
             if m.name != members[first].name {
-                let id = client(m)
-                    .await
-                    .status()
-                    .await
-                    .unwrap()
-                    .header()
-                    .unwrap()
-                    .member_id();
+                let id = common::member_id(&m.endpoint()).await;
                 let line = format!("etcd_network_peer_sent_bytes_total{{To=\"{id:x}\"}} ");
                 let sent = metrics
                     .lines()
@@ -314,8 +298,7 @@ fn leader_moves(binary: &Path, ports: &[Ports]) -> Vec<String> {
     common::runtime().block_on(async {
         let mut ids = Vec::new();
         for m in &members {
-            let status = client(m).await.status().await.unwrap();
-            ids.push(status.header().unwrap().member_id());
+            ids.push(common::member_id(&m.endpoint()).await);
         }
         if leader(&members[0]).await != ids[0] {
             step(format!("move-leader {:x}", ids[0]));

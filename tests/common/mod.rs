@@ -15,6 +15,13 @@ use std::thread::JoinHandle;
 use etcd_client::Client;
 use keelson_testkit::server::{Ports, Server};
 
+/// The member id of the server at `endpoint`, as its Status says.
+pub async fn member_id(endpoint: &str) -> u64 {
+    let mut client = Client::connect([endpoint], None).await.unwrap();
+    let status = client.status().await.unwrap();
+    status.header().unwrap().member_id()
+}
+
 /// A current-thread tokio runtime.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
