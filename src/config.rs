@@ -681,6 +681,12 @@ impl Config {
         })
     }
 
+    /// How long a write may wait to be applied before its client is answered `request timed
+    /// out`: etcd's 5 s plus two election timeouts.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(5) + 2 * self.tick * self.election_ticks as u32
+    }
+
     /// The page file: `<data-dir>/member/snap/db`, as etcd lays it out.
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("member").join("snap").join("db")

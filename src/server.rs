@@ -9,7 +9,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use glommio::channels::shared_channel;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -121,8 +120,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
             election_timeout: config.tick * config.election_ticks as u32,
             progress_interval: config.watch_progress_notify_interval,
             quota_bytes: config.quota_bytes,
-            request_timeout: Duration::from_secs(5)
-                + 2 * config.tick * config.election_ticks as u32,
+            request_timeout: config.request_timeout(),
             connections: conn::Settings {
                 max_request_bytes: config.max_request_bytes,
                 max_concurrent_streams: config.max_concurrent_streams,

@@ -105,6 +105,20 @@ fn three_members_replicate_fail_over_and_catch_up() {
             common::metric(&members[first].endpoint(), "etcd_server_is_leader"),
             Some(1.0)
         );
+        // It timed its heartbeats' round trips to each follower.
+        assert!(
+            metrics.contains("etcd_network_peer_round_trip_time_seconds_count{To=\""),
+            "{metrics}"
+        );
+        let timed = metrics
+            .lines()
+            .filter(|l| l.starts_with("etcd_network_peer_round_trip_time_seconds_count{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .collect::<Vec<_>>();
+        assert!(
+            timed.len() == 2 && timed.iter().all(|&n| n > 0),
+            "{metrics}"
+        );
 
         // kill -9 the leader: the other two elect one of themselves and take writes again.
         members[first].kill();
@@ -112,6 +126,17 @@ fn three_members_replicate_fail_over_and_catch_up() {
         put_until_acknowledged(&members[survivor], "after", "kill").await;
         let new_leader = leader(&members[survivor]).await;
         assert_ne!(new_leader, leader_id);
+        // The new leader's heartbeats to the killed member fail, and are counted.
+        let mut next = survivor;
+        if common::member_id(&members[next].endpoint()).await != new_leader {
+            next = (first + 2) % 3;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let failures = "etcd_server_heartbeat_send_failures_total";
+        while common::metric(&members[next].endpoint(), failures).unwrap_or(0.0) == 0.0 {
+            assert!(Instant::now() < deadline, "{}", members[next].log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let mut c = client(&members[survivor]).await;
         for i in 50..60 {
             c.put(format!("k{i:02}"), format!("v{i}"), None)

@@ -67,8 +67,19 @@ impl Histogram {
 
     /// Renders the sum of `parts` (histograms with the same buckets: one per core) as one.
     fn render_sum(parts: &[&Histogram], name: &str, help: &str, out: &mut String) {
-        let Some(first) = parts.first() else { return };
         describe(out, name, "histogram", help);
+        Histogram::render_series(parts, name, "", out);
+    }
+
+    /// Renders the sum of `parts` as one series of family `name`, its samples labelled with
+    /// `labels` (`key="value"` pairs, comma-separated; empty: none) besides `le`.
+    fn render_series(parts: &[&Histogram], name: &str, labels: &str, out: &mut String) {
+        let Some(first) = parts.first() else { return };
+        let (with_le, alone) = if labels.is_empty() {
+            (String::new(), String::new())
+        } else {
+            (format!("{labels},"), format!("{{{labels}}}"))
+        };
         let mut cumulative = 0;
         for i in 0..first.buckets.len() {
             cumulative += parts
@@ -77,7 +88,7 @@ impl Histogram {
                 .sum::<u64>();
             let _ = writeln!(
                 out,
-                "{name}_bucket{{le=\"{}\"}} {cumulative}",
+                "{name}_bucket{{{with_le}le=\"{}\"}} {cumulative}",
                 first.bound(i)
             );
         }
@@ -86,8 +97,8 @@ impl Histogram {
             .iter()
             .map(|h| f64::from_bits(h.sum.load(Ordering::Relaxed)))
             .sum();
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+        let _ = writeln!(out, "{name}_bucket{{{with_le}le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{alone} {sum}\n{name}_count{alone} {count}");
     }
 }
 
@@ -140,10 +151,12 @@ pub struct RaftMetrics {
     pub stages: latency::Stages,
     /// Traffic with each other member (set once, when the peer transport starts).
     pub peers: std::sync::OnceLock<Box<[PeerCounters]>>,
+    /// The leader's heartbeats that could not be sent.
+    pub heartbeat_send_failures: AtomicU64,
 }
 
 /// The peer transport's counts for one other member (etcd's `etcd_network_peer_*` families).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PeerCounters {
     /// The member's id.
     pub id: u64,
@@ -153,6 +166,21 @@ pub struct PeerCounters {
     pub received_bytes: AtomicU64,
     /// Messages that could not be sent to it (not connected, or the write failed).
     pub sent_failures: AtomicU64,
+    /// Round trips of the leader's heartbeats to it (etcd's buckets: 0.1 ms doubling, 16).
+    pub round_trip: Histogram,
+}
+
+impl PeerCounters {
+    /// Counters for member `id`.
+    pub fn new(id: u64) -> PeerCounters {
+        PeerCounters {
+            id,
+            sent_bytes: AtomicU64::default(),
+            received_bytes: AtomicU64::default(),
+            sent_failures: AtomicU64::default(),
+            round_trip: Histogram::exponential(0.0001, 16),
+        }
+    }
 }
 
 impl RaftMetrics {
@@ -188,6 +216,7 @@ impl Default for RaftMetrics {
             wal_bytes: AtomicU64::default(),
             stages: latency::Stages::default(),
             peers: std::sync::OnceLock::new(),
+            heartbeat_send_failures: AtomicU64::default(),
         }
     }
 }
@@ -721,6 +750,17 @@ fn render_peers(raft: &RaftMetrics, out: &mut String) {
             let _ = writeln!(out, "{name}{{{label}=\"{:x}\"}} {value}", peer.id);
         }
     }
+    let name = "etcd_network_peer_round_trip_time_seconds";
+    describe(
+        out,
+        name,
+        "histogram",
+        "Round-Trip-Time histogram between peers",
+    );
+    for peer in peers.iter() {
+        let labels = format!("To=\"{:x}\"", peer.id);
+        Histogram::render_series(&[&peer.round_trip], name, &labels, out);
+    }
 }
 
 /// The member's families beside the ones [`render`] writes itself: identity, leadership, the
@@ -803,6 +843,12 @@ fn render_member(raft: &RaftMetrics, cores: &[CoreMetrics], scrape: &Scrape, out
             "gauge",
             "Current backend storage quota size in bytes.",
             quota.to_string(),
+        ),
+        (
+            "etcd_server_heartbeat_send_failures_total",
+            "counter",
+            "The total number of leader heartbeat send failures (likely overloaded from slow disk).",
+            load(&raft.heartbeat_send_failures).to_string(),
         ),
         (
             "etcd_server_slow_apply_total",

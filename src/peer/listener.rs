@@ -19,10 +19,11 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::frame::{self, Frame, HELLO_LEN, Hello};
-use super::transport::Verdict;
+use super::transport::{Probes, Verdict};
 use crate::raft::turn::Event;
 use crate::runtime::link::Published;
 use crate::runtime::mailbox::Mailbox;
+use raft::eraftpb::MessageType;
 
 /// Bytes a reader asks the socket for at a time (more when a frame is larger).
 const READ_CHUNK: usize = 64 << 10;
@@ -36,39 +37,39 @@ pub struct Identity {
     pub member_id: u64,
 }
 
+/// What every connection's reader hands its frames to.
+pub struct Receiver {
+    /// Who this member is.
+    pub identity: Identity,
+    /// The raft core's events.
+    pub events: Rc<Mailbox<Event>>,
+    /// The member's metrics.
+    pub published: Arc<Published>,
+    /// The heartbeats the transport timed.
+    pub probes: Rc<Probes>,
+}
+
 /// Binds every address in `addrs` and serves peers on them until the returned tasks are dropped;
-/// their messages go to `events`.
-pub fn listen(
-    addrs: &[SocketAddr],
-    identity: Identity,
-    events: Rc<Mailbox<Event>>,
-    published: Arc<Published>,
-) -> std::io::Result<Vec<glommio::Task<()>>> {
+/// their frames go to `receiver`.
+pub fn listen(addrs: &[SocketAddr], receiver: Receiver) -> std::io::Result<Vec<glommio::Task<()>>> {
+    let receiver = Rc::new(receiver);
     let mut tasks = Vec::new();
     for &addr in addrs {
         let listener = crate::api::conn::exclusive_listener(addr)
             .map_err(|e| std::io::Error::new(e.kind(), format!("listen tcp {addr}: bind: {e}")))?;
         tracing::info!(address = %addr, "serving peer traffic");
-        let (events, published) = (events.clone(), published.clone());
-        tasks.push(glommio::spawn_local(accept(
-            listener, identity, events, published,
-        )));
+        tasks.push(glommio::spawn_local(accept(listener, receiver.clone())));
     }
     Ok(tasks)
 }
 
-async fn accept(
-    listener: TcpListener,
-    identity: Identity,
-    events: Rc<Mailbox<Event>>,
-    published: Arc<Published>,
-) {
+async fn accept(listener: TcpListener, receiver: Rc<Receiver>) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                let (events, published) = (events.clone(), published.clone());
+                let receiver = receiver.clone();
                 glommio::spawn_local(async move {
-                    if let Err(e) = read(stream, identity, &events, &published).await {
+                    if let Err(e) = read(stream, &receiver).await {
                         tracing::debug!("a peer connection ended: {e}");
                     }
                 })
@@ -83,12 +84,13 @@ async fn accept(
 }
 
 /// Serves one connection until it ends.
-async fn read(
-    mut stream: TcpStream,
-    identity: Identity,
-    events: &Mailbox<Event>,
-    published: &Published,
-) -> std::io::Result<()> {
+async fn read(mut stream: TcpStream, receiver: &Receiver) -> std::io::Result<()> {
+    let Receiver {
+        identity,
+        events,
+        published,
+        probes,
+    } = receiver;
     let _ = stream.set_nodelay(true);
     let mut hello = [0u8; HELLO_LEN];
     stream.read_exact(&mut hello).await?;
@@ -140,7 +142,14 @@ async fn read(
         for frame in frames {
             match frame {
                 // A member speaks for itself only.
-                Frame::Raft(message) if message.from == hello.from => messages.push(message),
+                Frame::Raft(message) if message.from == hello.from => {
+                    if message.msg_type == MessageType::MsgHeartbeatResponse as i32
+                        && let Some((took, counters)) = probes.answered(hello.from).zip(counters)
+                    {
+                        counters.round_trip.observe(took);
+                    }
+                    messages.push(message);
+                }
                 Frame::Raft(_) => {}
                 Frame::Lease(lease) => events.push(Event::Lease {
                     from: hello.from,

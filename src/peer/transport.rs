@@ -12,15 +12,16 @@
 //!
 //! Runs on: the raft core.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 
 use super::frame::{self, Frame, Hello};
 use crate::config::Peer;
@@ -35,6 +36,8 @@ pub const MAX_QUEUED: usize = 4096;
 pub const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// The longest wait before dialling a member again.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// A heartbeat unanswered this long is taken as lost: the next one is timed instead.
+const PROBE_LOST: Duration = Duration::from_secs(1);
 /// How long dialling, and the member's answer to the hello, may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long one write may wait on a member that does not read (then the connection is dropped).
@@ -68,6 +71,7 @@ impl Verdict {
 pub struct PeerTransport {
     outboxes: HashMap<u64, (Rc<Mailbox<Frame>>, usize)>,
     published: Arc<Published>,
+    probes: Rc<Probes>,
     /// The writer tasks: dropped (and so stopped) with the transport.
     _writers: Vec<glommio::Task<()>>,
 }
@@ -88,14 +92,9 @@ impl PeerTransport {
         member_id: u64,
         peers: &[Peer],
         published: Arc<Published>,
+        probes: Rc<Probes>,
     ) -> PeerTransport {
-        let counters = peers
-            .iter()
-            .map(|p| PeerCounters {
-                id: p.id,
-                ..PeerCounters::default()
-            })
-            .collect();
+        let counters = peers.iter().map(|p| PeerCounters::new(p.id)).collect();
         // Set once, by the one transport a member starts.
         let _ = published.metrics.peers.set(counters);
         let mut outboxes = HashMap::new();
@@ -120,12 +119,9 @@ impl PeerTransport {
         PeerTransport {
             outboxes,
             published,
+            probes,
             _writers: writers,
         }
-    }
-
-    fn counters(&self, slot: usize) -> &PeerCounters {
-        counters(&self.published, slot)
     }
 
     /// Queues `frame` for member `to`, unless its queue is full.
@@ -135,10 +131,11 @@ impl PeerTransport {
             return;
         };
         if outbox.len() >= MAX_QUEUED {
-            self.counters(*slot)
-                .sent_failures
-                .fetch_add(1, Ordering::Relaxed);
+            failed(&self.published, *slot, std::slice::from_ref(&frame));
             return;
+        }
+        if is_heartbeat(&frame) {
+            self.probes.sent(to);
         }
         outbox.push(frame);
     }
@@ -146,6 +143,47 @@ impl PeerTransport {
 
 fn counters(published: &Published, slot: usize) -> &PeerCounters {
     &published.metrics.peers.get().expect("set at start")[slot]
+}
+
+fn is_heartbeat(frame: &Frame) -> bool {
+    matches!(frame, Frame::Raft(m) if m.msg_type == MessageType::MsgHeartbeat as i32)
+}
+
+/// Counts `frames` that could not be sent to the member in `slot` (and the heartbeats among
+/// them, as etcd's `heartbeat_send_failures_total` does).
+fn failed(published: &Published, slot: usize, frames: &[Frame]) {
+    counters(published, slot)
+        .sent_failures
+        .fetch_add(frames.len() as u64, Ordering::Relaxed);
+    let heartbeats = frames.iter().filter(|f| is_heartbeat(f)).count();
+    published
+        .metrics
+        .heartbeat_send_failures
+        .fetch_add(heartbeats as u64, Ordering::Relaxed);
+}
+
+/// The round trip of the leader's heartbeats, per member: when the oldest heartbeat not yet
+/// answered went out. Shared by the transport (which sends heartbeats) and the listener (which
+/// receives the answers), on the raft core's executor.
+#[derive(Debug, Default)]
+pub struct Probes(RefCell<HashMap<u64, Instant>>);
+
+impl Probes {
+    /// A heartbeat goes to member `to` (the probe restarts if the last went unanswered a second).
+    fn sent(&self, to: u64) {
+        let mut pending = self.0.borrow_mut();
+        let now = Instant::now();
+        let since = pending.entry(to).or_insert(now);
+        if now.duration_since(*since) > PROBE_LOST {
+            *since = now;
+        }
+    }
+
+    /// Member `from` answered a heartbeat: the round trip, if one was timed.
+    pub fn answered(&self, from: u64) -> Option<Duration> {
+        let sent = self.0.borrow_mut().remove(&from)?;
+        Some(sent.elapsed())
+    }
 }
 
 impl Transport for PeerTransport {
@@ -208,7 +246,7 @@ impl Writer {
                         connection.insert(stream)
                     }
                     Err(e) => {
-                        self.failed(batch.len());
+                        failed(&self.published, self.slot, &batch);
                         batch.clear();
                         if active {
                             active = false;
@@ -234,9 +272,8 @@ impl Writer {
                 },
             };
             bytes.clear();
-            let sent = batch.len();
-            for frame in batch.drain(..) {
-                if let Err(e) = frame::encode(&frame, &mut bytes) {
+            for frame in &batch {
+                if let Err(e) = frame::encode(frame, &mut bytes) {
                     tracing::warn!(peer_id, "a frame was not sent: {e}");
                 }
             }
@@ -248,7 +285,7 @@ impl Writer {
                 }
                 Err(e) => {
                     connection = None;
-                    self.failed(sent);
+                    failed(&self.published, self.slot, &batch);
                     active = false;
                     tracing::warn!(
                         peer_id,
@@ -257,13 +294,8 @@ impl Writer {
                     );
                 }
             }
+            batch.clear();
         }
-    }
-
-    fn failed(&self, messages: usize) {
-        counters(&self.published, self.slot)
-            .sent_failures
-            .fetch_add(messages as u64, Ordering::Relaxed);
     }
 
     /// Dials the member's addresses in turn and says hello; returns the first that accepts.

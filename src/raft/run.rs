@@ -21,8 +21,8 @@ use super::turn::{Event, RaftCore, RaftCoreError};
 use crate::apply::Applier;
 use crate::config::Config;
 use crate::ids;
-use crate::peer::listener::{self, Identity};
-use crate::peer::transport::PeerTransport;
+use crate::peer::listener::{self, Identity, Receiver};
+use crate::peer::transport::{PeerTransport, Probes};
 use crate::runtime::link::{Batch, FromRaft, Published, ServingCore, ToRaft};
 use crate::runtime::mailbox::Mailbox;
 use crate::runtime::shutdown::{Cause, Shutdown};
@@ -109,23 +109,24 @@ async fn serve(
         published.clone(),
         wake,
     );
+    let probes = Rc::new(Probes::default());
     let transport = PeerTransport::start(
         config.cluster_id,
         config.member_id,
         &config.peers,
         published.clone(),
+        probes.clone(),
     );
-    let identity = Identity {
-        cluster_id: config.cluster_id,
-        member_id: config.member_id,
+    let receiver = Receiver {
+        identity: Identity {
+            cluster_id: config.cluster_id,
+            member_id: config.member_id,
+        },
+        events: events.clone(),
+        published: published.clone(),
+        probes,
     };
-    let listeners = listener::listen(
-        &config.peer_addrs,
-        identity,
-        events.clone(),
-        published.clone(),
-    )
-    .map_err(RaftCoreError::Peer)?;
+    let listeners = listener::listen(&config.peer_addrs, receiver).map_err(RaftCoreError::Peer)?;
     let mut core = RaftCore::new(
         booted.node,
         booted.wal,
@@ -144,6 +145,9 @@ async fn serve(
             &me.client_urls,
         );
     }
+    // Twice the time its client waits for it: the client has had its answer by then.
+    let patience = 2 * config.request_timeout().as_millis() / config.tick.as_millis().max(1);
+    core.forget_proposals_after(patience as u64);
     if let Some(mode) = config.auto_compaction {
         core.compact_automatically(Compactor::new(mode, std::time::Instant::now()));
     }

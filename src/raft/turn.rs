@@ -99,8 +99,13 @@ pub struct RaftCore<L, S, T> {
     state: S,
     transport: T,
     published: Arc<Published>,
-    /// Proposals in flight, by request id: the serving core to answer, and when it was proposed.
-    proposals: HashMap<u64, (ServingCore, Instant)>,
+    /// Proposals in flight, by request id: the serving core to answer, and when it was proposed
+    /// (the instant, and the tick).
+    proposals: HashMap<u64, (ServingCore, Instant, u64)>,
+    /// Ticks so far.
+    ticks: u64,
+    /// Ticks after which a proposal still in flight is forgotten (`None`: never).
+    proposal_patience: Option<u64>,
     reads: Reads,
     lessor: Lessor,
     /// Replies gathered this turn, per serving core.
@@ -175,6 +180,8 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
             transport,
             published,
             proposals: HashMap::new(),
+            ticks: 0,
+            proposal_patience: None,
             reads: Reads::new(retry_after, first_read_context),
             lessor,
             replies: (0..serving_cores).map(|_| Vec::new()).collect(),
@@ -187,6 +194,12 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
             next_forward: first_read_context,
             stopping: false,
         }
+    }
+
+    /// Forgets a proposal still in flight after `ticks`: its client has been answered `request
+    /// timed out` by then, and a proposal lost on its way to the leader is never applied here.
+    pub fn forget_proposals_after(&mut self, ticks: u64) {
+        self.proposal_patience = Some(ticks);
     }
 
     /// Compacts as `compactor` asks (auto-compaction), while this member leads.
@@ -231,6 +244,11 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
                         *ticks += 1;
                     }
                     self.age_forwarded();
+                    self.ticks += 1;
+                    if let Some(patience) = self.proposal_patience {
+                        let now = self.ticks;
+                        self.proposals.retain(|_, p| now - p.2 < patience);
+                    }
                 }
                 Event::Requests(core, batch) => {
                     self.stages().observe(Stage::ToRaft, batch.sent.elapsed());
@@ -314,6 +332,12 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
         self.state.close().await?;
         self.log.close().await;
         Ok(())
+    }
+
+    /// Proposals in flight, for the simulation's checks.
+    #[cfg(test)]
+    pub fn proposals_in_flight(&self) -> usize {
+        self.proposals.len()
     }
 
     /// The raft node, for the simulation's checks.
@@ -468,7 +492,8 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
     fn propose(&mut self, core: ServingCore, id: u64, data: Vec<u8>) {
         match self.node.propose(Vec::new(), data) {
             Ok(()) => {
-                self.proposals.insert(id, (core, Instant::now()));
+                self.proposals
+                    .insert(id, (core, Instant::now(), self.ticks));
             }
             Err(_) => {
                 self.published
@@ -751,7 +776,7 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
                 );
                 continue;
             }
-            if let Some((core, proposed)) = self.proposals.remove(&id) {
+            if let Some((core, proposed, _)) = self.proposals.remove(&id) {
                 self.stages().observe(Stage::Proposal, proposed.elapsed());
                 self.replies[core.0].push(FromRaft::Applied { id, outcome });
             }

@@ -572,6 +572,18 @@ impl Cluster {
         self.members[m].events.push(Event::Tick);
     }
 
+    /// Makes member `m` forget a proposal still in flight after `ticks`.
+    pub fn forget_proposals_after(&mut self, m: usize, ticks: u64) {
+        let core = self.members[m].core.as_mut().expect("alive");
+        core.forget_proposals_after(ticks);
+    }
+
+    /// Proposals member `m` has in flight.
+    pub fn proposals_in_flight(&self, m: usize) -> usize {
+        let core = self.members[m].core.as_ref().expect("alive");
+        core.proposals_in_flight()
+    }
+
     /// Arms a fault for member `m`'s next persist.
     pub fn fault(&mut self, m: usize, fault: Fault) {
         self.members[m].disk.borrow_mut().fault = Some(fault);

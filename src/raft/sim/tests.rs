@@ -322,3 +322,31 @@ fn random_schedules_of_five_members() {
         random_schedule(5, 500 + seed);
     }
 }
+
+#[test]
+fn a_proposal_lost_on_its_way_to_the_leader_is_forgotten_once_its_client_gave_up() {
+    let mut c = Cluster::new(3, 11);
+    assert!(c.settle(200));
+    let leader = c.leader().expect("a leader");
+    let follower = (leader + 1) % 3;
+    c.forget_proposals_after(follower, 20);
+    c.set_cut(follower, leader, true);
+    c.propose(follower);
+    c.step();
+    assert_eq!(c.proposals_in_flight(follower), 1, "{}", c.describe());
+    for _ in 0..19 {
+        c.tick(follower);
+        c.step();
+    }
+    assert_eq!(
+        c.proposals_in_flight(follower),
+        1,
+        "kept while its client may wait"
+    );
+    c.tick(follower);
+    c.step();
+    assert_eq!(c.proposals_in_flight(follower), 0, "{}", c.describe());
+    c.heal();
+    assert!(c.settle(200));
+    c.check_consistent();
+}
