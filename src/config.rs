@@ -371,6 +371,8 @@ pub struct Config {
     pub peer_addrs: Vec<SocketAddr>,
     /// The other members, and where to reach them.
     pub peers: Vec<Peer>,
+    /// Whether the member joins a cluster that exists (`--initial-cluster-state existing`).
+    pub joining: bool,
     /// This member's id.
     pub member_id: u64,
     /// The cluster's id.
@@ -648,6 +650,7 @@ impl Config {
             members,
             peer_addrs,
             peers,
+            joining: flags.initial_cluster_state == "existing",
             member_id,
             cluster_id,
             tick: Duration::from_millis(flags.heartbeat_interval),

@@ -44,6 +44,9 @@ pub enum ServerError {
         /// What failed.
         error: std::io::Error,
     },
+    /// The member was asked for something it cannot do.
+    #[error("{0}")]
+    Refused(String),
     /// The page file could not be opened.
     #[error(transparent)]
     Store(#[from] mvcc::MvccError),
@@ -74,6 +77,16 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
         serving_cpus = ?serving_cpus,
         "starting a keelson member"
     );
+    let has_wal = std::fs::read_dir(&config.wal_dir).is_ok_and(|mut d| d.next().is_some());
+    if config.joining && !has_wal {
+        // etcd would ask the cluster's members for the cluster; keelson cannot add itself yet.
+        return Err(ServerError::Refused(
+            "cannot fetch cluster info from peer urls: joining an existing cluster \
+             (--initial-cluster-state existing on an empty data dir) needs membership changes, \
+             which keelson does not have yet"
+                .into(),
+        ));
+    }
     let db_path = config.db_path();
     let snap_dir = db_path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(snap_dir).map_err(|error| ServerError::Io {

@@ -350,3 +350,47 @@ fn leadership_moves_as_etcd_moves_it() {
     assert!(etcd[1].contains("bad leader transferee"), "{etcd:#?}");
     assert!(etcd[2].contains("not leader"), "{etcd:#?}");
 }
+
+#[test]
+fn joining_an_existing_cluster_on_an_empty_data_dir_is_refused_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let peer = format!("http://127.0.0.1:{}", ports.peer);
+    let client = format!("http://127.0.0.1:{}", ports.client);
+    let out = std::process::Command::new(binary())
+        .args(["--name", "m3", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
+        .args([
+            "--initial-cluster",
+            &format!("m3={peer},m1=http://127.0.0.1:1"),
+        ])
+        .args(["--initial-cluster-state", "existing"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot fetch cluster info from peer urls"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path()
+            .join("data")
+            .join("member")
+            .join("snap")
+            .join("db")
+            .exists()
+    );
+}
