@@ -194,6 +194,12 @@ impl Server {
         Server::start(Path::new("/usr/bin/etcd"), ports, &[])
     }
 
+    /// Runs `binary` from now on, on the same data directory, ports and flags (etcd's members
+    /// handed over to keelson, say); takes effect at the next [`Server::spawn`].
+    pub fn set_binary(&mut self, binary: &Path) {
+        self.binary = binary.to_path_buf();
+    }
+
     /// Its ports.
     pub fn ports(&self) -> Ports {
         let peer = self
