@@ -151,6 +151,9 @@ impl Store {
         txn.publish()?;
         let view = db.begin_read()?;
         let finished = meta_revision(&view, FINISHED_COMPACT)?;
+        // A compaction is never scheduled past the revision of its time: the store's revision is
+        // at least that, even when compaction has removed every record up to it.
+        let scheduled = meta_revision(&view, SCHEDULED_COMPACT)?;
         let current = if rebuild::is_current(&view, finished)? {
             revisions(&view)?.current
         } else {
@@ -161,7 +164,7 @@ impl Store {
                 tracing::info!(path = %db.path().display(), "keelson's index is missing or stale: building it from the key bucket");
             }
             let rebuilt = rebuild::rebuild(&mut writer, options.batch)?;
-            let current = rebuilt.newest.max(finished).max(1);
+            let current = rebuilt.newest.max(finished).max(scheduled).max(1);
             let mut txn = writer.begin()?;
             let mut state = txn.bucket(STATE)?;
             state.put(STATE_FORMAT, &FORMAT.to_le_bytes())?;
@@ -175,7 +178,6 @@ impl Store {
             current
         };
         let view = db.begin_read()?;
-        let scheduled = meta_revision(&view, SCHEDULED_COMPACT)?;
         let keys = match bucket(&view, STATE)?.get(STATE_KEYS)? {
             Some(b) => decode_i64(b)?,
             // A file from before keelson kept the count, or etcd's: counted once.
