@@ -234,10 +234,7 @@ fn a_member_of_another_cluster_is_refused() {
 /// `etcdctl member list` on every member of a three-member cluster on `ports`, once every member
 /// lists every other as started (each published its name and client URLs through raft).
 fn member_lists(binary: &Path, ports: &[Ports]) -> Vec<String> {
-    let mut members = Server::cluster_spawned_on(binary, ports, &[&[], &[], &[]]);
-    for m in &mut members {
-        m.wait_until_serving();
-    }
+    let members = Server::cluster_of_three_on(binary, ports);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let lists: Vec<String> = members
@@ -310,10 +307,7 @@ fn a_followers_lease_keep_alives_reach_the_leader() {
 /// recorded: whoever led first), then recorded: etcdctl moves it to `m1`, then to a member that
 /// does not exist, and `m0`, a follower now, is asked to move it.
 fn leader_moves(binary: &Path, ports: &[Ports]) -> Vec<String> {
-    let mut members = Server::cluster_spawned_on(binary, ports, &[&[], &[], &[]]);
-    for m in &mut members {
-        m.wait_until_serving();
-    }
+    let members = Server::cluster_of_three_on(binary, ports);
     let all = members
         .iter()
         .map(Server::endpoint)
@@ -353,41 +347,20 @@ fn leadership_moves_as_etcd_moves_it() {
 
 #[test]
 fn joining_an_existing_cluster_on_an_empty_data_dir_is_refused_plainly() {
-    let dir = tempfile::tempdir().unwrap();
-    let ports = Ports::free();
-    let peer = format!("http://127.0.0.1:{}", ports.peer);
-    let client = format!("http://127.0.0.1:{}", ports.client);
-    let out = std::process::Command::new(binary())
-        .args(["--name", "m3", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args([
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args([
-            "--initial-cluster",
-            &format!("m3={peer},m1=http://127.0.0.1:1"),
-        ])
-        .args(["--initial-cluster-state", "existing"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let existing: &[&str] = &["--initial-cluster-state", "existing"];
+    let mut member = Server::cluster_spawned(binary(), &[existing]).remove(0);
+    let status = member.exit_within(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| !s.success()), "{}", member.log());
     assert!(
-        stderr.contains("cannot fetch cluster info from peer urls"),
-        "{stderr}"
+        member
+            .log()
+            .contains("cannot fetch cluster info from peer urls"),
+        "{}",
+        member.log()
     );
     assert!(
-        !dir.path()
-            .join("data")
+        !member
+            .data_dir()
             .join("member")
             .join("snap")
             .join("db")
@@ -398,11 +371,7 @@ fn joining_an_existing_cluster_on_an_empty_data_dir_is_refused_plainly() {
 #[test]
 fn an_etcd_cluster_stopped_and_restarted_as_keelson_serves_on() {
     let ports: Vec<Ports> = (0..3).map(|_| Ports::free()).collect();
-    let mut members =
-        Server::cluster_spawned_on(Path::new("/usr/bin/etcd"), &ports, &[&[], &[], &[]]);
-    for m in &mut members {
-        m.wait_until_serving();
-    }
+    let mut members = Server::cluster_of_three_on(Path::new("/usr/bin/etcd"), &ports);
     let lease = common::runtime().block_on(async {
         let mut c = client(&members[0]).await;
         for i in 0..50 {

@@ -25,7 +25,7 @@ use crate::runtime::link::Published;
 use crate::runtime::mailbox::Mailbox;
 use raft::eraftpb::MessageType;
 
-/// Bytes a reader asks the socket for at a time (more when a frame is larger).
+/// A reader's buffer to begin with (it doubles while a frame does not fit).
 const READ_CHUNK: usize = 64 << 10;
 
 /// Who this member is, for the hellos it receives.
@@ -121,12 +121,17 @@ async fn read(mut stream: TcpStream, receiver: &Receiver) -> std::io::Result<()>
         return Ok(());
     }
     let counters = published.metrics.peer(hello.from);
-    let mut buffer = Vec::new();
+    // `buffer[..filled]` holds bytes read and not yet decoded; the buffer is zeroed only when it
+    // grows (a frame larger than it), not on every read.
+    let mut buffer = vec![0u8; READ_CHUNK];
+    let mut filled = 0;
+    let mut frames = Vec::new();
     loop {
-        let filled = buffer.len();
-        buffer.resize(filled + READ_CHUNK, 0);
+        if filled == buffer.len() {
+            buffer.resize(2 * buffer.len(), 0);
+        }
         let read = stream.read(&mut buffer[filled..]).await?;
-        buffer.truncate(filled + read);
+        filled += read;
         if read == 0 {
             return Ok(());
         }
@@ -135,11 +140,11 @@ async fn read(mut stream: TcpStream, receiver: &Receiver) -> std::io::Result<()>
                 .received_bytes
                 .fetch_add(read as u64, Ordering::Relaxed);
         }
-        let mut frames = Vec::new();
-        let taken = frame::decode(&buffer, &mut frames).map_err(std::io::Error::other)?;
-        buffer.drain(..taken);
+        let taken = frame::decode(&buffer[..filled], &mut frames).map_err(std::io::Error::other)?;
+        buffer.copy_within(taken..filled, 0);
+        filled -= taken;
         let mut messages = Vec::new();
-        for frame in frames {
+        for frame in frames.drain(..) {
             match frame {
                 // A member speaks for itself only.
                 Frame::Raft(message) if message.from == hello.from => {

@@ -357,17 +357,24 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
         if self.stopping {
             return;
         }
+        match self.transferee_for_stop() {
+            Some(to) => self.start_handover(to, None, true),
+            None => self.stopping = true,
+        }
+    }
+
+    /// The follower a stopping leader hands over to (`None`, said why: no handover).
+    fn transferee_for_stop(&self) -> Option<u64> {
         let raft = &self.node.raft;
         let local_member_id = format!("{:x}", raft.id);
         let current_leader_member_id = format!("{:x}", raft.leader_id);
-        self.stopping = true;
         if raft.state != StateRole::Leader {
             tracing::info!(
                 local_member_id,
                 current_leader_member_id,
                 "skipped leadership transfer; local server is not leader"
             );
-            return;
+            return None;
         }
         let voters = raft.prs().conf().voters().ids();
         if voters.len() < 2 {
@@ -376,7 +383,7 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
                 current_leader_member_id,
                 "skipped leadership transfer for single voting member cluster"
             );
-            return;
+            return None;
         }
         let transferee = raft
             .prs()
@@ -384,52 +391,43 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
             .filter(|&(&id, p)| id != raft.id && p.recent_active && voters.contains(id))
             .max_by_key(|&(_, p)| p.matched)
             .map(|(&id, _)| id);
-        let Some(to) = transferee else {
+        if transferee.is_none() {
             tracing::warn!(
                 local_member_id,
                 error = "etcdserver: unhealthy cluster",
                 "leadership transfer failed"
             );
-            return;
-        };
-        self.stopping = false;
-        self.start_handover(to, None, true);
+        }
+        transferee
     }
 
     /// etcd's MoveLeader: the leader hands leadership to voter `target`, answering `asker` once
     /// the target leads.
     fn move_leader(&mut self, asker: (ServingCore, Token), target: u64) {
         let raft = &self.node.raft;
-        let refusal = if raft.state != StateRole::Leader || self.stopping {
-            Some(Refusal::NotLeader)
+        let answer = if raft.state != StateRole::Leader || self.stopping {
+            Some(Err(Refusal::NotLeader))
         } else if !raft.prs().conf().voters().contains(target) {
-            Some(Refusal::BadLeaderTransferee)
+            Some(Err(Refusal::BadLeaderTransferee))
+        } else if target == raft.id {
+            Some(Ok(()))
         } else {
-            None
-        };
-        let (core, token) = asker;
-        match (refusal, &mut self.handover) {
-            (Some(refusal), _) => {
-                self.replies[core.0].push(FromRaft::Done {
-                    token,
-                    result: Err(refusal),
-                });
-            }
-            (None, _) if target == raft.id => {
-                self.replies[core.0].push(FromRaft::Done {
-                    token,
-                    result: Ok(()),
-                });
-            }
-            (None, Some(handover)) if handover.to == target => handover.waiters.push(asker),
-            (None, Some(_)) => {
+            match &mut self.handover {
+                Some(handover) if handover.to == target => {
+                    handover.waiters.push(asker);
+                    None
+                }
                 // Another move is under way; etcd's would time out against it too.
-                self.replies[core.0].push(FromRaft::Done {
-                    token,
-                    result: Err(Refusal::LeaderTransferTimedOut),
-                });
+                Some(_) => Some(Err(Refusal::LeaderTransferTimedOut)),
+                None => {
+                    self.start_handover(target, Some(asker), false);
+                    None
+                }
             }
-            (None, None) => self.start_handover(target, Some(asker), false),
+        };
+        if let Some(result) = answer {
+            let (core, token) = asker;
+            self.replies[core.0].push(FromRaft::Done { token, result });
         }
     }
 
@@ -455,7 +453,7 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
     /// Ends a handover that succeeded or ran out of time: answers those who asked for it, and
     /// stops the member if it was stopping.
     fn check_handover(&mut self) {
-        let Some(handover) = &self.handover else {
+        let Some(handover) = self.handover.take() else {
             return;
         };
         let raft = &self.node.raft;
@@ -477,11 +475,12 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
             );
             Err(())
         } else {
+            self.handover = Some(handover);
             return;
         };
         let Handover {
             waiters, then_stop, ..
-        } = self.handover.take().expect("checked above");
+        } = handover;
         for (core, token) in waiters {
             let result = result.map_err(|()| Refusal::LeaderTransferTimedOut);
             self.replies[core.0].push(FromRaft::Done { token, result });

@@ -96,10 +96,22 @@ impl Server {
     /// started together, then waited for until each answers.
     pub fn cluster(binary: &Path, size: usize, extra: &[&str]) -> Vec<Server> {
         let mut members = Server::cluster_spawned(binary, &vec![extra; size]);
-        for member in &mut members {
+        Server::wait_for_all(&mut members);
+        members
+    }
+
+    /// A new cluster of three on `ports`, started with no extra flags and waited for.
+    pub fn cluster_of_three_on(binary: &Path, ports: &[Ports]) -> Vec<Server> {
+        let mut members = Server::cluster_spawned_on(binary, ports, &[&[], &[], &[]]);
+        Server::wait_for_all(&mut members);
+        members
+    }
+
+    /// Waits until every one of `members` answers.
+    fn wait_for_all(members: &mut [Server]) {
+        for member in members {
             member.wait_until_serving();
         }
-        members
     }
 
     /// The members of a new cluster, member `i` started with `extra[i]`, not waited for.
@@ -128,15 +140,12 @@ impl Server {
                 peer: p.port(),
             })
             .collect();
-        let mut members = Server::cluster_spawned_on(binary, &ports, &vec![extra; size]);
+        let mut members = Server::cluster_members(binary, &ports, &vec![extra; size]);
         for (member, port) in members.iter_mut().zip(&listen) {
-            member.kill();
             member.listen_peer_url = format!("http://127.0.0.1:{port}");
             member.spawn();
         }
-        for member in &mut members {
-            member.wait_until_serving();
-        }
+        Server::wait_for_all(&mut members);
         (members, proxies)
     }
 
