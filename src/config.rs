@@ -29,6 +29,8 @@ const MAX_REQUEST_BYTES: u32 = 32 << 20;
 const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(600);
 /// etcd's shortest period of watch progress notifications (`minWatchProgressInterval`).
 const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// etcd's `--snapshot-catchup-entries` default.
+pub const DEFAULT_CATCH_UP_ENTRIES: u64 = 5000;
 /// etcd's `--snapshot-count` default.
 pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
 
@@ -87,9 +89,21 @@ pub struct Flags {
     /// (periodic) or revisions (revision); 0 means off.
     #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
     pub auto_compaction_retention: String,
-    /// Number of committed transactions to trigger a snapshot to disk.
+    /// Number of committed transactions to trigger a snapshot to disk (keelson: entries a leader
+    /// keeps for a follower behind, at most; one further behind is sent the page file).
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = DEFAULT_SNAPSHOT_COUNT)]
     pub snapshot_count: u64,
+    /// Number of entries for a slow follower to catch up after compacting the raft storage
+    /// entries (default 5000; etcd 3.6's spelling).
+    #[arg(long, env = "ETCD_SNAPSHOT_CATCHUP_ENTRIES")]
+    pub snapshot_catchup_entries: Option<u64>,
+    /// The same, as etcd 3.5 spells it (either way).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES",
+        alias = "experimental-snapshot-catch-up-entries"
+    )]
+    pub experimental_snapshot_catchup_entries: Option<u64>,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
     pub heartbeat_interval: u64,
@@ -208,9 +222,6 @@ pub const INERT_FLAGS: &[&str] = &[
     // etcd's snapshot files and WAL retention (keelson releases WAL segments behind its page file).
     "max-snapshots",
     "max-wals",
-    "snapshot-catchup-entries",
-    "experimental-snapshot-catchup-entries",
-    "experimental-snapshot-catch-up-entries",
     // Raft and membership (the cluster issue acts on these).
     "initial-election-tick-advance",
     "pre-vote",
@@ -403,6 +414,12 @@ pub struct Config {
     pub keepalive: Option<(Duration, Duration)>,
     /// When the page file is synced.
     pub sync: SyncSchedule,
+    /// Entries a leader keeps for a follower behind, at most (`--snapshot-count`); one further
+    /// behind is sent the page file as a snapshot.
+    pub snapshot_count: u64,
+    /// Entries a cluster member keeps behind what its page file holds, for followers to catch up
+    /// from (`--snapshot-catchup-entries`).
+    pub catch_up_entries: u64,
     /// CPUs to run on (None: every CPU in the affinity mask).
     pub cores: Option<String>,
     /// Whether the raft core's CPU serves clients too (it does anyway with one CPU).
@@ -679,6 +696,11 @@ impl Config {
                 why,
             })?,
             sync: sync_schedule(flags.backend_batch_interval, flags.backend_batch_limit),
+            snapshot_count: flags.snapshot_count,
+            catch_up_entries: flags
+                .snapshot_catchup_entries
+                .or(flags.experimental_snapshot_catchup_entries)
+                .unwrap_or(DEFAULT_CATCH_UP_ENTRIES),
             cores: flags.cores.clone(),
             serve_on_raft_core: flags.serve_on_raft_core,
         })

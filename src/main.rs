@@ -138,11 +138,6 @@ fn run_member(
         logging::flush(Duration::from_millis(300));
         return ExitCode::FAILURE;
     }
-    let mut inert = inert.to_vec();
-    if flags.snapshot_count != config::DEFAULT_SNAPSHOT_COUNT {
-        // The page file syncs on time (every 100 ms), not on a count of entries.
-        inert.push("snapshot-count".into());
-    }
     for flag in inert {
         tracing::warn!("--{flag} is an etcd flag keelson does not act on yet; ignored");
     }

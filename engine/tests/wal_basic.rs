@@ -41,9 +41,11 @@ fn every_record_kind_survives_reopen() {
         let wal = Wal::create(&path, b"member 1 of cluster 7", 1, small(1 << 20))
             .await
             .unwrap();
+        // The log restarts after a snapshot installed at 20; the entries follow it.
+        wal.restart_after(20, 2).await.unwrap();
         let conf = Entry {
-            index: 1,
-            term: 1,
+            index: 21,
+            term: 2,
             kind: EntryKind::ConfChangeV2,
             context: b"ctx".to_vec(),
             data: b"add 2".to_vec(),
@@ -51,29 +53,26 @@ fn every_record_kind_survives_reopen() {
         wal.append_durably(&[
             Record::from(&conf),
             Record::HardState(HardState {
-                term: 1,
+                term: 2,
                 vote: 1,
-                commit: 1,
+                commit: 21,
             }),
         ])
         .await
         .unwrap();
-        let entries: Vec<Entry> = (2..=50).map(|i| entry(i, 2, 100)).collect();
+        let entries: Vec<Entry> = (22..=50).map(|i| entry(i, 2, 100)).collect();
         let records: Vec<Record<'_>> = entries.iter().map(Record::from).collect();
         wal.append_durably(&records).await.unwrap();
-        wal.append_durably(&[
-            Record::Snapshot { index: 20, term: 2 },
-            Record::HardState(HardState {
-                term: 2,
-                vote: 1,
-                commit: 50,
-            }),
-        ])
+        wal.append_durably(&[Record::HardState(HardState {
+            term: 2,
+            vote: 1,
+            commit: 50,
+        })])
         .await
         .unwrap();
         wal.close().await;
 
-        let (_wal, replay) = Wal::open(&path, 0, small(1 << 20)).await.unwrap();
+        let (_wal, replay) = Wal::open(&path, 20, small(1 << 20)).await.unwrap();
         assert_eq!(
             replay.metadata.as_deref(),
             Some(&b"member 1 of cluster 7"[..])
@@ -89,6 +88,44 @@ fn every_record_kind_survives_reopen() {
         assert_eq!(replay.snapshots, vec![(20, 2)]);
         assert_eq!(replay.entries[0], conf);
         assert_eq!(&replay.entries[1..], &entries[..]);
+    });
+}
+
+#[test]
+fn a_snapshot_marker_voids_the_entries_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let wal = Wal::create(&path, b"m", 1, small(1 << 20)).await.unwrap();
+        // A follower had entries 1..=10, some of a stale term; the leader's snapshot at 30 replaced
+        // them, and the log went on from 31.
+        let stale: Vec<Entry> = (1..=10).map(|i| entry(i, 1, 30)).collect();
+        wal.append_durably(&stale.iter().map(Record::from).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        wal.restart_after(30, 3).await.unwrap();
+        let after: Vec<Entry> = (31..=33).map(|i| entry(i, 3, 30)).collect();
+        wal.append_durably(&after.iter().map(Record::from).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        wal.close().await;
+
+        let (wal, replay) = Wal::open_keeping(&path, 30, 5000, small(1 << 20))
+            .await
+            .unwrap();
+        assert_eq!(replay.entries, after, "nothing before the marker survives");
+        assert_eq!(replay.snapshots, vec![(30, 3)]);
+        // Appends continue after the last entry, across a reopen.
+        wal.append_durably(&[Record::from(&entry(34, 3, 5))])
+            .await
+            .unwrap();
+        wal.close().await;
+        let (wal, replay) = Wal::open(&path, 32, small(1 << 20)).await.unwrap();
+        assert_eq!(replay.entries, vec![after[2].clone(), entry(34, 3, 5)]);
+        wal.close().await;
+        // A page file behind the snapshot the WAL says was installed cannot be caught up.
+        let behind = Wal::open(&path, 5, small(1 << 20)).await;
+        assert!(matches!(behind, Err(WalError::Gap { .. })), "{behind:?}");
     });
 }
 

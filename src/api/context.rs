@@ -308,6 +308,10 @@ impl Serving {
                     }
                 }
                 FromRaft::Reopened(db) => *self.db.borrow_mut() = db,
+                FromRaft::Installed(db) => {
+                    *self.db.borrow_mut() = db;
+                    self.watch.borrow_mut().unsync_all(self);
+                }
                 FromRaft::Lease { token, answer } => {
                     if let Some(waiter) = self.lease_asks.borrow_mut().remove(&token) {
                         let _ = waiter.send(answer);

@@ -24,9 +24,10 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
-use futures_channel::oneshot;
 use keelson_engine::mvcc::{self, Store};
 use keelson_engine::pagefile::{ReadTxn, UringFile};
+
+use crate::runtime::apart;
 
 /// Bytes of keys and values per transaction of the copy.
 const COPY_BATCH_BYTES: u64 = 4 << 20;
@@ -80,22 +81,9 @@ impl Defrag {
         let outcome = Rc::new(Cell::new(None));
         let done = outcome.clone();
         let target = copy.clone();
-        // A thread of its own, not glommio's blocking pool: the pool's one thread also grows the
-        // page file for the raft core, which must not wait behind a copy of the whole file.
-        let (copied, copy_ended) = oneshot::channel();
-        let spawned = std::thread::Builder::new()
-            .name("keelson-defrag".into())
-            .spawn(move || {
-                let _ = copied.send(copy_into(&target, read, options));
-            });
         glommio::spawn_local(async move {
-            let ended = match spawned {
-                Ok(_) => copy_ended
-                    .await
-                    .unwrap_or_else(|_| Err("the defragmentation thread ended".into())),
-                Err(e) => Err(format!("no thread for the defragmentation: {e}")),
-            };
-            done.set(Some(ended));
+            let copied = apart::run("keelson-defrag", move || copy_into(&target, read, options));
+            done.set(Some(copied.await));
             wake();
         })
         .detach();

@@ -19,6 +19,7 @@ pub mod defrag;
 pub mod members;
 
 use std::cell::Cell;
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -26,7 +27,7 @@ use std::time::Instant;
 
 use glommio::task::JoinHandle;
 use keelson_engine::mvcc::{self, Store, alarm};
-use keelson_engine::pagefile::{self, Publisher, Staged, UringFile};
+use keelson_engine::pagefile::{self, Publisher, ReadTxn, Staged, UringFile};
 use keelson_proto::etcdserverpb::{AlarmMember, AlarmType};
 use keelson_proto::etcdserverpb::{InternalRaftRequest, Request as V2Request};
 use prost::Message;
@@ -35,7 +36,7 @@ use raft::eraftpb::{Entry, EntryType};
 use crate::config::SyncSchedule;
 use crate::metrics::latency::{Stage, Stages};
 use crate::raft::lessor::LeaseChange;
-use crate::raft::seams::{Answer, AppliedBatch, Defragmented, Maintained, StateMachine};
+use crate::raft::seams::{Answer, AppliedBatch, Defragmented, Installed, Maintained, StateMachine};
 use crate::raft::turn::RaftCoreError;
 use crate::runtime::faults;
 use crate::runtime::link::{Changes, Published, Refusal};
@@ -150,6 +151,9 @@ pub struct Applier {
     defrag: Option<Defrag>,
     /// When the compaction under way began its physical work.
     compaction_began: Option<Instant>,
+    /// Why a defragmentation was given up outside [`Applier::defrag_step`] (a snapshot replaced
+    /// the file), until the next maintenance reports it.
+    abandoned: Option<String>,
 }
 
 impl Applier {
@@ -176,6 +180,7 @@ impl Applier {
             after_compaction: Vec::new(),
             defrag: None,
             compaction_began: None,
+            abandoned: None,
         };
         applier.publish_space();
         applier
@@ -301,8 +306,77 @@ impl Applier {
 }
 
 impl StateMachine for Applier {
+    /// A read transaction: the page file as applied when it began.
+    type Snapshot = ReadTxn;
+
     fn applied(&self) -> (u64, u64) {
         self.store.applied()
+    }
+
+    fn snapshot(&self) -> Result<ReadTxn, RaftCoreError> {
+        Ok(self
+            .store
+            .db()
+            .begin_read()
+            .map_err(mvcc::MvccError::from)?)
+    }
+
+    /// The received file is renamed over the page file (the directory synced) and opened as the
+    /// store; a sync of the old file in flight ends first, and a defragmentation of it is given up.
+    async fn install(&mut self, file: &Path) -> Result<Installed, RaftCoreError> {
+        if let Some(syncing) = self.syncing.take() {
+            // The old file's sync: its outcome is the old file's business.
+            syncing.task.await;
+        }
+        if let Some(defrag) = self.defrag.take() {
+            let why = "a snapshot from the leader replaced the file".to_string();
+            defrag.abandon(&why).await;
+            self.published
+                .metrics
+                .defrag_inflight
+                .store(0, Ordering::Relaxed);
+            self.abandoned = Some(why);
+        }
+        let (from, to) = (file.to_path_buf(), self.store.db().path().to_path_buf());
+        let options = self.store.options().clone();
+        let store = glommio::executor()
+            .spawn_blocking(move || -> Result<Store, String> {
+                let failed = |e: std::io::Error| format!("{}: put in place: {e}", from.display());
+                std::fs::rename(&from, &to).map_err(failed)?;
+                let dir = to.parent().unwrap_or(Path::new("."));
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(failed)?;
+                Store::open(&to, options).map_err(|e| format!("{}: {e}", to.display()))
+            })
+            .await
+            .map_err(RaftCoreError::Install)?;
+        self.file = UringFile::open(store.db())
+            .await
+            .map_err(mvcc::MvccError::from)?;
+        self.store = store;
+        self.last_sync = (Instant::now(), self.store.applied().0);
+        self.compaction_began = None;
+        self.publish_space();
+        let view = self
+            .store
+            .db()
+            .begin_read()
+            .map_err(mvcc::MvccError::from)?;
+        let leases = mvcc::leases(&view)?
+            .iter()
+            .map(|l| (l.id, l.ttl, l.remaining_ttl))
+            .collect();
+        Ok(Installed {
+            leases,
+            db: Some(self.store.db().clone()),
+        })
+    }
+
+    async fn discard(&mut self, file: &Path) {
+        if let Err(e) = glommio::io::remove(file).await {
+            tracing::warn!(path = %file.display(), "removing a snapshot not taken: {e}");
+        }
     }
 
     fn revision(&self) -> i64 {
@@ -393,7 +467,10 @@ impl StateMachine for Applier {
                     .record(began.elapsed().as_secs_f64() * 1000.0);
             }
         }
-        let defragmented = self.defrag_step().await;
+        let defragmented = match self.abandoned.take() {
+            Some(why) => Some(Defragmented::Failed(why)),
+            None => self.defrag_step().await,
+        };
         self.publish_space();
         let answers = if self.store.compaction_pending() {
             Vec::new()

@@ -168,6 +168,14 @@ pub struct PeerCounters {
     pub sent_failures: AtomicU64,
     /// Round trips of the leader's heartbeats to it (etcd's buckets: 0.1 ms doubling, 16).
     pub round_trip: Histogram,
+    /// Snapshots sent to it, received and verified there.
+    pub snapshots_sent: AtomicU64,
+    /// Snapshots that could not be sent to it.
+    pub snapshot_send_failures: AtomicU64,
+    /// Snapshots received from it and verified.
+    pub snapshots_received: AtomicU64,
+    /// Snapshots from it that did not arrive whole or failed verification.
+    pub snapshot_receive_failures: AtomicU64,
 }
 
 impl PeerCounters {
@@ -179,6 +187,10 @@ impl PeerCounters {
             received_bytes: AtomicU64::default(),
             sent_failures: AtomicU64::default(),
             round_trip: Histogram::exponential(0.0001, 16),
+            snapshots_sent: AtomicU64::default(),
+            snapshot_send_failures: AtomicU64::default(),
+            snapshots_received: AtomicU64::default(),
+            snapshot_receive_failures: AtomicU64::default(),
         }
     }
 }
@@ -723,7 +735,7 @@ fn render_peers(raft: &RaftMetrics, out: &mut String) {
         return;
     };
     type Count = fn(&PeerCounters) -> &AtomicU64;
-    let families: [(&str, &str, &str, Count); 3] = [
+    let families: [(&str, &str, &str, Count); 7] = [
         (
             "etcd_network_peer_sent_bytes_total",
             "To",
@@ -741,6 +753,30 @@ fn render_peers(raft: &RaftMetrics, out: &mut String) {
             "To",
             "The total number of send failures from peers.",
             |p| &p.sent_failures,
+        ),
+        (
+            "etcd_network_snapshot_send_success",
+            "To",
+            "Total number of successful snapshot sends",
+            |p| &p.snapshots_sent,
+        ),
+        (
+            "etcd_network_snapshot_send_failures",
+            "To",
+            "Total number of snapshot send failures",
+            |p| &p.snapshot_send_failures,
+        ),
+        (
+            "etcd_network_snapshot_receive_success",
+            "From",
+            "Total number of successful snapshot receives",
+            |p| &p.snapshots_received,
+        ),
+        (
+            "etcd_network_snapshot_receive_failures",
+            "From",
+            "Total number of snapshot receive failures",
+            |p| &p.snapshot_receive_failures,
         ),
     ];
     for (name, label, help, count) in families {

@@ -6,7 +6,11 @@
 //! Frames follow: a 4-byte big-endian length, then a kind byte and its body:
 //! - [`RAFT`]: one raft `Message` as protobuf (raft-rs's `eraftpb`);
 //! - [`LEASE`]: a forwarded lease question or its answer ([`LeaseForward`]), in fixed big-endian
-//!   fields (see [`encode_lease`]).
+//!   fields (see [`encode_lease`]);
+//! - [`SNAPSHOT`]: the length of a page file (8 bytes), then raft's `MsgSnapshot` as protobuf. The
+//!   file's bytes follow the frame, and nothing else on that connection: a snapshot has a
+//!   connection of its own, so heartbeats never wait behind it. The receiver answers one byte
+//!   once the file is saved and verified (0) or refused (1).
 //!
 //! A writer puts every frame it has into one write; a reader decodes every whole frame a read
 //! brought and hands them on together.
@@ -34,18 +38,23 @@ pub const MAX_FRAME: usize = 64 << 20;
 pub const RAFT: u8 = 0;
 /// The kind of a frame that holds a forwarded lease question or answer.
 pub const LEASE: u8 = 1;
+/// The kind of a frame that holds a snapshot's raft message, the page file following it.
+pub const SNAPSHOT: u8 = 2;
 
 /// What one frame holds.
 #[derive(Debug, Clone, PartialEq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "nearly all are raft messages: boxing them would cost an allocation each"
-)]
 pub enum Frame {
     /// A raft message.
     Raft(Message),
     /// A forwarded lease question or answer.
     Lease(LeaseForward),
+    /// A snapshot's raft message; `len` bytes of page file follow the frame.
+    Snapshot {
+        /// raft's `MsgSnapshot`.
+        message: Message,
+        /// The length of the file after the frame.
+        len: u64,
+    },
 }
 
 /// Who is speaking to whom, in which cluster.
@@ -118,6 +127,13 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), FrameError> {
             out.push(LEASE);
             encode_lease(lease, out);
         }
+        Frame::Snapshot { message, len } => {
+            out.push(SNAPSHOT);
+            out.extend_from_slice(&len.to_be_bytes());
+            message
+                .encode(out)
+                .expect("a Vec grows to hold what is encoded into it");
+        }
     }
     let len = out.len() - start - 4;
     if len > MAX_FRAME {
@@ -129,7 +145,8 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), FrameError> {
 }
 
 /// Takes every whole frame at the front of `buffer`, decoded, into `into`, and returns how many
-/// bytes they took (the caller drops them; what is left is the start of the next frame).
+/// bytes they took (the caller drops them; what is left is the start of the next frame). It stops
+/// after a snapshot's frame: what follows that is the file.
 pub fn decode(buffer: &[u8], into: &mut Vec<Frame>) -> Result<usize, FrameError> {
     let mut at = 0;
     while let Some(header) = buffer.get(at..at + 4) {
@@ -140,16 +157,29 @@ pub fn decode(buffer: &[u8], into: &mut Vec<Frame>) -> Result<usize, FrameError>
         let Some(body) = buffer.get(at + 4..at + 4 + len) else {
             break;
         };
+        let raft =
+            |bytes: &[u8]| Message::decode(bytes).map_err(|e| FrameError::Decode(e.to_string()));
         let frame = match body.split_first() {
-            Some((&RAFT, message)) => Frame::Raft(
-                Message::decode(message).map_err(|e| FrameError::Decode(e.to_string()))?,
-            ),
+            Some((&RAFT, message)) => Frame::Raft(raft(message)?),
+            Some((&SNAPSHOT, body)) => {
+                let (len, message) = body
+                    .split_first_chunk::<8>()
+                    .ok_or_else(|| FrameError::Decode("a snapshot frame ends early".into()))?;
+                Frame::Snapshot {
+                    message: raft(message)?,
+                    len: u64::from_be_bytes(*len),
+                }
+            }
             Some((&LEASE, lease)) => Frame::Lease(decode_lease(lease)?),
             Some((kind, _)) => return Err(FrameError::Decode(format!("unknown kind {kind}"))),
             None => return Err(FrameError::Decode("an empty frame".into())),
         };
+        let file_follows = matches!(frame, Frame::Snapshot { .. });
         into.push(frame);
         at += 4 + len;
+        if file_follows {
+            break;
+        }
     }
     Ok(at)
 }
@@ -347,6 +377,30 @@ mod tests {
             assert_eq!(taken_rest, rest.len(), "split at {split}");
             assert_eq!(got, sent, "split at {split}");
         }
+    }
+
+    #[test]
+    fn decoding_stops_after_a_snapshot_frame_where_the_file_begins() {
+        let mut snapshot = Message {
+            msg_type: raft::eraftpb::MessageType::MsgSnapshot as i32,
+            from: 1,
+            to: 2,
+            ..Message::default()
+        };
+        snapshot.mut_snapshot().mut_metadata().index = 40;
+        let frame = Frame::Snapshot {
+            message: snapshot,
+            len: 8192,
+        };
+        let mut wire = Vec::new();
+        encode(&message(1, b"a"), &mut wire).unwrap();
+        encode(&frame, &mut wire).unwrap();
+        let file_starts = wire.len();
+        // The file's first bytes would read as a frame header of a huge length.
+        wire.extend_from_slice(&[0xff; 64]);
+        let mut got = Vec::new();
+        assert_eq!(decode(&wire, &mut got), Ok(file_starts));
+        assert_eq!(got, vec![message(1, b"a"), frame]);
     }
 
     #[test]

@@ -3,26 +3,37 @@
 //! a [`Verdict`] — refusing another cluster (etcd's `request cluster ID mismatch`) or a hello meant
 //! for another member — and then hands the raft messages of every whole frame each read brings to
 //! the raft core as one `Event::Peer`, and each forwarded lease question or answer as an
-//! `Event::Lease`.
+//! `Event::Lease`. A snapshot's frame turns the connection over to its file: it is saved beside
+//! the page file (`member/snap/<index>.snap.db`, as etcd names it), synced, and verified on a
+//! thread of its own — its tree checked, and its applied index and term those its message names
+//! — before its message reaches the raft core as an `Event::Snapshot`; the sender is answered
+//! either way.
 //!
 //! Invariants: messages reach the raft core only from a peer of this cluster that named this
-//! member; bytes that are not frames end the connection (the dialler dials again).
+//! member; bytes that are not frames end the connection (the dialler dials again); a snapshot
+//! reaches the raft core only with a whole, verified, durable file.
 //!
 //! Runs on: the raft core.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::io::{DmaFile, DmaStreamWriterBuilder};
 use glommio::net::{TcpListener, TcpStream};
+use keelson_engine::mvcc;
+use keelson_engine::pagefile::{Db, Options};
+use raft::eraftpb::Message;
 
 use super::frame::{self, Frame, HELLO_LEN, Hello};
 use super::transport::{Probes, Verdict};
 use crate::raft::turn::Event;
 use crate::runtime::link::Published;
-use crate::runtime::mailbox::Mailbox;
+use crate::runtime::{self, mailbox::Mailbox};
 use raft::eraftpb::MessageType;
 
 /// A reader's buffer to begin with (it doubles while a frame does not fit).
@@ -47,6 +58,8 @@ pub struct Receiver {
     pub published: Arc<Published>,
     /// The heartbeats the transport timed.
     pub probes: Rc<Probes>,
+    /// Where received snapshots are saved (the page file's directory).
+    pub snap_dir: PathBuf,
 }
 
 /// Binds every address in `addrs` and serves peers on them until the returned tasks are dropped;
@@ -90,6 +103,7 @@ async fn read(mut stream: TcpStream, receiver: &Receiver) -> std::io::Result<()>
         events,
         published,
         probes,
+        ..
     } = receiver;
     let _ = stream.set_nodelay(true);
     let mut hello = [0u8; HELLO_LEN];
@@ -160,10 +174,136 @@ async fn read(mut stream: TcpStream, receiver: &Receiver) -> std::io::Result<()>
                     from: hello.from,
                     lease,
                 }),
+                Frame::Snapshot { message, len } if message.from == hello.from => {
+                    if !messages.is_empty() {
+                        events.push(Event::Peer(std::mem::take(&mut messages)));
+                    }
+                    let received = &buffer[..filled];
+                    return receive_snapshot(&mut stream, received, message, len, receiver).await;
+                }
+                Frame::Snapshot { .. } => return Ok(()),
             }
         }
         if !messages.is_empty() {
             events.push(Event::Peer(messages));
         }
     }
+}
+
+/// Saves the snapshot file that follows a snapshot's frame (`received` holds its first bytes),
+/// verifies it, hands the message to the raft core, and answers the sender.
+async fn receive_snapshot(
+    stream: &mut TcpStream,
+    received: &[u8],
+    message: Message,
+    len: u64,
+    receiver: &Receiver,
+) -> std::io::Result<()> {
+    let metadata = message.get_snapshot().get_metadata();
+    let (index, term) = (metadata.index, metadata.term);
+    let remote_snapshot_sender_id = format!("{:x}", message.from);
+    tracing::info!(
+        remote_snapshot_sender_id,
+        incoming_snapshot_index = index,
+        "receiving database snapshot"
+    );
+    let started = Instant::now();
+    let path = receiver.snap_dir.join(format!("{index:016x}.snap.db"));
+    let saved = match save(stream, received, len, &path).await {
+        Ok(()) => {
+            let file = path.clone();
+            runtime::apart::run("keelson-snapshot", move || verify(&file, index, term)).await
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    };
+    let counters = receiver.published.metrics.peer(message.from);
+    match saved {
+        Ok(()) => {
+            tracing::info!(
+                remote_snapshot_sender_id,
+                incoming_snapshot_index = index,
+                incoming_snapshot_size_bytes = len,
+                download_took = ?started.elapsed(),
+                "received and saved database snapshot"
+            );
+            if let Some(counters) = counters {
+                counters.snapshots_received.fetch_add(1, Ordering::Relaxed);
+            }
+            receiver.events.push(Event::Snapshot {
+                message: Box::new(message),
+                file: path,
+            });
+            stream.write_all(&[0]).await
+        }
+        Err(why) => {
+            tracing::warn!(
+                remote_snapshot_sender_id,
+                incoming_snapshot_index = index,
+                error = %why,
+                "failed to save incoming database snapshot"
+            );
+            if let Some(counters) = counters {
+                counters
+                    .snapshot_receive_failures
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = glommio::io::remove(&path).await;
+            stream.write_all(&[1]).await
+        }
+    }
+}
+
+/// Writes the `len` bytes of a snapshot's file to `path`: `received` first, then the rest as it
+/// comes; synced when this returns.
+async fn save(
+    stream: &mut TcpStream,
+    received: &[u8],
+    len: u64,
+    path: &Path,
+) -> std::io::Result<()> {
+    let mut file = DmaStreamWriterBuilder::new(DmaFile::create(path).await?)
+        .with_buffer_size(READ_CHUNK)
+        .build();
+    let first = received.len().min(len as usize);
+    file.write_all(&received[..first]).await?;
+    let mut left = len - first as u64;
+    let mut buffer = vec![0u8; READ_CHUNK];
+    while left > 0 {
+        let want = buffer.len().min(left as usize);
+        let read = stream.read(&mut buffer[..want]).await?;
+        if read == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the sender stopped {left} bytes short"),
+            ));
+        }
+        file.write_all(&buffer[..read]).await?;
+        left -= read as u64;
+    }
+    // Closing flushes, sets the file's length and syncs it.
+    file.close().await
+}
+
+/// Checks a received snapshot: a whole tree, applied through the index and term its message
+/// names.
+fn verify(path: &Path, index: u64, term: u64) -> Result<(), String> {
+    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let db = Db::open_read_only(path, Options::default()).map_err(|e| at(&e))?;
+    let read = db.begin_read().map_err(|e| at(&e))?;
+    let problems = read.check();
+    if !problems.is_empty() {
+        return Err(at(&format!(
+            "{} errors found: {}",
+            problems.len(),
+            problems.join("; ")
+        )));
+    }
+    let applied = mvcc::applied_of(&read).map_err(|e| at(&e))?;
+    if applied != (index, term) {
+        return Err(at(&format!(
+            "applied through index {} term {}, not index {index} term {term} as its message says",
+            applied.0, applied.1
+        )));
+    }
+    Ok(())
 }

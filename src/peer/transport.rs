@@ -1,8 +1,13 @@
 //! Sending raft messages (and forwarded lease questions) to the other members: [`PeerTransport`]
-//! is the raft core's `Transport`. It queues each frame for its member, and one writer task per member dials it, says
-//! [`Hello`], waits for the member's [`Verdict`], and then writes everything queued since its last
-//! write as one batch of frames. A connection that fails is dropped; the next message dials again,
-//! after a back-off that doubles from [`MIN_BACKOFF`] to [`MAX_BACKOFF`] while dialling fails.
+//! is the raft core's `Transport`. It queues each frame for its member, and one writer task per
+//! member dials it, says [`Hello`], waits for the member's [`Verdict`], and then writes everything
+//! queued since its last write as one batch of frames. A connection that fails is dropped; the
+//! next message dials again, after a back-off that doubles from [`MIN_BACKOFF`] to [`MAX_BACKOFF`]
+//! while dialling fails.
+//!
+//! A snapshot goes on a connection of its own, from a task of its own: raft's message, then the
+//! page file as one read transaction shows it, then the member's answer once it has saved and
+//! verified the file. The outcome goes back to the raft core as `Event::SnapshotSent`.
 //!
 //! Invariants:
 //! - sending never blocks the turn: a member's queue holds at most [`MAX_QUEUED`] messages, and
@@ -23,10 +28,13 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use raft::eraftpb::{Message, MessageType};
 
+use keelson_engine::pagefile::ReadTxn;
+
 use super::frame::{self, Frame, Hello};
 use crate::config::Peer;
 use crate::metrics::PeerCounters;
 use crate::raft::seams::{LeaseForward, Transport};
+use crate::raft::turn::Event;
 use crate::runtime::link::Published;
 use crate::runtime::mailbox::Mailbox;
 
@@ -42,6 +50,10 @@ const PROBE_LOST: Duration = Duration::from_secs(1);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long one write may wait on a member that does not read (then the connection is dropped).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a member may take to save and verify a snapshot once its last byte is sent.
+const RECEIPT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bytes of a snapshot's file per write.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
 
 /// A member's answer to a [`Hello`]: one byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,8 +82,12 @@ impl Verdict {
 /// The raft core's transport to the other members.
 pub struct PeerTransport {
     outboxes: HashMap<u64, (Rc<Mailbox<Frame>>, usize)>,
+    /// How to reach each member (for snapshots, which dial on their own).
+    diallers: HashMap<u64, (Rc<Dialler>, usize)>,
     published: Arc<Published>,
     probes: Rc<Probes>,
+    /// The raft core's events (where a snapshot's outcome goes).
+    events: Rc<Mailbox<Event>>,
     /// The writer tasks: dropped (and so stopped) with the transport.
     _writers: Vec<glommio::Task<()>>,
 }
@@ -86,40 +102,48 @@ impl std::fmt::Debug for PeerTransport {
 
 impl PeerTransport {
     /// A transport from member `member_id` of cluster `cluster_id` to `peers` (none: a single
-    /// member's, which sends nothing). Its counts go to `published`'s metrics.
+    /// member's, which sends nothing). Its counts go to `published`'s metrics, and the outcome of
+    /// each snapshot it sends to `events`.
     pub fn start(
         cluster_id: u64,
         member_id: u64,
         peers: &[Peer],
         published: Arc<Published>,
         probes: Rc<Probes>,
+        events: Rc<Mailbox<Event>>,
     ) -> PeerTransport {
         let counters = peers.iter().map(|p| PeerCounters::new(p.id)).collect();
         // Set once, by the one transport a member starts.
         let _ = published.metrics.peers.set(counters);
         let mut outboxes = HashMap::new();
+        let mut diallers = HashMap::new();
         let mut writers = Vec::new();
         for (slot, peer) in peers.iter().enumerate() {
             let outbox = Rc::new(Mailbox::default());
-            let hello = Hello {
-                cluster_id,
-                from: member_id,
-                to: peer.id,
-            };
+            let dialler = Rc::new(Dialler {
+                addrs: peer.addrs.clone(),
+                hello: Hello {
+                    cluster_id,
+                    from: member_id,
+                    to: peer.id,
+                },
+            });
             let writer = Writer {
-                peer: peer.clone(),
-                hello,
+                dialler: dialler.clone(),
                 outbox: outbox.clone(),
                 published: published.clone(),
                 slot,
             };
             writers.push(glommio::spawn_local(writer.run()));
             outboxes.insert(peer.id, (outbox, slot));
+            diallers.insert(peer.id, (dialler, slot));
         }
         PeerTransport {
             outboxes,
+            diallers,
             published,
             probes,
+            events,
             _writers: writers,
         }
     }
@@ -187,6 +211,50 @@ impl Probes {
 }
 
 impl Transport for PeerTransport {
+    type Snapshot = ReadTxn;
+
+    fn send_snapshot(&mut self, message: Message, snapshot: ReadTxn) {
+        let to = message.to;
+        let Some((dialler, slot)) = self.diallers.get(&to) else {
+            tracing::debug!(to, "a snapshot to a member keelson does not know");
+            self.events.push(Event::SnapshotSent {
+                to,
+                delivered: false,
+            });
+            return;
+        };
+        let (dialler, slot) = (dialler.clone(), *slot);
+        let (published, events) = (self.published.clone(), self.events.clone());
+        glommio::spawn_local(async move {
+            let index = message.get_snapshot().get_metadata().index;
+            let remote_peer_id = format!("{to:x}");
+            let bytes = snapshot.size();
+            tracing::info!(snapshot_index = index, remote_peer_id, bytes, "sending database snapshot");
+            let started = Instant::now();
+            let sent = send_snapshot(&dialler, message, &snapshot).await;
+            drop(snapshot);
+            let counters = counters(&published, slot);
+            match &sent {
+                Ok(()) => {
+                    counters.snapshots_sent.fetch_add(1, Ordering::Relaxed);
+                    counters.sent_bytes.fetch_add(bytes, Ordering::Relaxed);
+                    tracing::info!(snapshot_index = index, remote_peer_id, bytes, took = ?started.elapsed(), "sent database snapshot");
+                }
+                Err(e) => {
+                    counters
+                        .snapshot_send_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(snapshot_index = index, remote_peer_id, bytes, error = %e, "failed to send database snapshot");
+                }
+            }
+            events.push(Event::SnapshotSent {
+                to,
+                delivered: sent.is_ok(),
+            });
+        })
+        .detach();
+    }
+
     fn send(&mut self, messages: Vec<Message>) {
         for message in messages {
             self.queue(message.to, Frame::Raft(message));
@@ -198,10 +266,44 @@ impl Transport for PeerTransport {
     }
 }
 
+/// Sends `message` and the page file `snapshot` shows on a connection of its own; returns once
+/// the member has saved and verified it.
+async fn send_snapshot(
+    dialler: &Dialler,
+    message: Message,
+    snapshot: &ReadTxn,
+) -> Result<(), DialError> {
+    let mut stream = dialler.dial().await?;
+    let (head, tail) = (snapshot.copy_head(), snapshot.copy_tail());
+    let len = (head.len() + tail.len()) as u64;
+    let mut frame = Vec::new();
+    frame::encode(&Frame::Snapshot { message, len }, &mut frame).map_err(std::io::Error::other)?;
+    stream.write_all(&frame).await?;
+    stream.write_all(&head).await?;
+    for chunk in tail.chunks(SNAPSHOT_CHUNK) {
+        stream.write_all(chunk).await?;
+    }
+    stream.flush().await?;
+    stream
+        .set_read_timeout(Some(RECEIPT_TIMEOUT))
+        .map_err(std::io::Error::from)?;
+    let mut answer = [0u8; 1];
+    stream.read_exact(&mut answer).await?;
+    match answer[0] {
+        0 => Ok(()),
+        _ => Err(DialError::SnapshotRefused),
+    }
+}
+
+/// How to reach one member: its addresses, and the hello to say.
+struct Dialler {
+    addrs: Vec<std::net::SocketAddr>,
+    hello: Hello,
+}
+
 /// One member's writer task.
 struct Writer {
-    peer: Peer,
-    hello: Hello,
+    dialler: Rc<Dialler>,
     outbox: Rc<Mailbox<Frame>>,
     published: Arc<Published>,
     slot: usize,
@@ -218,6 +320,8 @@ enum DialError {
     WrongMember(u64),
     #[error("the remote peer answered {0}, which is not a keelson peer's answer")]
     Garbled(u8),
+    #[error("the remote peer could not save or verify the snapshot (see its log)")]
+    SnapshotRefused,
 }
 
 impl Writer {
@@ -227,7 +331,7 @@ impl Writer {
         let mut active = false;
         let mut batch = Vec::new();
         let mut bytes = Vec::new();
-        let peer_id = format!("{:x}", self.peer.id);
+        let peer_id = format!("{:x}", self.dialler.hello.to);
         loop {
             self.outbox.wait().await;
             self.outbox.take(&mut batch);
@@ -236,7 +340,7 @@ impl Writer {
             }
             let stream = match connection.as_mut() {
                 Some(stream) => stream,
-                None => match self.dial().await {
+                None => match self.dialler.dial().await {
                     Ok(stream) => {
                         backoff = MIN_BACKOFF;
                         if !active {
@@ -261,7 +365,7 @@ impl Writer {
                         if matches!(e, DialError::ClusterMismatch) {
                             tracing::error!(
                                 peer_id,
-                                local_member_cluster_id = %format!("{:x}", self.hello.cluster_id),
+                                local_member_cluster_id = %format!("{:x}", self.dialler.hello.cluster_id),
                                 "{e}"
                             );
                         }
@@ -297,11 +401,13 @@ impl Writer {
             batch.clear();
         }
     }
+}
 
+impl Dialler {
     /// Dials the member's addresses in turn and says hello; returns the first that accepts.
     async fn dial(&self) -> Result<TcpStream, DialError> {
         let mut last = DialError::Io(std::io::Error::other("no address"));
-        for &addr in &self.peer.addrs {
+        for &addr in &self.addrs {
             match self.dial_one(addr).await {
                 Ok(stream) => return Ok(stream),
                 Err(e) => last = e,

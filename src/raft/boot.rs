@@ -31,11 +31,12 @@ pub struct Booted {
 /// `applied` index and term.
 pub async fn boot(config: &Config, applied: (u64, u64)) -> Result<Booted, RaftCoreError> {
     let index = applied.0;
-    let keep = catch_up(config.members.len());
     // A data dir etcd left (or `etcdctl snapshot restore` made) holds etcd's WAL: keelson's takes
     // its place, with the entries the page file has not applied.
     wal::etcd::take_over_etcd(&config.wal_dir, index, wal::Options::default()).await?;
     let (wal, hard_state, entries) = if wal::has_segments(&config.wal_dir) {
+        // A cluster member keeps entries behind its page file for followers to catch up from.
+        let keep = config.catch_up_entries;
         let (wal, replay) =
             Wal::open_keeping(&config.wal_dir, index, keep, wal::Options::default()).await?;
         let entries: Vec<Entry> = replay.entries.into_iter().map(from_wal).collect();
@@ -74,13 +75,6 @@ pub async fn boot(config: &Config, applied: (u64, u64)) -> Result<Booted, RaftCo
     Ok(Booted { node, wal })
 }
 
-/// Entries a member of a cluster of `voters` keeps behind what its page file holds durably — in
-/// memory and in its WAL, across restarts — for lagging followers to catch up from (etcd keeps as
-/// many: its `SnapshotCatchUpEntries`). A single member keeps none.
-pub fn catch_up(voters: usize) -> u64 {
-    if voters > 1 { 5000 } else { 0 }
-}
-
 /// The in-memory raft log after the state machine's `applied` (index, term): the hard state the
 /// WAL last recorded — its commit raised to what the page file holds, which may have been applied
 /// (and synced) past the last commit the WAL recorded, and its term to the newest term of an entry
@@ -110,6 +104,11 @@ pub fn raft_log(
             ..hard_state
         }
     };
+    // Entries that all end before `applied` are older than the page file (it was installed from
+    // a leader's snapshot after them): the log starts after `applied`.
+    if entries.last().is_some_and(|e| e.index < index) {
+        entries.clear();
+    }
     // The log must know the term of the entry before its first. The log's very beginning has it
     // (index 0, term 0), so a WAL that starts there is kept whole; a later first entry that is
     // applied already lends its term and is dropped; otherwise the log starts after `applied`.
@@ -123,6 +122,7 @@ pub fn raft_log(
     };
     let mut log = RaftLog::new(before.0, before.1, hard_state, voters);
     log.append(entries);
+    log.set_applied(applied);
     log
 }
 
@@ -182,6 +182,15 @@ mod tests {
         assert_eq!(log.first_index().unwrap(), 8);
         assert_eq!(log.term(7).unwrap(), 2);
         assert_eq!(log.initial_state().unwrap().hard_state, state(2, 1, 7));
+    }
+
+    #[test]
+    fn entries_older_than_an_installed_snapshot_are_left_out() {
+        // The page file came from the leader at 40; the WAL kept entries up to 12 from before.
+        let log = raft_log((40, 5), state(5, 0, 40), entries(8..=12, 2), vec![1, 2, 3]);
+        assert_eq!(log.first_index().unwrap(), 41);
+        assert_eq!(log.last_index().unwrap(), 40);
+        assert_eq!(log.term(40).unwrap(), 5);
     }
 
     #[test]

@@ -67,6 +67,10 @@ impl DurableLog for Wal {
         Ok(Wal::release_before(self, index).await?)
     }
 
+    async fn restart_after(&mut self, index: u64, term: u64) -> Result<(), RaftCoreError> {
+        Ok(Wal::restart_after(self, index, term).await?)
+    }
+
     async fn close(self) {
         Wal::close(self).await
     }

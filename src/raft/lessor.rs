@@ -137,6 +137,12 @@ impl Lessor {
         }
     }
 
+    /// A lessor with this one's options over the leases `stored` holds, not primary: a follower's
+    /// after it installed a snapshot from the leader.
+    pub fn reloaded(&self, stored: impl IntoIterator<Item = (i64, i64, i64)>) -> Lessor {
+        Lessor::new(self.options, stored)
+    }
+
     /// Whether this member keeps deadlines (it is the leader).
     pub fn is_primary(&self) -> bool {
         self.primary

@@ -4,12 +4,18 @@
 //! before them, applied; so this log starts right after the store's consistent index at startup
 //! and is trimmed behind each page-file sync.
 //!
+//! A follower too far behind for the log to catch it up is sent the page file instead: the
+//! snapshot this log describes is the state machine's applied index and term and the voters as
+//! of then; the page file itself travels beside the raft message (`peer/`), and a follower that
+//! installs one restarts this log after it ([`RaftLog::restart_after`]).
+//!
 //! Invariants: `entries` are contiguous, starting at `first`; `first - 1` is the index whose term
-//! is `before_term` (the last entry the page file had applied when the log was trimmed or opened).
+//! is `before_term` (the last entry the page file had applied when the log was trimmed or opened);
+//! `applied` is the state machine's last applied entry, never before `first - 1`.
 //!
 //! Runs on: the raft core.
 
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
 /// The in-memory tail of the raft log.
@@ -22,6 +28,8 @@ pub struct RaftLog {
     /// Term of the entry at `first - 1`.
     before_term: u64,
     entries: Vec<Entry>,
+    /// Index and term of the last entry the state machine applied.
+    applied: (u64, u64),
 }
 
 impl RaftLog {
@@ -36,7 +44,29 @@ impl RaftLog {
             first: applied + 1,
             before_term: applied_term,
             entries: Vec::new(),
+            applied: (applied, applied_term),
         }
+    }
+
+    /// Records the state machine's last applied entry (what a snapshot sent now would hold).
+    pub fn set_applied(&mut self, applied: (u64, u64)) {
+        self.applied = applied;
+    }
+
+    /// The voters and learners as of the last entry applied.
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    /// Restarts the log after `snapshot`, installed: its entries are gone, the next is the one
+    /// after the snapshot's index, and its voters are the snapshot's.
+    pub fn restart_after(&mut self, snapshot: &SnapshotMetadata) {
+        self.first = snapshot.index + 1;
+        self.before_term = snapshot.term;
+        self.entries.clear();
+        self.applied = (snapshot.index, snapshot.term);
+        self.conf_state = snapshot.get_conf_state().clone();
+        self.hard_state.commit = self.hard_state.commit.max(snapshot.index);
     }
 
     /// Appends `entries` (contiguous), replacing any suffix they overwrite. Entries at or below
@@ -131,12 +161,20 @@ impl Storage for RaftLog {
         Ok(self.last())
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Sending the page file to a lagging follower comes with the cluster; one member never
-        // asks.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    /// The state machine as applied now (the page file is read when the message goes out).
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let (index, term) = self.applied;
+        if index == 0 || index < request_index {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let mut snapshot = Snapshot::default();
+        let metadata = snapshot.mut_metadata();
+        metadata.index = index;
+        metadata.term = term;
+        metadata.set_conf_state(self.conf_state.clone());
+        Ok(snapshot)
     }
 }
 
@@ -174,5 +212,34 @@ mod tests {
             log.entries(11, 13, None, GetEntriesContext::empty(false))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_snapshot_is_what_was_applied_and_restarts_the_log() {
+        let mut log = RaftLog::new(10, 2, HardState::default(), vec![1, 2, 3]);
+        log.append(vec![entry(11, 2), entry(12, 2)]);
+        log.set_applied((11, 2));
+        let snapshot = log.snapshot(0, 2).unwrap();
+        assert_eq!(
+            (snapshot.get_metadata().index, snapshot.get_metadata().term),
+            (11, 2)
+        );
+        assert_eq!(
+            snapshot.get_metadata().get_conf_state().voters,
+            vec![1, 2, 3]
+        );
+        assert!(log.snapshot(12, 2).is_err(), "nothing that new is applied");
+        log.restart_after(&SnapshotMetadata {
+            index: 40,
+            term: 5,
+            conf_state: Some(ConfState {
+                voters: vec![1, 2, 3],
+                ..ConfState::default()
+            }),
+        });
+        assert_eq!(log.first_index().unwrap(), 41);
+        assert_eq!(log.last_index().unwrap(), 40);
+        assert_eq!(log.term(40).unwrap(), 5);
+        assert_eq!(log.initial_state().unwrap().hard_state.commit, 40);
     }
 }

@@ -7,6 +7,7 @@
 //!
 //! Runs on: the raft core.
 
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -116,6 +117,7 @@ async fn serve(
         &config.peers,
         published.clone(),
         probes.clone(),
+        events.clone(),
     );
     let receiver = Receiver {
         identity: Identity {
@@ -125,6 +127,10 @@ async fn serve(
         events: events.clone(),
         published: published.clone(),
         probes,
+        snap_dir: config
+            .db_path()
+            .parent()
+            .map_or_else(|| config.data_dir.clone(), Path::to_path_buf),
     };
     let listeners = listener::listen(&config.peer_addrs, receiver).map_err(RaftCoreError::Peer)?;
     let mut core = RaftCore::new(
@@ -148,6 +154,7 @@ async fn serve(
     // Twice the time its client waits for it: the client has had its answer by then.
     let patience = 2 * config.request_timeout().as_millis() / config.tick.as_millis().max(1);
     core.forget_proposals_after(patience as u64);
+    core.keep_for_followers(config.catch_up_entries, config.snapshot_count);
     if let Some(mode) = config.auto_compaction {
         core.compact_automatically(Compactor::new(mode, std::time::Instant::now()));
     }

@@ -7,6 +7,8 @@
 //!
 //! Runs on: the raft core.
 
+use std::path::Path;
+
 use raft::eraftpb::{Entry, HardState, Message};
 
 use super::lessor::LeaseChange;
@@ -24,6 +26,9 @@ pub trait DurableLog {
     ) -> Result<(), RaftCoreError>;
     /// Lets go of what comes before `index`: the state machine holds it durably.
     async fn release_before(&mut self, index: u64) -> Result<(), RaftCoreError>;
+    /// Restarts the log after `index` (at `term`), durably: the state machine installed a
+    /// snapshot holding everything up to it, and every entry written before is void.
+    async fn restart_after(&mut self, index: u64, term: u64) -> Result<(), RaftCoreError>;
     /// Stops, everything persisted so far durable.
     async fn close(self);
     /// Bytes written so far (etcd's `wal_write_bytes_total`).
@@ -76,8 +81,27 @@ pub struct Maintained {
     pub defragmented: Option<Defragmented>,
 }
 
+/// What installing a snapshot from the leader came to ([`StateMachine::install`]).
+#[derive(Debug, Default)]
+pub struct Installed {
+    /// The leases the installed state holds: id, time to live, and the seconds left at its last
+    /// checkpoint.
+    pub leases: Vec<(i64, i64, i64)>,
+    /// The file readers move to (`None`: nothing changes for them).
+    pub db: Option<keelson_engine::pagefile::Db>,
+}
+
 /// What committed entries are applied to.
 pub trait StateMachine {
+    /// The state as applied now, as a snapshot for a follower too far behind takes it.
+    type Snapshot;
+    /// Takes a snapshot of the state as applied now (index and term: [`StateMachine::applied`]).
+    fn snapshot(&self) -> Result<Self::Snapshot, RaftCoreError>;
+    /// Puts the snapshot received into `file` (verified on receipt: it holds what its message
+    /// says) in place of the state, durably. An error is fatal.
+    async fn install(&mut self, file: &Path) -> Result<Installed, RaftCoreError>;
+    /// Removes a received snapshot that raft did not take (best effort).
+    async fn discard(&mut self, file: &Path);
     /// The index and term of the last entry applied.
     fn applied(&self) -> (u64, u64);
     /// The store's current revision (what auto-compaction counts back from).
@@ -119,6 +143,11 @@ pub enum LeaseForward {
 
 /// How raft messages and forwarded lease questions reach the other members.
 pub trait Transport {
+    /// What a snapshot is sent from (the state machine's [`StateMachine::Snapshot`]).
+    type Snapshot;
+    /// Sends raft's snapshot `message` to its `to` member with the state `snapshot` holds; the
+    /// outcome comes back as `Event::SnapshotSent`.
+    fn send_snapshot(&mut self, message: Message, snapshot: Self::Snapshot);
     /// Sends messages to their `to` members (best effort: raft retries what is lost).
     fn send(&mut self, messages: Vec<Message>);
     /// Sends `lease` to member `to` (best effort: an unanswered question times out).

@@ -15,12 +15,16 @@
 //! - a read batch is released only once the applied index reaches the index raft confirmed for a
 //!   read-index request made after the batch arrived (`reads.rs`);
 //! - the log (in memory and in the WAL) keeps what the page file does not hold durably yet, and,
-//!   in a cluster, [`boot::catch_up`] entries more and whatever a follower still needs (up to
-//!   [`MAX_RETAINED`] entries behind).
+//!   in a cluster, `--snapshot-catchup-entries` more and whatever a follower still needs (up to
+//!   `--snapshot-count` entries behind); a follower further behind is sent the page file as a
+//!   snapshot, read at the applied index its message names;
+//! - a follower installs a snapshot's file before its log restarts after it (in the WAL too), and
+//!   only the file received for the very message raft took.
 //!
 //! Runs on: the raft core (any executor — the simulated cluster drives it with no glommio at all).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -30,10 +34,9 @@ use keelson_proto::etcdserverpb::{
     CompactionRequest, LeaseCheckpoint, LeaseCheckpointRequest, LeaseRevokeRequest,
 };
 use prost::Message as _;
-use raft::eraftpb::{Entry, Message};
-use raft::{RawNode, StateRole};
+use raft::eraftpb::{Entry, Message, MessageType, SnapshotMetadata};
+use raft::{RawNode, SnapshotStatus, StateRole};
 
-use super::boot;
 use super::compactor::Compactor;
 use super::lessor::{LeaseChange, Lessor, Renewed};
 use super::log::RaftLog;
@@ -44,10 +47,6 @@ use crate::metrics::latency::{Stage, Stages};
 use crate::runtime::link::{
     Batch, FromRaft, LeaseAnswer, LeaseAsk, Published, Refusal, ServingCore, ToRaft, Token,
 };
-
-/// Entries the log keeps, at most, for a follower behind; further behind, it will need the page
-/// file as a snapshot (the cluster's snapshots).
-pub const MAX_RETAINED: u64 = 20_000;
 
 /// An applied batch that took longer than this is slow (etcd's `warningApplyDuration`).
 const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(100);
@@ -61,6 +60,21 @@ pub enum Event {
     Tick,
     /// Raft messages from other members.
     Peer(Vec<Message>),
+    /// A snapshot from the leader: raft's message, and the page file that came with it, received
+    /// and verified into `file`.
+    Snapshot {
+        /// raft's `MsgSnapshot`.
+        message: Box<Message>,
+        /// The file received.
+        file: PathBuf,
+    },
+    /// A snapshot sent to member `to` was received and verified there (`delivered`), or not.
+    SnapshotSent {
+        /// The member it was for.
+        to: u64,
+        /// Whether it arrived whole.
+        delivered: bool,
+    },
     /// A lease question forwarded by member `from`, or the answer to one this member forwarded.
     Lease {
         /// The member it came from.
@@ -87,9 +101,12 @@ pub enum RaftCoreError {
     /// The peer listener could not start.
     #[error("peer listener: {0}")]
     Peer(std::io::Error),
-    /// Raft asked for something keelson does not do yet.
+    /// Installing a snapshot from the leader failed.
+    #[error("installing the leader's snapshot: {0}")]
+    Install(String),
+    /// An invariant of the raft core broke (a bug, or a peer that breaks raft's rules).
     #[error("raft: {0}")]
-    Unsupported(&'static str),
+    Broken(&'static str),
 }
 
 /// The raft core of one member.
@@ -124,6 +141,13 @@ pub struct RaftCore<L, S, T> {
     forwarded: HashMap<u64, (ServingCore, Token, usize)>,
     /// The number of the next question forwarded.
     next_forward: u64,
+    /// The snapshot file raft took, until its `Ready` installs it: its index, and the file.
+    incoming: Option<(u64, PathBuf)>,
+    /// Entries the log keeps for followers in a cluster behind what the page file holds.
+    catch_up: u64,
+    /// Entries the log keeps, at most, for a follower behind (`--snapshot-count`); further behind,
+    /// it is sent a snapshot.
+    lagging_limit: u64,
     stopping: bool,
 }
 
@@ -154,7 +178,7 @@ struct Handover {
     then_stop: bool,
 }
 
-impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
+impl<L: DurableLog, S: StateMachine, T: Transport<Snapshot = S::Snapshot>> RaftCore<L, S, T> {
     /// A raft core over a booted node, answering `serving_cores` serving cores; its read-index
     /// contexts count from `first_read_context` (unique to this member and this start).
     #[expect(
@@ -192,8 +216,18 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
             publishing: None,
             forwarded: HashMap::new(),
             next_forward: first_read_context,
+            incoming: None,
+            catch_up: crate::config::DEFAULT_CATCH_UP_ENTRIES,
+            lagging_limit: crate::config::DEFAULT_SNAPSHOT_COUNT,
             stopping: false,
         }
+    }
+
+    /// Keeps `catch_up` entries for followers behind what the page file holds, and up to
+    /// `lagging_limit` for a follower behind; one further behind is sent a snapshot.
+    pub fn keep_for_followers(&mut self, catch_up: u64, lagging_limit: u64) {
+        self.catch_up = catch_up;
+        self.lagging_limit = lagging_limit;
     }
 
     /// Forgets a proposal still in flight after `ticks`: its client has been answered `request
@@ -274,6 +308,15 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
                             tracing::debug!(from, "a raft message from a peer was refused: {e}");
                         }
                     }
+                }
+                Event::Snapshot { message, file } => self.snapshot_arrived(*message, file).await,
+                Event::SnapshotSent { to, delivered } => {
+                    let status = if delivered {
+                        SnapshotStatus::Finish
+                    } else {
+                        SnapshotStatus::Failure
+                    };
+                    self.node.report_snapshot(to, status);
                 }
                 Event::Lease { from, lease } => self.lease_forwarded(from, lease),
                 Event::Stop => self.hand_over_or_stop(),
@@ -488,6 +531,107 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
         self.stopping |= then_stop;
     }
 
+    /// Sends raft's messages; a snapshot goes with the state machine as applied now, its
+    /// message naming that index and term (at or past the one raft chose: the follower's progress
+    /// follows what it answers).
+    fn send(&mut self, messages: Vec<Message>) {
+        let (snapshots, messages): (Vec<Message>, Vec<Message>) = messages
+            .into_iter()
+            .partition(|m| m.get_msg_type() == MessageType::MsgSnapshot);
+        if !messages.is_empty() {
+            self.transport.send(messages);
+        }
+        for mut message in snapshots {
+            let to = message.to;
+            match self.state.snapshot() {
+                Ok(snapshot) => {
+                    let (index, term) = self.state.applied();
+                    let conf_state = self.node.store().conf_state().clone();
+                    let metadata = message.mut_snapshot().mut_metadata();
+                    (metadata.index, metadata.term) = (index, term);
+                    metadata.set_conf_state(conf_state);
+                    tracing::info!(
+                        remote_peer_id = %format!("{to:x}"),
+                        snapshot_index = index,
+                        "sending database snapshot"
+                    );
+                    self.transport.send_snapshot(message, snapshot);
+                }
+                Err(e) => {
+                    tracing::warn!(remote_peer_id = %format!("{to:x}"), "failed to take a snapshot to send: {e}");
+                    self.node.report_snapshot(to, SnapshotStatus::Failure);
+                }
+            }
+        }
+    }
+
+    /// A snapshot from the leader arrived with its file: raft steps its message, and if it takes
+    /// it (the follower is that far behind), the file waits for the `Ready` that installs it;
+    /// otherwise it goes.
+    async fn snapshot_arrived(&mut self, message: Message, file: PathBuf) {
+        let index = message.get_snapshot().get_metadata().index;
+        let from = message.from;
+        if let Err(e) = self.node.step(message) {
+            tracing::debug!(from, "a snapshot from a peer was refused: {e}");
+        }
+        let taken = self
+            .node
+            .raft
+            .raft_log
+            .unstable_snapshot()
+            .as_ref()
+            .is_some_and(|s| s.get_metadata().index == index);
+        if taken {
+            if let Some((_, older)) = self.incoming.replace((index, file)) {
+                self.state.discard(&older).await;
+            }
+        } else {
+            tracing::info!(
+                snapshot_index = index,
+                "the snapshot is no newer than what this member holds; discarded"
+            );
+            self.state.discard(&file).await;
+        }
+    }
+
+    /// Installs the snapshot raft's `Ready` carries: its file becomes the state machine's, then
+    /// the log (in the WAL and in memory) restarts after it, and the lessor and every reader
+    /// follow the new state.
+    async fn install(&mut self, snapshot: SnapshotMetadata) -> Result<(), RaftCoreError> {
+        let (index, term) = (snapshot.index, snapshot.term);
+        let file = match self.incoming.take() {
+            Some((at, file)) if at == index => file,
+            _ => {
+                return Err(RaftCoreError::Broken(
+                    "raft took a snapshot whose file did not arrive",
+                ));
+            }
+        };
+        tracing::info!(
+            applied_index = self.state.applied().0,
+            incoming_leader_snapshot_index = index,
+            incoming_leader_snapshot_term = term,
+            "applying snapshot"
+        );
+        let installed = self.state.install(&file).await?;
+        if self.state.applied() != (index, term) {
+            return Err(RaftCoreError::Broken(
+                "an installed snapshot holds another index than its message named",
+            ));
+        }
+        self.log.restart_after(index, term).await?;
+        self.node.mut_store().restart_after(&snapshot);
+        self.lessor = self.lessor.reloaded(installed.leases);
+        if let Some(db) = installed.db {
+            for replies in &mut self.replies {
+                replies.push(FromRaft::Installed(db.clone()));
+            }
+        }
+        self.published.set_applied(index);
+        tracing::info!(snapshot_index = index, "applied snapshot");
+        Ok(())
+    }
+
     fn propose(&mut self, core: ServingCore, id: u64, data: Vec<u8>) {
         match self.node.propose(Vec::new(), data) {
             Ok(()) => {
@@ -512,12 +656,11 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
     async fn handle_ready(&mut self) -> Result<(), RaftCoreError> {
         let mut ready = self.node.ready();
         if !ready.messages().is_empty() {
-            self.transport.send(ready.take_messages());
+            self.send(ready.take_messages());
         }
         if !ready.snapshot().is_empty() {
-            return Err(RaftCoreError::Unsupported(
-                "installing a snapshot from the leader comes with the cluster",
-            ));
+            self.install(ready.snapshot().get_metadata().clone())
+                .await?;
         }
         self.reads.confirmed(ready.take_read_states());
         self.apply(ready.take_committed_entries()).await?;
@@ -544,14 +687,14 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
             }
         }
         if !ready.persisted_messages().is_empty() {
-            self.transport.send(ready.take_persisted_messages());
+            self.send(ready.take_persisted_messages());
         }
         let mut light = self.node.advance(ready);
         if let Some(commit) = light.commit_index() {
             self.node.mut_store().set_commit(commit);
         }
         if !light.messages().is_empty() {
-            self.transport.send(light.take_messages());
+            self.send(light.take_messages());
         }
         self.apply(light.take_committed_entries()).await?;
         self.node.advance_apply();
@@ -584,6 +727,7 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
         for request in applied.proposals {
             self.propose_own(request);
         }
+        self.node.mut_store().set_applied(self.state.applied());
         self.published.set_applied(self.state.applied().0);
         let now = Instant::now();
         let metrics = &self.published.metrics;
@@ -784,13 +928,14 @@ impl<L: DurableLog, S: StateMachine, T: Transport> RaftCore<L, S, T> {
 
     /// The first index the log must keep once everything through `durable` is in the page file:
     /// the catch-up entries of a cluster member, and what the slowest follower has not received
-    /// unless it is more than [`MAX_RETAINED`] behind.
+    /// unless it is more than the lagging limit behind (it gets a snapshot then).
     fn retained_from(&self, durable: u64) -> u64 {
         let raft = &self.node.raft;
         let voters = raft.prs().conf().voters().ids().len();
-        let mut from = (durable + 1).saturating_sub(boot::catch_up(voters)).max(1);
+        let catch_up = if voters > 1 { self.catch_up } else { 0 };
+        let mut from = (durable + 1).saturating_sub(catch_up).max(1);
         if raft.state == StateRole::Leader {
-            let floor = (durable + 1).saturating_sub(MAX_RETAINED);
+            let floor = (durable + 1).saturating_sub(self.lagging_limit);
             for (&id, progress) in raft.prs().iter() {
                 if id != raft.id {
                     from = from.min((progress.matched + 1).max(floor));

@@ -176,6 +176,9 @@ pub enum FromRaft {
     /// The page file was rewritten: read from this one from now on. Sent to every serving core
     /// before anything applied to the new file is answered.
     Reopened(Db),
+    /// A snapshot from the leader replaced the page file: read from this one from now on, and
+    /// catch every watcher up from it (it holds revisions no `Changes` carried).
+    Installed(Db),
     /// A read batch may read: every write committed before it was asked for is applied.
     ReadReady {
         /// The serving core's read batch.

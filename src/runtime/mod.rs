@@ -4,10 +4,11 @@
 //! ([`mailbox`]), a one-shot broadcast any thread may fire ([`signal`]), and the member's shutdown
 //! ([`shutdown`]): SIGTERM and SIGINT, a failure on any core, and the bound on how long stopping may
 //! take. [`fatal`] makes a panic anywhere end the process; [`faults`] holds the test suite's fault
-//! points.
+//! points; [`apart`] runs a long blocking job on a thread of its own.
 //!
 //! Runs on: every thread (these are the types each side holds).
 
+pub mod apart;
 pub mod cores;
 pub mod fatal;
 pub mod faults;

@@ -365,6 +365,22 @@ impl Hub {
         send(out, response, source.gauges())
     }
 
+    /// Every synced watcher catches up from history from now on: the page file was replaced by a
+    /// newer one (a snapshot from the leader), whose revisions no applied batch carried.
+    pub fn unsync_all(&mut self, source: &impl Source) {
+        let gauges = source.gauges();
+        for s in self.streams.values_mut() {
+            let mut woken = false;
+            for w in s.watchers.values_mut().filter(|w| w.synced) {
+                w.set_synced(false, gauges);
+                woken = true;
+            }
+            if woken {
+                s.wake();
+            }
+        }
+    }
+
     /// Delivers an applied batch's events to the synced watchers they concern.
     pub fn changed(&mut self, source: &impl Source, changes: &Changes) {
         self.revision = self.revision.max(changes.revision);

@@ -39,5 +39,5 @@ pub use lease::{keys_of as lease_keys, leases};
 pub use read::{Revisions, range, revisions};
 pub use request::{Request, Response, WithHeader};
 pub use revision::Revision;
-pub use store::{Applied, Checkpoint, Entry, Options, Store};
+pub use store::{Applied, Checkpoint, Entry, Options, Store, applied_of};
 pub use txn::{is_read_only as is_read_only_txn, read_only as read_only_txn};

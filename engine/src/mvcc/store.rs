@@ -139,6 +139,15 @@ fn meta_number(view: &dyn View, name: &[u8]) -> Result<u64> {
     }
 }
 
+/// The index and term of the last raft entry the file as `view` shows it has applied (etcd's
+/// consistent index and term, in `meta`).
+pub fn applied_of(view: &dyn View) -> Result<(u64, u64)> {
+    Ok((
+        meta_number(view, CONSISTENT_INDEX)?,
+        meta_number(view, TERM)?,
+    ))
+}
+
 impl Store {
     /// Opens (creating if missing) the store at `path`: a page file that etcd can read as its own
     /// data file, and can be one etcd wrote (keelson's index is then built once, and logged).
@@ -183,6 +192,7 @@ impl Store {
             // A file from before keelson kept the count, or etcd's: counted once.
             None => live(&view, b"", End::Unbounded, current, 0)?.1 as i64,
         };
+        let (applied_index, applied_term) = applied_of(&view)?;
         let pending = (scheduled > finished).then(|| Pending {
             at: scheduled,
             from: Vec::new(),
@@ -196,8 +206,8 @@ impl Store {
             keys,
             versions_compacted: 0,
             pending,
-            applied_index: meta_number(&view, CONSISTENT_INDEX)?,
-            applied_term: meta_number(&view, TERM)?,
+            applied_index,
+            applied_term,
             alarms: alarm::alarms(&view)?,
             writer,
             options,

@@ -116,7 +116,9 @@ pub enum Record<'a> {
     HardState(HardState),
     /// A raft entry.
     Entry(EntryRef<'a>),
-    /// The page file holds everything up to `index` (at `term`); earlier segments may go.
+    /// The log restarts after `index` (at `term`): the page file holds everything up to it (a
+    /// snapshot from the leader was installed), and every entry written before this record is
+    /// void — the next entry is `index + 1`.
     Snapshot {
         /// Index covered.
         index: u64,

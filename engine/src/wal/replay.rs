@@ -103,6 +103,7 @@ pub(crate) fn walk(
                     }
                 }
                 Decoded::Entry(e) => last_index = e.index,
+                Decoded::Snapshot { index, .. } => last_index = *index,
                 _ => {}
             }
             visit(Visit {
@@ -169,7 +170,11 @@ pub(crate) fn replay(
             Decoded::Seed { .. } => {}
             Decoded::Metadata(m) => out.metadata = Some(m.clone()),
             Decoded::HardState(hs) => out.hard_state = *hs,
-            Decoded::Snapshot { index, term } => out.snapshots.push((*index, *term)),
+            Decoded::Snapshot { index, term } => {
+                // The log restarts after the marker: what came before it is void.
+                out.snapshots.push((*index, *term));
+                out.entries.clear();
+            }
             Decoded::Entry(e) if e.index <= floor => {}
             Decoded::Entry(e) => {
                 let expected = out

@@ -197,7 +197,7 @@ impl State {
             Record::Entry(e) => self.last_index = e.index,
             Record::HardState(hs) => self.hard_state = *hs,
             Record::Metadata(m) => self.metadata = m.to_vec(),
-            Record::Snapshot { .. } => {}
+            Record::Snapshot { index, .. } => self.last_index = *index,
         }
         self.frame(record.kind(), len, |out| record.write_payload(out));
         self.stats.records += 1;
@@ -787,6 +787,14 @@ impl Wal {
     /// Appends `records` and waits until they are durable.
     pub async fn append_durably(&self, records: &[Record<'_>]) -> Result<()> {
         self.append(records).await?.await
+    }
+
+    /// Restarts the log after `index` (at `term`), durably: the page file holds everything up to
+    /// it now (a snapshot from the leader), every entry written before is void at replay, and the
+    /// next entry appended is `index + 1`.
+    pub async fn restart_after(&self, index: u64, term: u64) -> Result<()> {
+        self.append_durably(&[Record::Snapshot { index, term }])
+            .await
     }
 
     /// Deletes the segments whose entries all lie below `index` (the page file has synced past

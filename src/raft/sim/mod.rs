@@ -8,7 +8,9 @@
 //!   "syncs" it every few turns, so a crash loses what was applied but not synced (the WAL must
 //!   bring it back);
 //! - a network ([`Network`]) that the test drives: each message is delivered after a delay, or
-//!   dropped, or held by a partition, in an order the seeded RNG picks;
+//!   dropped, or held by a partition, in an order the seeded RNG picks; a snapshot travels whole
+//!   (as on its own connection) into a file of the receiver's ([`Files`]), or fails and its sender
+//!   hears so;
 //! - a clock: a member takes a tick when the test says (each at its own pace, so elections do not
 //!   tie) — raft-rs's own election jitter is turned off so a seed replays exactly.
 //!
@@ -25,6 +27,7 @@ mod tests;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,8 +45,8 @@ use rand::{Rng, SeedableRng};
 use super::boot;
 use super::lessor::{LeaseOptions, Lessor};
 use super::seams::{
-    Answer, AppliedBatch, Defragmented, DurableLog, LeaseForward, Maintained, StateMachine,
-    Transport,
+    Answer, AppliedBatch, Defragmented, DurableLog, Installed, LeaseForward, Maintained,
+    StateMachine, Transport,
 };
 use super::turn::{Event, RaftCore, RaftCoreError};
 use crate::apply;
@@ -125,6 +128,12 @@ impl DurableLog for Wal {
         Ok(())
     }
 
+    async fn restart_after(&mut self, _index: u64, _term: u64) -> Result<(), RaftCoreError> {
+        // The WAL's snapshot marker: every entry before it is void.
+        self.0.borrow_mut().entries.clear();
+        Ok(())
+    }
+
     async fn close(self) {}
 }
 
@@ -149,9 +158,13 @@ pub struct Store {
     pub synced: usize,
 }
 
+/// Snapshot files received, by path: what each holds. Survives crashes (it is on disk).
+pub type Files = Rc<RefCell<HashMap<PathBuf, Vec<Applied>>>>;
+
 /// A member's state machine: applies to its [`Store`], syncing every `sync_every` turns.
 pub struct Machine {
     store: Rc<RefCell<Store>>,
+    files: Files,
     sync_every: u32,
     turns: u32,
     /// A defragmentation was asked for: the store is in memory, so the next turn ends it.
@@ -159,6 +172,30 @@ pub struct Machine {
 }
 
 impl StateMachine for Machine {
+    /// Everything applied, as the store holds it now.
+    type Snapshot = Vec<Applied>;
+
+    fn snapshot(&self) -> Result<Vec<Applied>, RaftCoreError> {
+        Ok(self.store.borrow().applied.clone())
+    }
+
+    async fn install(&mut self, file: &Path) -> Result<Installed, RaftCoreError> {
+        let Some(applied) = self.files.borrow_mut().remove(file) else {
+            return Err(RaftCoreError::Install(format!(
+                "{}: no such file",
+                file.display()
+            )));
+        };
+        let mut store = self.store.borrow_mut();
+        store.synced = applied.len();
+        store.applied = applied;
+        Ok(Installed::default())
+    }
+
+    async fn discard(&mut self, file: &Path) {
+        self.files.borrow_mut().remove(file);
+    }
+
     fn applied(&self) -> (u64, u64) {
         let store = self.store.borrow();
         store.applied.last().map_or((0, 0), |a| (a.index, a.term))
@@ -232,15 +269,14 @@ impl StateMachine for Machine {
     }
 }
 
-/// What travels on the simulated network: a raft message, or a forwarded lease question or answer.
+/// What travels on the simulated network: a raft message, a forwarded lease question or answer,
+/// or a snapshot.
 #[derive(Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "nearly all are raft messages: boxing them would cost an allocation each"
-)]
 enum Packet {
     Raft(Message),
     Lease(LeaseForward),
+    /// A snapshot's message and the state it carries.
+    Snapshot(Message, Vec<Applied>),
 }
 
 /// A packet on the simulated network.
@@ -279,7 +315,8 @@ impl Network {
     fn put(&mut self, from: u64, to: u64, packet: Packet) {
         let (drop_rate, max_delay, now) = (self.drop_rate, self.max_delay, self.now);
         let rng = self.rng.as_mut().expect("the network has its RNG");
-        if rng.random_bool(drop_rate) {
+        // A snapshot goes whole or not at all: only a cut loses it (and its sender hears so).
+        if !matches!(packet, Packet::Snapshot(..)) && rng.random_bool(drop_rate) {
             return;
         }
         let deliver_at = now + rng.random_range(0..=max_delay);
@@ -296,6 +333,15 @@ impl Network {
 pub struct Net(u64, Rc<RefCell<Network>>);
 
 impl Transport for Net {
+    type Snapshot = Vec<Applied>;
+
+    fn send_snapshot(&mut self, message: Message, snapshot: Vec<Applied>) {
+        let to = message.to;
+        self.1
+            .borrow_mut()
+            .put(self.0, to, Packet::Snapshot(message, snapshot));
+    }
+
     fn send(&mut self, messages: Vec<Message>) {
         let mut net = self.1.borrow_mut();
         for message in messages {
@@ -320,6 +366,13 @@ pub struct Member {
     pub store: Rc<RefCell<Store>>,
     /// Events for its next turn.
     events: Vec<Event>,
+}
+
+/// How many entries members keep for followers (see `RaftCore::keep_for_followers`).
+#[derive(Debug, Clone, Copy)]
+struct Keep {
+    catch_up: u64,
+    lagging_limit: u64,
 }
 
 /// A read asked at a member: the applied index it must reach.
@@ -355,6 +408,11 @@ pub struct Cluster {
     pub reads_done: usize,
     /// Leader seen per term.
     leaders: BTreeMap<u64, u64>,
+    /// Snapshot files on the members' disks.
+    files: Files,
+    /// Snapshots delivered whole so far.
+    pub snapshots_delivered: usize,
+    keep: Keep,
 }
 
 impl Cluster {
@@ -381,6 +439,12 @@ impl Cluster {
             reads: HashMap::new(),
             reads_done: 0,
             leaders: BTreeMap::new(),
+            files: Files::default(),
+            snapshots_delivered: 0,
+            keep: Keep {
+                catch_up: crate::config::DEFAULT_CATCH_UP_ENTRIES,
+                lagging_limit: crate::config::DEFAULT_SNAPSHOT_COUNT,
+            },
         };
         for &id in &voters {
             cluster.members.push(Member {
@@ -404,7 +468,7 @@ impl Cluster {
             store.applied.truncate(synced);
             let applied = store.applied.last().map_or((0, 0), |a| (a.index, a.term));
             let disk = member.disk.borrow();
-            let keep_after = applied.0.saturating_sub(boot::catch_up(self.voters.len()));
+            let keep_after = applied.0.saturating_sub(self.keep.catch_up);
             let entries: Vec<Entry> = disk
                 .entries
                 .iter()
@@ -421,6 +485,7 @@ impl Cluster {
         let node = RawNode::new(&config, log, &super::logger()).expect("a valid raft config");
         let machine = Machine {
             store: member.store.clone(),
+            files: self.files.clone(),
             sync_every: self.sync_every,
             turns: 0,
             defragment: false,
@@ -442,9 +507,22 @@ impl Cluster {
             (member.id << 48) | (self.starts << 32),
         );
         self.starts += 1;
+        core.keep_for_followers(self.keep.catch_up, self.keep.lagging_limit);
         core.start().expect("raft starts");
         member.core = Some(core);
         member.events.clear();
+    }
+
+    /// Makes every member (now and after restarts) keep `catch_up` entries for followers, and
+    /// `lagging_limit` at most for one behind: one further behind gets a snapshot.
+    pub fn keep_for_followers(&mut self, catch_up: u64, lagging_limit: u64) {
+        self.keep = Keep {
+            catch_up,
+            lagging_limit,
+        };
+        for core in self.members.iter_mut().filter_map(|m| m.core.as_mut()) {
+            core.keep_for_followers(catch_up, lagging_limit);
+        }
     }
 
     /// Crashes member `m`: its memory is gone, its disk and synced state stay.
@@ -514,14 +592,39 @@ impl Cluster {
         }
     }
 
-    /// Hands `packet` to member `to`'s next turn, if it is up.
+    /// Hands `packet` to member `to`'s next turn, if it is up. A snapshot is saved to a file of
+    /// the receiver's first, and its sender hears whether it arrived.
     fn arrive(&mut self, from: u64, to: u64, packet: Packet) {
+        let event = match packet {
+            Packet::Raft(message) => Event::Peer(vec![message]),
+            Packet::Lease(lease) => Event::Lease { from, lease },
+            Packet::Snapshot(message, applied) => {
+                let delivered = self.members[to as usize - 1].core.is_some();
+                self.snapshot_sent(from, to, delivered);
+                if !delivered {
+                    return;
+                }
+                let index = message.get_snapshot().get_metadata().index;
+                let file = PathBuf::from(format!("member-{to}/{index:016x}.snap.db"));
+                self.files.borrow_mut().insert(file.clone(), applied);
+                self.snapshots_delivered += 1;
+                Event::Snapshot {
+                    message: Box::new(message),
+                    file,
+                }
+            }
+        };
         let member = &mut self.members[to as usize - 1];
         if member.core.is_some() {
-            member.events.push(match packet {
-                Packet::Raft(message) => Event::Peer(vec![message]),
-                Packet::Lease(lease) => Event::Lease { from, lease },
-            });
+            member.events.push(event);
+        }
+    }
+
+    /// Tells member `from` (if it is up) whether its snapshot reached member `to`.
+    fn snapshot_sent(&mut self, from: u64, to: u64, delivered: bool) {
+        let sender = &mut self.members[from as usize - 1];
+        if sender.core.is_some() {
+            sender.events.push(Event::SnapshotSent { to, delivered });
         }
     }
 
@@ -725,11 +828,15 @@ impl Cluster {
             net.in_flight = later;
             let net = &*net;
             due.into_iter()
-                .filter(|f| !net.is_cut(f.from, f.to))
+                .map(|f| (net.is_cut(f.from, f.to), f))
                 .collect::<Vec<_>>()
         };
-        for f in due {
-            self.arrive(f.from, f.to, f.packet);
+        for (cut, f) in due {
+            match (cut, f.packet) {
+                (false, packet) => self.arrive(f.from, f.to, packet),
+                (true, Packet::Snapshot(..)) => self.snapshot_sent(f.from, f.to, false),
+                (true, _) => {}
+            }
         }
     }
 
@@ -751,7 +858,8 @@ impl Cluster {
             | FromRaft::Changes(_)
             | FromRaft::Lease { .. }
             | FromRaft::Done { .. }
-            | FromRaft::Reopened(_) => {}
+            | FromRaft::Reopened(_)
+            | FromRaft::Installed(_) => {}
             FromRaft::Applied { id, outcome } => {
                 self.pending.remove(&id);
                 match outcome {

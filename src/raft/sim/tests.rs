@@ -225,6 +225,11 @@ fn an_answer_to_a_read_asked_before_a_restart_does_not_release_a_read_asked_afte
 fn random_schedule(members: usize, seed: u64) {
     let _named = NamedOnFailure(seed);
     let mut c = Cluster::new(members, seed);
+    if seed % 2 == 1 {
+        // Members keep few entries for followers: one that crashed or was cut off a while is
+        // sent a snapshot.
+        c.keep_for_followers(3, 10);
+    }
     {
         let mut net = c.net.borrow_mut();
         net.drop_rate = 0.05;
@@ -349,4 +354,63 @@ fn a_proposal_lost_on_its_way_to_the_leader_is_forgotten_once_its_client_gave_up
     c.heal();
     assert!(c.settle(200));
     c.check_consistent();
+}
+
+#[test]
+fn a_follower_too_far_behind_catches_up_from_a_snapshot_and_a_crash_after_keeps_it() {
+    for seed in 30..34 {
+        let mut c = Cluster::new(3, seed);
+        c.keep_for_followers(5, 20);
+        assert!(c.settle(500), "seed {seed}");
+        let leader = c.leader().unwrap();
+        let behind = (leader + 1) % 3;
+        c.isolate(behind, true);
+        // The isolated follower takes proposals it cannot commit: its log diverges.
+        for _ in 0..3 {
+            c.propose(behind);
+        }
+        for round in 0..200 {
+            c.propose(leader);
+            if round % 3 == 0 {
+                c.propose(leader);
+            }
+            for m in 0..3 {
+                if c.chance(0.5) {
+                    c.tick(m);
+                }
+            }
+            c.step();
+        }
+        for _ in 0..50 {
+            for m in 0..3 {
+                c.tick(m);
+            }
+            c.step();
+        }
+        let core = c.members[c.leader().unwrap()].core.as_ref().unwrap();
+        let first = raft::Storage::first_index(core.node().raft.raft_log.store()).unwrap();
+        let applied = c.members[behind].store.borrow().applied.len() as u64;
+        assert!(
+            first > applied + 1,
+            "seed {seed}: the leader's log (from {first}) could still catch up a member at {applied}"
+        );
+        c.isolate(behind, false);
+        assert!(c.settle(1000), "seed {seed}: {}", c.describe());
+        assert!(
+            c.snapshots_delivered > 0,
+            "seed {seed}: no snapshot was sent"
+        );
+        c.check_consistent();
+        // Restarted from its disk, it holds what the snapshot gave it and goes on from there.
+        c.crash(behind);
+        c.start(behind);
+        for _ in 0..10 {
+            let leader = c.leader().unwrap();
+            c.propose(leader);
+            c.read(behind);
+            c.step();
+        }
+        assert!(c.settle(1000), "seed {seed}: {}", c.describe());
+        c.check_served(200, 0);
+    }
 }
