@@ -147,6 +147,23 @@ pub struct Flags {
         value_parser = duration::parse
     )]
     pub experimental_watch_progress_notify_interval: Option<Duration>,
+    /// Reject reconfiguration requests that would cause quorum loss.
+    #[arg(
+        long,
+        env = "ETCD_STRICT_RECONFIG_CHECK",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub strict_reconfig_check: bool,
+    /// Sets the maximum number of learners that can be available in the cluster membership
+    /// (default 1; etcd 3.6's spelling).
+    #[arg(long, env = "ETCD_MAX_LEARNERS")]
+    pub max_learners: Option<usize>,
+    /// The same, as etcd 3.5 spells it.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_MAX_LEARNERS")]
+    pub experimental_max_learners: Option<usize>,
     /// Enable leader to send regular checkpoints to other members to prevent reset of remaining
     /// TTL on leader change (keelson: on unless set to false).
     #[arg(
@@ -225,8 +242,6 @@ pub const INERT_FLAGS: &[&str] = &[
     // Raft and membership (the cluster issue acts on these).
     "initial-election-tick-advance",
     "pre-vote",
-    "strict-reconfig-check",
-    "max-learners",
     "force-new-cluster",
     "raft-read-timeout",
     "raft-write-timeout",
@@ -354,15 +369,6 @@ pub enum ConfigError {
 /// for this member only (the others publish theirs through raft).
 pub use keelson_engine::mvcc::members::Member;
 
-/// Another member, as this one dials it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    /// Its member id.
-    pub id: u64,
-    /// Its peer URLs' addresses, tried in turn.
-    pub addrs: Vec<SocketAddr>,
-}
-
 /// A checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -378,10 +384,8 @@ pub struct Config {
     pub metrics_addrs: Vec<SocketAddr>,
     /// Every member of the initial cluster, this one included.
     pub members: Vec<Member>,
-    /// Where this member listens for its peers (`--listen-peer-urls`; none for a single member).
+    /// Where this member listens for its peers (`--listen-peer-urls`).
     pub peer_addrs: Vec<SocketAddr>,
-    /// The other members, and where to reach them.
-    pub peers: Vec<Peer>,
     /// Whether the member joins a cluster that exists (`--initial-cluster-state existing`).
     pub joining: bool,
     /// This member's id.
@@ -420,6 +424,10 @@ pub struct Config {
     /// Entries a cluster member keeps behind what its page file holds, for followers to catch up
     /// from (`--snapshot-catchup-entries`).
     pub catch_up_entries: u64,
+    /// `--strict-reconfig-check`.
+    pub strict_reconfig_check: bool,
+    /// Learners the cluster may have at most (`--max-learners`).
+    pub max_learners: usize,
     /// CPUs to run on (None: every CPU in the affinity mask).
     pub cores: Option<String>,
     /// Whether the raft core's CPU serves clients too (it does anyway with one CPU).
@@ -619,19 +627,15 @@ impl Config {
                 ),
             });
         }
+        // Every member listens for peers, a single one too: members may be added to it.
         let mut peer_addrs = Vec::new();
-        let mut peers = Vec::new();
-        if members.len() > 1 {
-            // A single member has nobody to listen for.
-            for url in split_list(&flags.listen_peer_urls) {
-                peer_addrs.extend(url_addrs("listen-peer-urls", &url)?);
-            }
-            for m in members.iter().filter(|m| m.id != member_id) {
-                let mut addrs = Vec::new();
-                for url in &m.peer_urls {
-                    addrs.extend(url_addrs("initial-cluster", url)?);
-                }
-                peers.push(Peer { id: m.id, addrs });
+        for url in split_list(&flags.listen_peer_urls) {
+            peer_addrs.extend(url_addrs("listen-peer-urls", &url)?);
+        }
+        // The other members are dialled at their peer URLs, which must be http://host:port.
+        for m in members.iter().filter(|m| m.id != member_id) {
+            for url in &m.peer_urls {
+                url_addrs("initial-cluster", url)?;
             }
         }
         if flags.max_request_bytes > MAX_REQUEST_BYTES {
@@ -666,7 +670,6 @@ impl Config {
             metrics_addrs,
             members,
             peer_addrs,
-            peers,
             joining: flags.initial_cluster_state == "existing",
             member_id,
             cluster_id,
@@ -697,6 +700,11 @@ impl Config {
             })?,
             sync: sync_schedule(flags.backend_batch_interval, flags.backend_batch_limit),
             snapshot_count: flags.snapshot_count,
+            strict_reconfig_check: flags.strict_reconfig_check,
+            max_learners: flags
+                .max_learners
+                .or(flags.experimental_max_learners)
+                .unwrap_or(1),
             catch_up_entries: flags
                 .snapshot_catchup_entries
                 .or(flags.experimental_snapshot_catchup_entries)
@@ -852,16 +860,9 @@ mod tests {
             config(&[&["--name", "node", "--initial-cluster", two][..], &listen].concat()).unwrap();
         assert_eq!(c.peer_addrs, vec!["127.0.0.1:2380".parse().unwrap()]);
         let other = ids::member_id(&["http://127.0.0.1:2381".into()], "etcd-cluster");
-        assert_eq!(
-            c.peers,
-            vec![Peer {
-                id: other,
-                addrs: vec!["127.0.0.1:2381".parse().unwrap()]
-            }]
-        );
         assert_eq!(c.cluster_id, ids::cluster_id([c.member_id, other]));
-        // A single member listens for nobody.
+        // A single member listens too: members may be added to it.
         let alone = config(&listen).unwrap();
-        assert!(alone.peer_addrs.is_empty() && alone.peers.is_empty());
+        assert_eq!(alone.peer_addrs, c.peer_addrs);
     }
 }

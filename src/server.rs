@@ -19,11 +19,13 @@ use crate::api::http::Surface;
 use crate::api::{conn, serving};
 use crate::config::Config;
 use crate::metrics::CoreMetrics;
+use crate::peer;
 use crate::raft::run as raft;
 use crate::raft::turn::RaftCoreError;
 use crate::runtime::cores;
 use crate::runtime::link::{Published, ServingCore};
 use crate::runtime::shutdown::Shutdown;
+use keelson_proto::etcdserverpb::Metadata;
 
 /// Batches in flight on one channel between two cores.
 const CHANNEL_BATCHES: usize = 1024;
@@ -61,8 +63,117 @@ pub enum ServerError {
     Executor(String),
 }
 
+/// A member that has a WAL is the member and cluster its WAL was made for, whatever the flags
+/// say, as etcd's restart reads them from its WAL (a member that joined has ids the flags do not
+/// give).
+fn adopt_wal_identity(config: &mut Config) -> Result<(), ServerError> {
+    use keelson_engine::wal;
+    use prost::Message as _;
+    let dir = &config.wal_dir;
+    let metadata = if wal::etcd::is_etcd_wal(dir) {
+        Some(
+            wal::etcd::read_etcd(dir)
+                .map_err(RaftCoreError::from)?
+                .metadata,
+        )
+    } else {
+        wal::metadata(dir).map_err(RaftCoreError::from)?
+    };
+    let decoded = metadata.and_then(|m| Metadata::decode(&m[..]).ok());
+    let Some((member_id, cluster_id)) = decoded.and_then(|m| m.node_id.zip(m.cluster_id)) else {
+        return Ok(());
+    };
+    if (member_id, cluster_id) != (config.member_id, config.cluster_id) {
+        tracing::info!(
+            local_member_id = %format!("{member_id:x}"),
+            cluster_id = %format!("{cluster_id:x}"),
+            "the WAL names this member and its cluster"
+        );
+    }
+    if let Some(me) = config.members.iter_mut().find(|m| m.name == config.name) {
+        me.id = member_id;
+    }
+    config.member_id = member_id;
+    config.cluster_id = cluster_id;
+    Ok(())
+}
+
+/// A new cluster's members, as its flags name them (each publishes its client URLs through raft
+/// once it runs). A data dir whose members do not include this member, which was not removed,
+/// takes them from the flags too: `etcdctl snapshot restore` (3.4) leaves the old cluster's
+/// members in the file and the new ones only in etcd's v2 store snapshot, which keelson does not
+/// read.
+fn seed_members(store: &mut Store, config: &Config) -> Result<(), ServerError> {
+    let seed: Vec<_> = config
+        .members
+        .iter()
+        .map(|m| mvcc::members::Member {
+            client_urls: Vec::new(),
+            ..m.clone()
+        })
+        .collect();
+    let view = store.db().begin_read().map_err(mvcc::MvccError::from)?;
+    let listed = mvcc::members::members(&view)?;
+    let removed = mvcc::members::is_removed(&view, config.member_id)?;
+    drop(view);
+    let stale = !listed.is_empty() && !removed && !listed.iter().any(|m| m.id == config.member_id);
+    if stale {
+        tracing::warn!(
+            local_member_id = %format!("{:x}", config.member_id),
+            "the data dir's members do not include this member (etcdctl snapshot restore leaves \
+             the old cluster's); taking the members from --initial-cluster"
+        );
+    }
+    store.set_members(&seed, stale)?;
+    Ok(())
+}
+
+/// Joins an existing cluster, as etcd does on an empty data dir with `--initial-cluster-state
+/// existing`: asks the other members of `--initial-cluster` for the cluster, checks the flags
+/// against it, and takes its ids (the member was added with `member add` first).
+fn join(config: &mut Config) -> Result<(), String> {
+    let me = config.member_id;
+    let others: Vec<String> = config
+        .members
+        .iter()
+        .filter(|m| m.id != me)
+        .flat_map(|m| m.peer_urls.clone())
+        .collect();
+    let (cluster_id, existing) = peer::join::fetch(&others)?;
+    let mine = config
+        .members
+        .iter()
+        .find(|m| m.id == me)
+        .map(|m| m.peer_urls.clone())
+        .unwrap_or_default();
+    peer::join::assign(&mut config.members, &existing)?;
+    let member_id = config
+        .members
+        .iter()
+        .find(|m| m.peer_urls == mine)
+        .map_or(me, |m| m.id);
+    // The cluster's view of each member (learner or not), this member's name and client URLs.
+    for member in &mut config.members {
+        if let Some(e) = existing.iter().find(|e| e.id == member.id) {
+            member.is_learner = e.is_learner;
+            if member.id != member_id {
+                member.name = e.name.clone();
+                member.client_urls = e.client_urls.clone();
+            }
+        }
+    }
+    tracing::info!(
+        local_member_id = %format!("{member_id:x}"),
+        cluster_id = %format!("{cluster_id:x}"),
+        "joining an existing cluster"
+    );
+    config.member_id = member_id;
+    config.cluster_id = cluster_id;
+    Ok(())
+}
+
 /// Runs a member until `shutdown` stops it.
-pub fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
+pub fn run(mut config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
     let cpus = cores::select(config.cores.as_deref())?;
     let serve_on_raft_core = config.serve_on_raft_core || cpus.len() == 1;
     let serving_cpus: Vec<usize> = if serve_on_raft_core {
@@ -78,14 +189,10 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
         "starting a keelson member"
     );
     let has_wal = std::fs::read_dir(&config.wal_dir).is_ok_and(|mut d| d.next().is_some());
-    if config.joining && !has_wal {
-        // etcd would ask the cluster's members for the cluster; keelson cannot add itself yet.
-        return Err(ServerError::Refused(
-            "cannot fetch cluster info from peer urls: joining an existing cluster \
-             (--initial-cluster-state existing on an empty data dir) needs membership changes, \
-             which keelson does not have yet"
-                .into(),
-        ));
+    if has_wal {
+        adopt_wal_identity(&mut config)?;
+    } else if config.joining {
+        join(&mut config).map_err(ServerError::Refused)?;
     }
     let db_path = config.db_path();
     let snap_dir = db_path.parent().unwrap_or(Path::new("."));
@@ -96,22 +203,13 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
     let options = mvcc::Options {
         min_lease_ttl: config.min_lease_ttl,
         quota_bytes: config.quota_bytes,
+        max_learners: config.max_learners,
         ..mvcc::Options::default()
     };
     // A defragmentation a crash cut short leaves its copy behind; the old file is the one.
     let _ = std::fs::remove_file(crate::apply::defrag::copy_path(&db_path));
     let mut store = Store::open(&db_path, options)?;
-    // A new cluster's members, as its flags name them; each publishes its client URLs through
-    // raft once it runs.
-    let seed: Vec<_> = config
-        .members
-        .iter()
-        .map(|m| mvcc::members::Member {
-            client_urls: Vec::new(),
-            ..m.clone()
-        })
-        .collect();
-    store.set_members(&seed, false)?;
+    seed_members(&mut store, &config)?;
     if shutdown.is_stopping() {
         return Ok(());
     }

@@ -43,7 +43,9 @@ use super::lease::LeaseApi;
 use super::lock::LockApi;
 use super::timer::LocalTimer;
 use super::watch::WatchApi;
-use super::{cluster::ClusterApi, context, http as plain, kv::KvApi, maintenance::MaintenanceApi};
+use super::{
+    cluster::ClusterApi, context, http as plain, kv::KvApi, maintenance::MaintenanceApi, status,
+};
 use crate::metrics;
 use crate::runtime::signal::Signal;
 
@@ -161,7 +163,12 @@ impl Services {
         let path = request.uri().path();
         let method = metrics::method_index(path);
         let service = path.trim_start_matches('/').split('/').next();
+        let learner = context::with(|s| Ok(s.published.is_learner())).unwrap_or(false);
         let response = match service.unwrap_or_default() {
+            // A learner serves its status and serializable ranges (checked in Range), as etcd's.
+            _ if learner && !LEARNER_SERVES.contains(&path) => {
+                Ok(status::not_for_learner().into_http())
+            }
             KvServer::<KvApi>::NAME => self.kv.call(request).await,
             MaintenanceServer::<MaintenanceApi>::NAME => self.maintenance.call(request).await,
             ClusterServer::<ClusterApi>::NAME => self.cluster.call(request).await,
@@ -196,6 +203,9 @@ impl Services {
         Ok(response)
     }
 }
+
+/// The calls a learner serves (etcd's `isRPCSupportedForLearner`).
+const LEARNER_SERVES: [&str; 2] = ["/etcdserverpb.Maintenance/Status", "/etcdserverpb.KV/Range"];
 
 /// A listening socket on `addr`, shared with the other cores (`SO_REUSEPORT`) if `shared`, and, as
 /// Go's listeners (etcd's) are, rebindable while connections of a previous process sit in

@@ -171,6 +171,31 @@ impl Serving {
 
     /// Proposes `request` through raft; the receiver yields its outcome once applied.
     pub fn propose(&self, request: mvcc::Request) -> Result<oneshot::Receiver<Outcome>, Status> {
+        let max = self.identity.connections.max_request_bytes;
+        self.send_proposal(|id| {
+            let data = request.into_internal(id).encode_to_vec();
+            if data.len() > max {
+                return Err(status::too_large());
+            }
+            Ok(ToRaft::Propose { id, data })
+        })
+    }
+
+    /// Asks the raft core to change the cluster's members; the receiver yields the outcome once
+    /// the change is applied (or why it was not proposed).
+    pub fn reconfigure(
+        &self,
+        change: mvcc::members::Change,
+    ) -> Result<oneshot::Receiver<Outcome>, Status> {
+        self.send_proposal(|id| Ok(ToRaft::Reconfigure { id, change }))
+    }
+
+    /// Sends the raft core what `make` makes of a new request id, and waits for its outcome
+    /// (answered `request timed out` after the request timeout).
+    fn send_proposal(
+        &self,
+        make: impl FnOnce(u64) -> Result<ToRaft, Status>,
+    ) -> Result<oneshot::Receiver<Outcome>, Status> {
         if self.raft_gone.get() {
             return Err(status::stopped());
         }
@@ -183,13 +208,10 @@ impl Serving {
         }
         let id = self.next_id.get();
         self.next_id.set(id.wrapping_add(1));
-        let data = request.into_internal(id).encode_to_vec();
-        if data.len() > self.identity.connections.max_request_bytes {
-            return Err(status::too_large());
-        }
+        let request = make(id)?;
         let (tx, rx) = oneshot::channel();
         self.proposals.borrow_mut().insert(id, (Instant::now(), tx));
-        self.outbox.push(ToRaft::Propose { id, data });
+        self.outbox.push(request);
         Ok(rx)
     }
 

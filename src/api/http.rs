@@ -228,6 +228,7 @@ fn scrape() -> String {
             member_id: s.identity.member_id,
             has_leader: published.leader() != 0,
             is_leader: published.leader() == s.identity.member_id,
+            is_learner: published.is_learner(),
             committed: published.committed(),
             applied: published.applied(),
             db_size,

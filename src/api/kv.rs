@@ -120,6 +120,9 @@ impl Kv for KvApi {
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
         let request = request.into_inner();
+        if !request.serializable && context::with(|s| Ok(s.published.is_learner()))? {
+            return Err(status::not_for_learner());
+        }
         validate::range(&request).map_err(invalid)?;
         if !request.serializable {
             linearizable().await?;

@@ -67,7 +67,7 @@ impl Maintenance for MaintenanceApi {
                 raft_applied_index: published.applied(),
                 errors,
                 db_size_in_use: size.saturating_sub(published.free_bytes()) as i64,
-                is_learner: false,
+                is_learner: published.is_learner(),
                 storage_version: STORAGE_VERSION.to_string(),
                 // etcd 3.6 reports the flag, the default for 0; keelson -1 for no quota.
                 db_size_quota: s.identity.quota_bytes.map_or(-1, |q| q as i64),

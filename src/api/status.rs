@@ -40,7 +40,19 @@ pub fn of_refusal(refusal: &Refusal) -> Status {
         Refusal::NotLeader => not_leader(),
         Refusal::LeaderTransferTimedOut => leader_transfer_timed_out(),
         Refusal::BadLeaderTransferee => bad_leader_transferee(),
+        Refusal::NotEnoughStarted => Status::failed_precondition(
+            "etcdserver: re-configuration failed due to not enough started members",
+        ),
+        Refusal::LearnerNotReady => Status::failed_precondition(
+            "etcdserver: can only promote a learner member which is in sync with leader",
+        ),
+        Refusal::Unhealthy => Status::unavailable("etcdserver: unhealthy cluster"),
     }
+}
+
+/// A call a learner does not serve.
+pub fn not_for_learner() -> Status {
+    Status::unavailable("etcdserver: rpc not supported for learner")
 }
 
 /// No leader to order the request.

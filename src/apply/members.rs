@@ -4,11 +4,114 @@
 //! member in the `members` bucket; any other v2 request (etcd's v2 store, which keelson does not
 //! keep) applies as nothing.
 //!
+//! Membership changes are raft configuration changes carrying etcd's context: the member's JSON
+//! (with `isPromote` for a promotion). [`proposal`] makes one of a [`Change`], [`from_conf_change`]
+//! reads one back from a committed entry, and [`raft_change`] is what an applied change does to
+//! raft's configuration (an update of peer URLs does nothing there).
+//!
 //! Runs on: the raft core.
 
-use keelson_engine::mvcc::members::Change;
+use keelson_engine::mvcc::members::{Change, Member};
 use keelson_proto::etcdserverpb::Request as V2Request;
+use keelson_proto::raftpb::{ConfChange, ConfChangeType};
 use serde_json::Value;
+
+/// The configuration change, as etcd logs it, that proposes `change` as request `id` (`None`: a
+/// change that is no configuration change — a publish of attributes).
+pub fn proposal(id: u64, change: &Change) -> Option<ConfChange> {
+    let (kind, node_id, context) = match change {
+        Change::Attributes { .. } => return None,
+        Change::Add(member) if member.is_learner => (
+            ConfChangeType::ConfChangeAddLearnerNode,
+            member.id,
+            member.to_context(false),
+        ),
+        Change::Add(member) => (
+            ConfChangeType::ConfChangeAddNode,
+            member.id,
+            member.to_context(false),
+        ),
+        Change::Promote(member) => {
+            let promoted = Member {
+                id: *member,
+                ..Member::default()
+            };
+            (
+                ConfChangeType::ConfChangeAddNode,
+                *member,
+                promoted.to_context(true),
+            )
+        }
+        Change::Remove(member) => (ConfChangeType::ConfChangeRemoveNode, *member, Vec::new()),
+        Change::Update { id, peer_urls } => {
+            let updated = Member {
+                id: *id,
+                peer_urls: peer_urls.clone(),
+                ..Member::default()
+            };
+            (ConfChangeType::ConfChangeUpdateNode, *id, updated.to_json())
+        }
+    };
+    Some(ConfChange {
+        id,
+        r#type: kind as i32,
+        node_id,
+        context,
+    })
+}
+
+/// The change a committed configuration change makes to the members, and its request id (`None`:
+/// its context is not etcd's, or names another member than the change does).
+pub fn from_conf_change(cc: &ConfChange) -> Option<(Change, u64)> {
+    let kind = ConfChangeType::try_from(cc.r#type).ok()?;
+    let change = match kind {
+        ConfChangeType::ConfChangeAddNode | ConfChangeType::ConfChangeAddLearnerNode => {
+            let (member, is_promote) = Member::from_context(&cc.context)?;
+            if member.id != cc.node_id {
+                return None;
+            }
+            if is_promote {
+                Change::Promote(member.id)
+            } else {
+                let is_learner = kind == ConfChangeType::ConfChangeAddLearnerNode;
+                Change::Add(Member {
+                    is_learner,
+                    ..member
+                })
+            }
+        }
+        ConfChangeType::ConfChangeRemoveNode => Change::Remove(cc.node_id),
+        ConfChangeType::ConfChangeUpdateNode => {
+            let member = Member::from_json(&cc.context)?;
+            if member.id != cc.node_id {
+                return None;
+            }
+            Change::Update {
+                id: member.id,
+                peer_urls: member.peer_urls,
+            }
+        }
+    };
+    Some((change, cc.id))
+}
+
+/// What an applied `change` does to raft's configuration, in raft-rs's terms (`None`: nothing).
+pub fn raft_change(change: &Change) -> Option<raft::eraftpb::ConfChange> {
+    use raft::eraftpb::ConfChangeType as Raft;
+    let (kind, node_id) = match change {
+        Change::Attributes { .. } | Change::Update { .. } => return None,
+        Change::Add(member) if member.is_learner => (Raft::AddLearnerNode, member.id),
+        Change::Add(member) => (Raft::AddNode, member.id),
+        Change::Promote(id) => (Raft::AddNode, *id),
+        Change::Remove(id) => (Raft::RemoveNode, *id),
+    };
+    let mut cc = raft::eraftpb::ConfChange {
+        node_id,
+        ..raft::eraftpb::ConfChange::default()
+    };
+    cc.set_change_type(kind);
+    Some(cc)
+}
 
 /// The v2 store path a member's attributes live at.
 fn attributes_path(id: u64) -> String {

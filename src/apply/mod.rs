@@ -26,10 +26,12 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use glommio::task::JoinHandle;
+use keelson_engine::mvcc::members::Member;
 use keelson_engine::mvcc::{self, Store, alarm};
 use keelson_engine::pagefile::{self, Publisher, ReadTxn, Staged, UringFile};
 use keelson_proto::etcdserverpb::{AlarmMember, AlarmType};
 use keelson_proto::etcdserverpb::{InternalRaftRequest, Request as V2Request};
+use keelson_proto::raftpb::ConfChange;
 use prost::Message;
 use raft::eraftpb::{Entry, EntryType};
 
@@ -43,12 +45,25 @@ use crate::runtime::link::{Changes, Published, Refusal};
 use defrag::Defrag;
 
 /// A committed entry as the store applies it, and the id of the proposal it carries (0: none).
-/// Entries with nothing for the store (raft's empty entries, configuration changes, kinds keelson
-/// does not apply yet) are applied as [`mvcc::Request::Nothing`]: only their index counts.
+/// A configuration change is a change to the members. Entries with nothing for the store (raft's
+/// empty entries, kinds keelson does not apply) are applied as [`mvcc::Request::Nothing`]: only
+/// their index counts.
 pub fn decode(entry: &Entry) -> (mvcc::Entry, u64) {
-    let (request, id) = if entry.get_entry_type() == EntryType::EntryNormal
-        && !entry.data.is_empty()
-    {
+    let (request, id) = if entry.get_entry_type() == EntryType::EntryConfChange {
+        let change = ConfChange::decode(&entry.data[..])
+            .ok()
+            .and_then(|cc| members::from_conf_change(&cc));
+        match change {
+            Some((change, id)) => (mvcc::Request::Members(change), id),
+            None => {
+                tracing::error!(
+                    index = entry.index,
+                    "a committed configuration change is not etcd's; applied as empty"
+                );
+                (mvcc::Request::Nothing, 0)
+            }
+        }
+    } else if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
         match InternalRaftRequest::decode(&entry.data[..]) {
             Ok(internal) => mvcc::Request::from_internal(internal),
             // etcd 3.4 proposes some requests to its v2 store: a member publishing its
@@ -373,6 +388,15 @@ impl StateMachine for Applier {
         })
     }
 
+    fn members(&self) -> Result<Vec<Member>, RaftCoreError> {
+        let view = self
+            .store
+            .db()
+            .begin_read()
+            .map_err(mvcc::MvccError::from)?;
+        Ok(mvcc::members::members(&view)?)
+    }
+
     async fn discard(&mut self, file: &Path) {
         if let Err(e) = glommio::io::remove(file).await {
             tracing::warn!(path = %file.display(), "removing a snapshot not taken: {e}");
@@ -399,6 +423,8 @@ impl StateMachine for Applier {
         let mut answers = Vec::new();
         let mut events = Vec::new();
         let mut leases = Vec::new();
+        let mut conf_changes = Vec::new();
+        let mut members = None;
         let alarms_before = self.store.alarms().to_vec();
         let mut past_quota = false;
         let publisher = Timed {
@@ -411,6 +437,20 @@ impl StateMachine for Applier {
             // Committed entries are contiguous: an applied index finds its entry by offset.
             let at = (applied.index - first) as usize;
             lease_changes(&batch[at].request, &applied.response, &mut leases);
+            if let (mvcc::Request::Members(change), Ok(mvcc::Response::Members(now))) =
+                (&batch[at].request, &applied.response)
+                && let Some(cc) = members::raft_change(change)
+            {
+                conf_changes.push(cc);
+                members = Some(now.clone());
+            }
+            if let (
+                mvcc::Request::Members(mvcc::members::Change::Update { .. }),
+                Ok(mvcc::Response::Members(now)),
+            ) = (&batch[at].request, &applied.response)
+            {
+                members = Some(now.clone());
+            }
             let id = ids[at];
             if id == 0 {
                 continue;
@@ -440,6 +480,8 @@ impl StateMachine for Applier {
             changes,
             leases,
             proposals,
+            conf_changes,
+            members,
         })
     }
 

@@ -149,8 +149,9 @@ pub struct RaftMetrics {
     pub wal_bytes: AtomicU64,
     /// The raft core's stages of a request's path (`/debug/latency`).
     pub stages: latency::Stages,
-    /// Traffic with each other member (set once, when the peer transport starts).
-    pub peers: std::sync::OnceLock<Box<[PeerCounters]>>,
+    /// Traffic with each other member, as the peer transport knows them (it adds and drops them
+    /// as members come and go; locked only then, when a connection starts, and when rendered).
+    pub peers: std::sync::Mutex<Vec<Arc<PeerCounters>>>,
     /// The leader's heartbeats that could not be sent.
     pub heartbeat_send_failures: AtomicU64,
 }
@@ -196,9 +197,28 @@ impl PeerCounters {
 }
 
 impl RaftMetrics {
-    /// The counts for member `id` (`None`: not a peer, or no transport started).
-    pub fn peer(&self, id: u64) -> Option<&PeerCounters> {
-        self.peers.get()?.iter().find(|p| p.id == id)
+    /// The counts for member `id` (`None`: not a peer).
+    pub fn peer(&self, id: u64) -> Option<Arc<PeerCounters>> {
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers.iter().find(|p| p.id == id).cloned()
+    }
+
+    /// Makes `ids` the peers counted: new ones start at zero, others keep their counts. Returns
+    /// the counters of `ids`, in order.
+    pub fn set_peers(&self, ids: &[u64]) -> Vec<Arc<PeerCounters>> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let kept: Vec<Arc<PeerCounters>> = ids
+            .iter()
+            .map(|&id| {
+                peers
+                    .iter()
+                    .find(|p| p.id == id)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(PeerCounters::new(id)))
+            })
+            .collect();
+        *peers = kept.clone();
+        kept
     }
 }
 
@@ -227,7 +247,7 @@ impl Default for RaftMetrics {
             defrag_inflight: AtomicU64::default(),
             wal_bytes: AtomicU64::default(),
             stages: latency::Stages::default(),
-            peers: std::sync::OnceLock::new(),
+            peers: std::sync::Mutex::default(),
             heartbeat_send_failures: AtomicU64::default(),
         }
     }
@@ -455,6 +475,8 @@ pub struct Scrape {
     pub has_leader: bool,
     /// This member leads.
     pub is_leader: bool,
+    /// This member is a learner.
+    pub is_learner: bool,
     /// Raft commit index.
     pub committed: u64,
     /// Applied index.
@@ -731,9 +753,7 @@ pub fn render(raft: &RaftMetrics, cores: &[CoreMetrics], gauges: &Scrape) -> Str
 
 /// The peer transport's families, one sample per other member (none for a single member).
 fn render_peers(raft: &RaftMetrics, out: &mut String) {
-    let Some(peers) = raft.peers.get() else {
-        return;
-    };
+    let peers = raft.peers.lock().unwrap_or_else(|p| p.into_inner()).clone();
     type Count = fn(&PeerCounters) -> &AtomicU64;
     let families: [(&str, &str, &str, Count); 7] = [
         (
@@ -872,7 +892,7 @@ fn render_member(raft: &RaftMetrics, cores: &[CoreMetrics], scrape: &Scrape, out
             "etcd_server_is_learner",
             "gauge",
             "Whether or not this member is a learner. 1 if is, 0 otherwise.",
-            "0".into(),
+            u64::from(scrape.is_learner).to_string(),
         ),
         (
             "etcd_server_quota_backend_bytes",
@@ -1074,6 +1094,7 @@ mod tests {
                 member_id: 0xabc,
                 has_leader: true,
                 is_leader: true,
+                is_learner: false,
                 committed: 5,
                 applied: 4,
                 db_size: 4096,

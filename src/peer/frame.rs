@@ -5,8 +5,8 @@
 //!
 //! Frames follow: a 4-byte big-endian length, then a kind byte and its body:
 //! - [`RAFT`]: one raft `Message` as protobuf (raft-rs's `eraftpb`);
-//! - [`LEASE`]: a forwarded lease question or its answer ([`LeaseForward`]), in fixed big-endian
-//!   fields (see [`encode_lease`]);
+//! - [`FORWARD`]: a request forwarded to the leader or its answer ([`Forward`]: a lease question,
+//!   a membership change), in fixed big-endian fields (see [`encode_forward`]);
 //! - [`SNAPSHOT`]: the length of a page file (8 bytes), then raft's `MsgSnapshot` as protobuf. The
 //!   file's bytes follow the frame, and nothing else on that connection: a snapshot has a
 //!   connection of its own, so heartbeats never wait behind it. The receiver answers one byte
@@ -25,8 +25,21 @@
 use prost_raft::Message as _;
 use raft::eraftpb::Message;
 
-use crate::raft::seams::LeaseForward;
+use keelson_proto::raftpb::ConfChange;
+
+use crate::apply::members;
+use crate::raft::seams::Declined;
+use crate::raft::seams::Forward;
 use crate::runtime::link::{LeaseAnswer, LeaseAsk};
+
+/// The refusals a forward frame names by number (1 for the first).
+const DECLINED: [Declined; 5] = [
+    Declined::NoLeader,
+    Declined::NotLeader,
+    Declined::NotEnoughStarted,
+    Declined::LearnerNotReady,
+    Declined::Unhealthy,
+];
 
 /// What a connection starts with.
 pub const MAGIC: [u8; 8] = *b"KLSNPEER";
@@ -36,8 +49,8 @@ pub const HELLO_LEN: usize = 32;
 pub const MAX_FRAME: usize = 64 << 20;
 /// The kind of a frame that holds a raft message.
 pub const RAFT: u8 = 0;
-/// The kind of a frame that holds a forwarded lease question or answer.
-pub const LEASE: u8 = 1;
+/// The kind of a frame that holds a forwarded request or answer.
+pub const FORWARD: u8 = 1;
 /// The kind of a frame that holds a snapshot's raft message, the page file following it.
 pub const SNAPSHOT: u8 = 2;
 
@@ -46,8 +59,8 @@ pub const SNAPSHOT: u8 = 2;
 pub enum Frame {
     /// A raft message.
     Raft(Message),
-    /// A forwarded lease question or answer.
-    Lease(LeaseForward),
+    /// A forwarded request or answer.
+    Forward(Forward),
     /// A snapshot's raft message; `len` bytes of page file follow the frame.
     Snapshot {
         /// raft's `MsgSnapshot`.
@@ -123,9 +136,9 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), FrameError> {
                 .encode(out)
                 .expect("a Vec grows to hold what is encoded into it");
         }
-        Frame::Lease(lease) => {
-            out.push(LEASE);
-            encode_lease(lease, out);
+        Frame::Forward(lease) => {
+            out.push(FORWARD);
+            encode_forward(lease, out);
         }
         Frame::Snapshot { message, len } => {
             out.push(SNAPSHOT);
@@ -170,7 +183,7 @@ pub fn decode(buffer: &[u8], into: &mut Vec<Frame>) -> Result<usize, FrameError>
                     len: u64::from_be_bytes(*len),
                 }
             }
-            Some((&LEASE, lease)) => Frame::Lease(decode_lease(lease)?),
+            Some((&FORWARD, lease)) => Frame::Forward(decode_forward(lease)?),
             Some((kind, _)) => return Err(FrameError::Decode(format!("unknown kind {kind}"))),
             None => return Err(FrameError::Decode("an empty frame".into())),
         };
@@ -184,19 +197,22 @@ pub fn decode(buffer: &[u8], into: &mut Vec<Frame>) -> Result<usize, FrameError>
     Ok(at)
 }
 
-/// A lease frame's body: a tag (1 question, 2 answer), the asker's number (8 bytes), then
+/// A forward frame's body: a tag (1 lease question, 2 its answer, 3 membership change, 4 its
+/// refusal), the asker's number (8 bytes), then
 /// - a question: its kind (0 renew, 1 time to live, 2 every lease) and the lease id (8 bytes);
 /// - an answer: its kind (0 none: not the leader, 1 renewed, 2 no such lease, 3 time to live,
 ///   4 every lease) and its numbers: the time to live renewed for; the seconds left and granted;
-///   or a count (4 bytes) and that many lease ids.
-fn encode_lease(lease: &LeaseForward, out: &mut Vec<u8>) {
+///   or a count (4 bytes) and that many lease ids;
+/// - a membership change: etcd's configuration change as protobuf (its id the asker's number);
+/// - a refusal: its kind (1 and on, as [`DECLINED`] lists them).
+fn encode_forward(lease: &Forward, out: &mut Vec<u8>) {
     let numbers = |out: &mut Vec<u8>, values: &[i64]| {
         for v in values {
             out.extend_from_slice(&v.to_be_bytes());
         }
     };
     match lease {
-        LeaseForward::Ask { id, ask } => {
+        Forward::Ask { id, ask } => {
             out.push(1);
             out.extend_from_slice(&id.to_be_bytes());
             let (kind, lease) = match ask {
@@ -207,7 +223,21 @@ fn encode_lease(lease: &LeaseForward, out: &mut Vec<u8>) {
             out.push(kind);
             numbers(out, &[lease]);
         }
-        LeaseForward::Answer { id, answer } => {
+        Forward::Reconfigure { id, change } => {
+            out.push(3);
+            out.extend_from_slice(&id.to_be_bytes());
+            if let Some(cc) = members::proposal(*id, change) {
+                prost::Message::encode(&cc, out)
+                    .expect("a Vec grows to hold what is encoded into it");
+            }
+        }
+        Forward::Refused { id, declined } => {
+            out.push(4);
+            out.extend_from_slice(&id.to_be_bytes());
+            let kind = DECLINED.iter().position(|d| d == declined).unwrap_or(0);
+            out.push(kind as u8 + 1);
+        }
+        Forward::Answer { id, answer } => {
             out.push(2);
             out.extend_from_slice(&id.to_be_bytes());
             match answer {
@@ -239,7 +269,7 @@ impl Fields<'_> {
         let (head, rest) = self
             .0
             .split_first_chunk::<N>()
-            .ok_or_else(|| FrameError::Decode("a lease frame ends early".into()))?;
+            .ok_or_else(|| FrameError::Decode("a forward frame ends early".into()))?;
         self.0 = rest;
         Ok(*head)
     }
@@ -257,10 +287,10 @@ impl Fields<'_> {
     }
 }
 
-fn decode_lease(body: &[u8]) -> Result<LeaseForward, FrameError> {
+fn decode_forward(body: &[u8]) -> Result<Forward, FrameError> {
     let mut f = Fields(body);
     let bad =
-        |what: &str, value: u8| FrameError::Decode(format!("a lease frame's {what} is {value}"));
+        |what: &str, value: u8| FrameError::Decode(format!("a forward frame's {what} is {value}"));
     let lease = match f.byte()? {
         1 => {
             let id = f.u64()?;
@@ -272,7 +302,7 @@ fn decode_lease(body: &[u8]) -> Result<LeaseForward, FrameError> {
                 2 => LeaseAsk::Leases,
                 other => return Err(bad("question", other)),
             };
-            LeaseForward::Ask { id, ask }
+            Forward::Ask { id, ask }
         }
         2 => {
             let id = f.u64()?;
@@ -284,20 +314,37 @@ fn decode_lease(body: &[u8]) -> Result<LeaseForward, FrameError> {
                 4 => {
                     let count = u32::from_be_bytes(f.take()?) as usize;
                     if count > f.0.len() / 8 {
-                        return Err(FrameError::Decode("a lease frame ends early".into()));
+                        return Err(FrameError::Decode("a forward frame ends early".into()));
                     }
                     let ids = (0..count).map(|_| f.i64()).collect::<Result<_, _>>()?;
                     Some(LeaseAnswer::Leases(ids))
                 }
                 other => return Err(bad("answer", other)),
             };
-            LeaseForward::Answer { id, answer }
+            Forward::Answer { id, answer }
+        }
+        3 => {
+            let id = f.u64()?;
+            let cc: ConfChange = prost::Message::decode(std::mem::take(&mut f.0))
+                .map_err(|e| FrameError::Decode(e.to_string()))?;
+            let (change, _) = members::from_conf_change(&cc).ok_or_else(|| {
+                FrameError::Decode("a forwarded membership change is not etcd's".into())
+            })?;
+            Forward::Reconfigure { id, change }
+        }
+        4 => {
+            let id = f.u64()?;
+            let kind = f.byte()?;
+            let declined = *DECLINED
+                .get((kind as usize).wrapping_sub(1))
+                .ok_or_else(|| bad("refusal", kind))?;
+            Forward::Refused { id, declined }
         }
         other => return Err(bad("tag", other)),
     };
     if !f.0.is_empty() {
         return Err(FrameError::Decode(
-            "a lease frame has bytes after its end".into(),
+            "a forward frame has bytes after its end".into(),
         ));
     }
     Ok(lease)
@@ -340,18 +387,18 @@ mod tests {
 
     #[test]
     fn frames_split_anywhere_decode_whole_and_in_order() {
-        let lease = |id, answer| Frame::Lease(LeaseForward::Answer { id, answer });
+        let lease = |id, answer| Frame::Forward(Forward::Answer { id, answer });
         let sent = [
             message(1, b"a"),
-            Frame::Lease(LeaseForward::Ask {
+            Frame::Forward(Forward::Ask {
                 id: u64::MAX,
                 ask: LeaseAsk::Renew(-5),
             }),
-            Frame::Lease(LeaseForward::Ask {
+            Frame::Forward(Forward::Ask {
                 id: 1,
                 ask: LeaseAsk::TimeToLive(7),
             }),
-            Frame::Lease(LeaseForward::Ask {
+            Frame::Forward(Forward::Ask {
                 id: 2,
                 ask: LeaseAsk::Leases,
             }),
@@ -411,11 +458,11 @@ mod tests {
             Err(FrameError::TooLong(MAX_FRAME + 1))
         );
         let mut answer = Vec::new();
-        let leases = LeaseForward::Answer {
+        let leases = Forward::Answer {
             id: 1,
             answer: Some(LeaseAnswer::Leases(vec![1, 2])),
         };
-        encode(&Frame::Lease(leases), &mut answer).unwrap();
+        encode(&Frame::Forward(leases), &mut answer).unwrap();
         let body = answer[4..].to_vec();
         let framed = |body: &[u8]| {
             let mut wire = (body.len() as u32).to_be_bytes().to_vec();
@@ -426,7 +473,7 @@ mod tests {
             framed(&[]),
             framed(&[RAFT, 0xff, 0xff]),
             framed(&[9]),
-            framed(&[LEASE, 3]),
+            framed(&[FORWARD, 3]),
             framed(&body[..body.len() - 1]),
             framed(&[&body[..], &[0]].concat()),
         ];

@@ -3,7 +3,7 @@
 //! a [`Verdict`] — refusing another cluster (etcd's `request cluster ID mismatch`) or a hello meant
 //! for another member — and then hands the raft messages of every whole frame each read brings to
 //! the raft core as one `Event::Peer`, and each forwarded lease question or answer as an
-//! `Event::Lease`. A snapshot's frame turns the connection over to its file: it is saved beside
+//! `Event::Forwarded`. A snapshot's frame turns the connection over to its file: it is saved beside
 //! the page file (`member/snap/<index>.snap.db`, as etcd names it), synced, and verified on a
 //! thread of its own — its tree checked, and its applied index and term those its message names
 //! — before its message reaches the raft core as an `Event::Snapshot`; the sender is answered
@@ -30,7 +30,8 @@ use keelson_engine::pagefile::{Db, Options};
 use raft::eraftpb::Message;
 
 use super::frame::{self, Frame, HELLO_LEN, Hello};
-use super::transport::{Probes, Verdict};
+use super::join;
+use super::transport::{Probes, Roster, Verdict};
 use crate::raft::turn::Event;
 use crate::runtime::link::Published;
 use crate::runtime::{self, mailbox::Mailbox};
@@ -60,6 +61,8 @@ pub struct Receiver {
     pub probes: Rc<Probes>,
     /// Where received snapshots are saved (the page file's directory).
     pub snap_dir: PathBuf,
+    /// The members, as the transport last learned them (what a joining member is told).
+    pub roster: Roster,
 }
 
 /// Binds every address in `addrs` and serves peers on them until the returned tasks are dropped;
@@ -103,12 +106,18 @@ async fn read(mut stream: TcpStream, receiver: &Receiver) -> std::io::Result<()>
         events,
         published,
         probes,
+        roster,
         ..
     } = receiver;
     let _ = stream.set_nodelay(true);
     let mut hello = [0u8; HELLO_LEN];
     stream.read_exact(&mut hello).await?;
     let hello = Hello::decode(&hello).map_err(std::io::Error::other)?;
+    if join::is_ask(&hello) {
+        let mut answer = vec![Verdict::Accepted as u8];
+        answer.extend(join::encode(identity.cluster_id, &roster.borrow()));
+        return stream.write_all(&answer).await;
+    }
     let remote_peer_id = format!("{:x}", hello.from);
     let verdict = if hello.cluster_id != identity.cluster_id {
         tracing::warn!(
@@ -135,6 +144,7 @@ async fn read(mut stream: TcpStream, receiver: &Receiver) -> std::io::Result<()>
         return Ok(());
     }
     let counters = published.metrics.peer(hello.from);
+    let counters = counters.as_deref();
     // `buffer[..filled]` holds bytes read and not yet decoded; the buffer is zeroed only when it
     // grows (a frame larger than it), not on every read.
     let mut buffer = vec![0u8; READ_CHUNK];
@@ -170,9 +180,9 @@ async fn read(mut stream: TcpStream, receiver: &Receiver) -> std::io::Result<()>
                     messages.push(message);
                 }
                 Frame::Raft(_) => {}
-                Frame::Lease(lease) => events.push(Event::Lease {
+                Frame::Forward(forward) => events.push(Event::Forwarded {
                     from: hello.from,
-                    lease,
+                    forward,
                 }),
                 Frame::Snapshot { message, len } if message.from == hello.from => {
                     if !messages.is_empty() {

@@ -8,5 +8,6 @@
 //! Runs on: the raft core.
 
 pub mod frame;
+pub mod join;
 pub mod listener;
 pub mod transport;

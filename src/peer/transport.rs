@@ -17,8 +17,9 @@
 //!
 //! Runs on: the raft core.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -28,12 +29,12 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use raft::eraftpb::{Message, MessageType};
 
+use keelson_engine::mvcc::members::Member;
 use keelson_engine::pagefile::ReadTxn;
 
 use super::frame::{self, Frame, Hello};
-use crate::config::Peer;
 use crate::metrics::PeerCounters;
-use crate::raft::seams::{LeaseForward, Transport};
+use crate::raft::seams::{Forward, Transport};
 use crate::raft::turn::Event;
 use crate::runtime::link::Published;
 use crate::runtime::mailbox::Mailbox;
@@ -81,102 +82,120 @@ impl Verdict {
 
 /// The raft core's transport to the other members.
 pub struct PeerTransport {
-    outboxes: HashMap<u64, (Rc<Mailbox<Frame>>, usize)>,
-    /// How to reach each member (for snapshots, which dial on their own).
-    diallers: HashMap<u64, (Rc<Dialler>, usize)>,
+    /// This member's hello, but for whom it is to.
+    cluster_id: u64,
+    member_id: u64,
+    /// The other members, by id.
+    links: HashMap<u64, Link>,
     published: Arc<Published>,
     probes: Rc<Probes>,
     /// The raft core's events (where a snapshot's outcome goes).
     events: Rc<Mailbox<Event>>,
-    /// The writer tasks: dropped (and so stopped) with the transport.
-    _writers: Vec<glommio::Task<()>>,
+    /// The members, shared with the listener.
+    roster: Roster,
+}
+
+/// The cluster's members as the transport last learned them, shared with the peer listener on
+/// the same executor (it tells a joining member who is in the cluster).
+pub type Roster = Rc<RefCell<Vec<Member>>>;
+
+/// The way to one other member: its queue, how to dial it, its counts, and its writer task
+/// (dropped, and so stopped, with the link).
+struct Link {
+    peer_urls: Vec<String>,
+    outbox: Rc<Mailbox<Frame>>,
+    dialler: Rc<Dialler>,
+    counters: Arc<PeerCounters>,
+    _writer: glommio::Task<()>,
 }
 
 impl std::fmt::Debug for PeerTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PeerTransport")
-            .field("peers", &self.outboxes.keys().collect::<Vec<_>>())
+            .field("peers", &self.links.keys().collect::<Vec<_>>())
             .finish()
     }
 }
 
 impl PeerTransport {
-    /// A transport from member `member_id` of cluster `cluster_id` to `peers` (none: a single
-    /// member's, which sends nothing). Its counts go to `published`'s metrics, and the outcome of
-    /// each snapshot it sends to `events`.
+    /// A transport from member `member_id` of cluster `cluster_id`, to no other member until
+    /// [`Transport::set_members`] names them. Its counts go to `published`'s metrics, and the
+    /// outcome of each snapshot it sends to `events`.
     pub fn start(
         cluster_id: u64,
         member_id: u64,
-        peers: &[Peer],
         published: Arc<Published>,
         probes: Rc<Probes>,
         events: Rc<Mailbox<Event>>,
+        roster: Roster,
     ) -> PeerTransport {
-        let counters = peers.iter().map(|p| PeerCounters::new(p.id)).collect();
-        // Set once, by the one transport a member starts.
-        let _ = published.metrics.peers.set(counters);
-        let mut outboxes = HashMap::new();
-        let mut diallers = HashMap::new();
-        let mut writers = Vec::new();
-        for (slot, peer) in peers.iter().enumerate() {
-            let outbox = Rc::new(Mailbox::default());
-            let dialler = Rc::new(Dialler {
-                addrs: peer.addrs.clone(),
-                hello: Hello {
-                    cluster_id,
-                    from: member_id,
-                    to: peer.id,
-                },
-            });
-            let writer = Writer {
-                dialler: dialler.clone(),
-                outbox: outbox.clone(),
-                published: published.clone(),
-                slot,
-            };
-            writers.push(glommio::spawn_local(writer.run()));
-            outboxes.insert(peer.id, (outbox, slot));
-            diallers.insert(peer.id, (dialler, slot));
-        }
         PeerTransport {
-            outboxes,
-            diallers,
+            cluster_id,
+            member_id,
+            links: HashMap::new(),
             published,
             probes,
             events,
-            _writers: writers,
+            roster,
+        }
+    }
+
+    /// A link to member `id` at `peer_urls`, its writer started, counting into `counters`.
+    fn link(&self, id: u64, peer_urls: &[String], counters: Arc<PeerCounters>) -> Link {
+        let outbox = Rc::new(Mailbox::default());
+        let dialler = Rc::new(Dialler {
+            urls: peer_urls.to_vec(),
+            hello: Hello {
+                cluster_id: self.cluster_id,
+                from: self.member_id,
+                to: id,
+            },
+            active_since: Cell::new(None),
+        });
+        let writer = Writer {
+            dialler: dialler.clone(),
+            outbox: outbox.clone(),
+            published: self.published.clone(),
+            counters: counters.clone(),
+        };
+        Link {
+            peer_urls: peer_urls.to_vec(),
+            outbox,
+            dialler,
+            counters,
+            _writer: glommio::spawn_local(writer.run()),
         }
     }
 
     /// Queues `frame` for member `to`, unless its queue is full.
     fn queue(&self, to: u64, frame: Frame) {
-        let Some((outbox, slot)) = self.outboxes.get(&to) else {
+        let Some(link) = self.links.get(&to) else {
             tracing::debug!(to, "a frame to a member keelson does not know");
             return;
         };
-        if outbox.len() >= MAX_QUEUED {
-            failed(&self.published, *slot, std::slice::from_ref(&frame));
+        if link.outbox.len() >= MAX_QUEUED {
+            failed(
+                &self.published,
+                &link.counters,
+                std::slice::from_ref(&frame),
+            );
             return;
         }
         if is_heartbeat(&frame) {
             self.probes.sent(to);
         }
-        outbox.push(frame);
+        link.outbox.push(frame);
     }
-}
-
-fn counters(published: &Published, slot: usize) -> &PeerCounters {
-    &published.metrics.peers.get().expect("set at start")[slot]
 }
 
 fn is_heartbeat(frame: &Frame) -> bool {
     matches!(frame, Frame::Raft(m) if m.msg_type == MessageType::MsgHeartbeat as i32)
 }
 
-/// Counts `frames` that could not be sent to the member in `slot` (and the heartbeats among
-/// them, as etcd's `heartbeat_send_failures_total` does).
-fn failed(published: &Published, slot: usize, frames: &[Frame]) {
-    counters(published, slot)
+/// Counts `frames` that could not be sent to a member (and the heartbeats among them, as etcd's
+/// `heartbeat_send_failures_total` does).
+fn failed(published: &Published, counters: &PeerCounters, frames: &[Frame]) {
+    counters
         .sent_failures
         .fetch_add(frames.len() as u64, Ordering::Relaxed);
     let heartbeats = frames.iter().filter(|f| is_heartbeat(f)).count();
@@ -215,7 +234,7 @@ impl Transport for PeerTransport {
 
     fn send_snapshot(&mut self, message: Message, snapshot: ReadTxn) {
         let to = message.to;
-        let Some((dialler, slot)) = self.diallers.get(&to) else {
+        let Some(link) = self.links.get(&to) else {
             tracing::debug!(to, "a snapshot to a member keelson does not know");
             self.events.push(Event::SnapshotSent {
                 to,
@@ -223,8 +242,8 @@ impl Transport for PeerTransport {
             });
             return;
         };
-        let (dialler, slot) = (dialler.clone(), *slot);
-        let (published, events) = (self.published.clone(), self.events.clone());
+        let (dialler, counters) = (link.dialler.clone(), link.counters.clone());
+        let events = self.events.clone();
         glommio::spawn_local(async move {
             let index = message.get_snapshot().get_metadata().index;
             let remote_peer_id = format!("{to:x}");
@@ -233,7 +252,6 @@ impl Transport for PeerTransport {
             let started = Instant::now();
             let sent = send_snapshot(&dialler, message, &snapshot).await;
             drop(snapshot);
-            let counters = counters(&published, slot);
             match &sent {
                 Ok(()) => {
                     counters.snapshots_sent.fetch_add(1, Ordering::Relaxed);
@@ -261,8 +279,27 @@ impl Transport for PeerTransport {
         }
     }
 
-    fn forward(&mut self, to: u64, lease: LeaseForward) {
-        self.queue(to, Frame::Lease(lease));
+    fn forward(&mut self, to: u64, forward: Forward) {
+        self.queue(to, Frame::Forward(forward));
+    }
+
+    fn active_since(&self, id: u64) -> Option<Instant> {
+        self.links.get(&id)?.dialler.active_since.get()
+    }
+
+    fn set_members(&mut self, members: &[Member]) {
+        *self.roster.borrow_mut() = members.to_vec();
+        let others: Vec<&Member> = members.iter().filter(|m| m.id != self.member_id).collect();
+        let ids: Vec<u64> = others.iter().map(|m| m.id).collect();
+        let counters = self.published.metrics.set_peers(&ids);
+        self.links.retain(|id, _| ids.contains(id));
+        for (member, counters) in others.into_iter().zip(counters) {
+            let current = self.links.get(&member.id).map(|l| &l.peer_urls);
+            if current != Some(&member.peer_urls) {
+                let link = self.link(member.id, &member.peer_urls, counters);
+                self.links.insert(member.id, link);
+            }
+        }
     }
 }
 
@@ -295,10 +332,36 @@ async fn send_snapshot(
     }
 }
 
-/// How to reach one member: its addresses, and the hello to say.
+/// The addresses of a peer URL (`http://host:port`): an IP address as it is, a name looked up on
+/// glommio's blocking thread.
+pub async fn resolve(url: &str) -> std::io::Result<Vec<SocketAddr>> {
+    let bad = || std::io::Error::other(format!("{url:?} is not an http://host:port peer URL"));
+    let host_port = url
+        .strip_prefix("http://")
+        .ok_or_else(bad)?
+        .trim_end_matches('/');
+    if host_port.contains('/') {
+        return Err(bad());
+    }
+    if let Ok(addr) = host_port.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    let name = host_port.to_string();
+    glommio::executor()
+        .spawn_blocking(move || {
+            use std::net::ToSocketAddrs;
+            name.to_socket_addrs().map(Iterator::collect)
+        })
+        .await
+}
+
+/// How to reach one member: its peer URLs, and the hello to say; and since when it has been
+/// reachable.
 struct Dialler {
-    addrs: Vec<std::net::SocketAddr>,
+    urls: Vec<String>,
     hello: Hello,
+    /// Set when a connection to it is made, cleared when one fails.
+    active_since: Cell<Option<Instant>>,
 }
 
 /// One member's writer task.
@@ -306,7 +369,7 @@ struct Writer {
     dialler: Rc<Dialler>,
     outbox: Rc<Mailbox<Frame>>,
     published: Arc<Published>,
-    slot: usize,
+    counters: Arc<PeerCounters>,
 }
 
 /// Why a member could not be reached.
@@ -328,7 +391,6 @@ impl Writer {
     async fn run(self) {
         let mut connection: Option<TcpStream> = None;
         let mut backoff = MIN_BACKOFF;
-        let mut active = false;
         let mut batch = Vec::new();
         let mut bytes = Vec::new();
         let peer_id = format!("{:x}", self.dialler.hello.to);
@@ -343,17 +405,16 @@ impl Writer {
                 None => match self.dialler.dial().await {
                     Ok(stream) => {
                         backoff = MIN_BACKOFF;
-                        if !active {
-                            active = true;
+                        if self.dialler.active_since.get().is_none() {
+                            self.dialler.active_since.set(Some(Instant::now()));
                             tracing::info!(peer_id, "peer became active");
                         }
                         connection.insert(stream)
                     }
                     Err(e) => {
-                        failed(&self.published, self.slot, &batch);
+                        failed(&self.published, &self.counters, &batch);
                         batch.clear();
-                        if active {
-                            active = false;
+                        if self.dialler.active_since.take().is_some() {
                             tracing::warn!(
                                 peer_id,
                                 error = %e,
@@ -383,14 +444,14 @@ impl Writer {
             }
             match stream.write_all(&bytes).await {
                 Ok(()) => {
-                    counters(&self.published, self.slot)
+                    self.counters
                         .sent_bytes
                         .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 }
                 Err(e) => {
                     connection = None;
-                    failed(&self.published, self.slot, &batch);
-                    active = false;
+                    failed(&self.published, &self.counters, &batch);
+                    self.dialler.active_since.set(None);
                     tracing::warn!(
                         peer_id,
                         error = %e,
@@ -404,19 +465,29 @@ impl Writer {
 }
 
 impl Dialler {
-    /// Dials the member's addresses in turn and says hello; returns the first that accepts.
+    /// Dials the member's peer URLs' addresses in turn and says hello; returns the first that
+    /// accepts.
     async fn dial(&self) -> Result<TcpStream, DialError> {
         let mut last = DialError::Io(std::io::Error::other("no address"));
-        for &addr in &self.addrs {
-            match self.dial_one(addr).await {
-                Ok(stream) => return Ok(stream),
-                Err(e) => last = e,
+        for url in &self.urls {
+            let addrs = match resolve(url).await {
+                Ok(addrs) => addrs,
+                Err(e) => {
+                    last = DialError::Io(e);
+                    continue;
+                }
+            };
+            for addr in addrs {
+                match self.dial_one(addr).await {
+                    Ok(stream) => return Ok(stream),
+                    Err(e) => last = e,
+                }
             }
         }
         Err(last)
     }
 
-    async fn dial_one(&self, addr: std::net::SocketAddr) -> Result<TcpStream, DialError> {
+    async fn dial_one(&self, addr: SocketAddr) -> Result<TcpStream, DialError> {
         let mut stream = TcpStream::connect_timeout(addr, DIAL_TIMEOUT)
             .await
             .map_err(std::io::Error::from)?;

@@ -7,11 +7,12 @@
 //!
 //! Runs on: the raft core (the WAL is written on its executor).
 
+use keelson_engine::mvcc::members::Member;
 use keelson_engine::wal::{self, Wal};
 use keelson_proto::etcdserverpb::Metadata;
 use prost::Message;
 use raft::RawNode;
-use raft::eraftpb::{Entry, HardState};
+use raft::eraftpb::{ConfState, Entry, HardState};
 
 use super::durable::from_wal;
 use super::log::RaftLog;
@@ -28,8 +29,12 @@ pub struct Booted {
 }
 
 /// Opens (or creates) the WAL of `config` and boots raft from it, after the state machine's
-/// `applied` index and term.
-pub async fn boot(config: &Config, applied: (u64, u64)) -> Result<Booted, RaftCoreError> {
+/// `applied` index and term, with its `members` as raft's voters and learners.
+pub async fn boot(
+    config: &Config,
+    applied: (u64, u64),
+    members: &[Member],
+) -> Result<Booted, RaftCoreError> {
     let index = applied.0;
     // A data dir etcd left (or `etcdctl snapshot restore` made) holds etcd's WAL: keelson's takes
     // its place, with the entries the page file has not applied.
@@ -67,12 +72,23 @@ pub async fn boot(config: &Config, applied: (u64, u64)) -> Result<Booted, RaftCo
         .await?;
         (wal, HardState::default(), Vec::new())
     };
-    let voters = config.members.iter().map(|m| m.id).collect();
-    let log = raft_log(applied, hard_state, entries, voters);
+    let log = raft_log(applied, hard_state, entries, conf_state(members));
     let raft_config = raft_config(config.member_id, config.election_ticks, index);
     raft_config.validate()?;
     let node = RawNode::new(&raft_config, log, &logger())?;
     Ok(Booted { node, wal })
+}
+
+/// raft's voters and learners: the members as the page file holds them (etcd's `members` bucket,
+/// kept by every configuration change applied; the WAL's entries after it apply the rest).
+pub fn conf_state(members: &[Member]) -> ConfState {
+    let ids = |learners: bool| {
+        members
+            .iter()
+            .filter(move |m| m.is_learner == learners)
+            .map(|m| m.id)
+    };
+    ConfState::from((ids(false), ids(true)))
 }
 
 /// The in-memory raft log after the state machine's `applied` (index, term): the hard state the
@@ -85,7 +101,7 @@ pub fn raft_log(
     applied: (u64, u64),
     hard_state: HardState,
     mut entries: Vec<Entry>,
-    voters: Vec<u64>,
+    conf_state: ConfState,
 ) -> RaftLog {
     let (index, term) = applied;
     let newest = entries.last().map_or(term, |e| e.term.max(term));
@@ -120,7 +136,7 @@ pub fn raft_log(
         }
         _ => applied,
     };
-    let mut log = RaftLog::new(before.0, before.1, hard_state, voters);
+    let mut log = RaftLog::new(before.0, before.1, hard_state, conf_state);
     log.append(entries);
     log.set_applied(applied);
     log
@@ -163,7 +179,12 @@ mod tests {
 
     #[test]
     fn a_log_from_the_first_entry_keeps_every_entry() {
-        let log = raft_log((3, 1), state(1, 1, 3), entries(1..=5, 1), vec![1, 2, 3]);
+        let log = raft_log(
+            (3, 1),
+            state(1, 1, 3),
+            entries(1..=5, 1),
+            ConfState::from((vec![1, 2, 3], [])),
+        );
         assert_eq!(
             log.first_index().unwrap(),
             1,
@@ -175,10 +196,20 @@ mod tests {
 
     #[test]
     fn a_later_first_entry_lends_its_term_and_an_empty_log_starts_after_applied() {
-        let log = raft_log((7, 2), state(2, 1, 7), entries(4..=9, 2), vec![1]);
+        let log = raft_log(
+            (7, 2),
+            state(2, 1, 7),
+            entries(4..=9, 2),
+            ConfState::from((vec![1], [])),
+        );
         assert_eq!(log.first_index().unwrap(), 5);
         assert_eq!(log.term(4).unwrap(), 2);
-        let log = raft_log((7, 2), state(2, 1, 5), Vec::new(), vec![1]);
+        let log = raft_log(
+            (7, 2),
+            state(2, 1, 5),
+            Vec::new(),
+            ConfState::from((vec![1], [])),
+        );
         assert_eq!(log.first_index().unwrap(), 8);
         assert_eq!(log.term(7).unwrap(), 2);
         assert_eq!(log.initial_state().unwrap().hard_state, state(2, 1, 7));
@@ -187,7 +218,12 @@ mod tests {
     #[test]
     fn entries_older_than_an_installed_snapshot_are_left_out() {
         // The page file came from the leader at 40; the WAL kept entries up to 12 from before.
-        let log = raft_log((40, 5), state(5, 0, 40), entries(8..=12, 2), vec![1, 2, 3]);
+        let log = raft_log(
+            (40, 5),
+            state(5, 0, 40),
+            entries(8..=12, 2),
+            ConfState::from((vec![1, 2, 3], [])),
+        );
         assert_eq!(log.first_index().unwrap(), 41);
         assert_eq!(log.last_index().unwrap(), 40);
         assert_eq!(log.term(40).unwrap(), 5);
@@ -198,10 +234,20 @@ mod tests {
         // Entries of term 3 survived a torn write; the hard state of term 3 after them did not.
         let mut replayed = entries(1..=2, 1);
         replayed.extend(entries(3..=4, 3));
-        let log = raft_log((0, 0), state(1, 2, 2), replayed, vec![1, 2, 3]);
+        let log = raft_log(
+            (0, 0),
+            state(1, 2, 2),
+            replayed,
+            ConfState::from((vec![1, 2, 3], [])),
+        );
         assert_eq!(log.initial_state().unwrap().hard_state, state(3, 0, 2));
         // A hard state as new as the log keeps its vote.
-        let log = raft_log((0, 0), state(3, 2, 2), entries(1..=2, 3), vec![1, 2, 3]);
+        let log = raft_log(
+            (0, 0),
+            state(3, 2, 2),
+            entries(1..=2, 3),
+            ConfState::from((vec![1, 2, 3], [])),
+        );
         assert_eq!(log.initial_state().unwrap().hard_state, state(3, 2, 2));
     }
 }

@@ -33,14 +33,17 @@ pub struct RaftLog {
 }
 
 impl RaftLog {
-    /// A log whose entries start after `applied` (of `applied_term`), with these voters.
-    pub fn new(applied: u64, applied_term: u64, hard_state: HardState, voters: Vec<u64>) -> Self {
+    /// A log whose entries start after `applied` (of `applied_term`), with these voters and
+    /// learners.
+    pub fn new(
+        applied: u64,
+        applied_term: u64,
+        hard_state: HardState,
+        conf_state: ConfState,
+    ) -> Self {
         RaftLog {
             hard_state,
-            conf_state: ConfState {
-                voters,
-                ..ConfState::default()
-            },
+            conf_state,
             first: applied + 1,
             before_term: applied_term,
             entries: Vec::new(),
@@ -56,6 +59,11 @@ impl RaftLog {
     /// The voters and learners as of the last entry applied.
     pub fn conf_state(&self) -> &ConfState {
         &self.conf_state
+    }
+
+    /// Records the voters and learners a configuration change just applied left.
+    pub fn set_conf_state(&mut self, conf_state: ConfState) {
+        self.conf_state = conf_state;
     }
 
     /// Restarts the log after `snapshot`, installed: its entries are gone, the next is the one
@@ -192,7 +200,7 @@ mod tests {
 
     #[test]
     fn appends_overwrite_and_trim() {
-        let mut log = RaftLog::new(10, 2, HardState::default(), vec![1]);
+        let mut log = RaftLog::new(10, 2, HardState::default(), ConfState::from((vec![1], [])));
         assert_eq!(log.first_index().unwrap(), 11);
         assert_eq!(log.last_index().unwrap(), 10);
         assert_eq!(log.term(10).unwrap(), 2);
@@ -216,7 +224,12 @@ mod tests {
 
     #[test]
     fn a_snapshot_is_what_was_applied_and_restarts_the_log() {
-        let mut log = RaftLog::new(10, 2, HardState::default(), vec![1, 2, 3]);
+        let mut log = RaftLog::new(
+            10,
+            2,
+            HardState::default(),
+            ConfState::from((vec![1, 2, 3], [])),
+        );
         log.append(vec![entry(11, 2), entry(12, 2)]);
         log.set_applied((11, 2));
         let snapshot = log.snapshot(0, 2).unwrap();

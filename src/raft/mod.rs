@@ -13,6 +13,7 @@ pub mod compactor;
 pub mod durable;
 pub mod lessor;
 pub mod log;
+pub mod membership;
 pub mod reads;
 pub mod run;
 pub mod seams;

@@ -23,7 +23,7 @@ use crate::apply::Applier;
 use crate::config::Config;
 use crate::ids;
 use crate::peer::listener::{self, Identity, Receiver};
-use crate::peer::transport::{PeerTransport, Probes};
+use crate::peer::transport::{PeerTransport, Probes, Roster};
 use crate::runtime::link::{Batch, FromRaft, Published, ServingCore, ToRaft};
 use crate::runtime::mailbox::Mailbox;
 use crate::runtime::shutdown::{Cause, Shutdown};
@@ -84,7 +84,10 @@ async fn serve(
     senders: &[ConnectedSender<Batch<FromRaft>>],
     shutdown: &Shutdown,
 ) -> Result<(), RaftCoreError> {
-    let booted = boot::boot(config, store.applied()).await?;
+    let view = store.db().begin_read().map_err(mvcc::MvccError::from)?;
+    let members = mvcc::members::members(&view)?;
+    drop(view);
+    let booted = boot::boot(config, store.applied(), &members).await?;
     let file = UringFile::open(store.db())
         .await
         .map_err(keelson_engine::mvcc::MvccError::from)?;
@@ -111,13 +114,14 @@ async fn serve(
         wake,
     );
     let probes = Rc::new(Probes::default());
+    let roster = Roster::default();
     let transport = PeerTransport::start(
         config.cluster_id,
         config.member_id,
-        &config.peers,
         published.clone(),
         probes.clone(),
         events.clone(),
+        roster.clone(),
     );
     let receiver = Receiver {
         identity: Identity {
@@ -131,6 +135,7 @@ async fn serve(
             .db_path()
             .parent()
             .map_or_else(|| config.data_dir.clone(), Path::to_path_buf),
+        roster,
     };
     let listeners = listener::listen(&config.peer_addrs, receiver).map_err(RaftCoreError::Peer)?;
     let mut core = RaftCore::new(
@@ -155,6 +160,7 @@ async fn serve(
     let patience = 2 * config.request_timeout().as_millis() / config.tick.as_millis().max(1);
     core.forget_proposals_after(patience as u64);
     core.keep_for_followers(config.catch_up_entries, config.snapshot_count);
+    core.check_reconfigurations(config.strict_reconfig_check);
     if let Some(mode) = config.auto_compaction {
         core.compact_automatically(Compactor::new(mode, std::time::Instant::now()));
     }

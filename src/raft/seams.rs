@@ -8,12 +8,14 @@
 //! Runs on: the raft core.
 
 use std::path::Path;
+use std::time::Instant;
 
-use raft::eraftpb::{Entry, HardState, Message};
+use keelson_engine::mvcc::members::{Change, Member};
+use raft::eraftpb::{ConfChange, Entry, HardState, Message};
 
 use super::lessor::LeaseChange;
 use super::turn::RaftCoreError;
-use crate::runtime::link::{Changes, LeaseAnswer, LeaseAsk, Outcome};
+use crate::runtime::link::{Changes, LeaseAnswer, LeaseAsk, Outcome, Refusal};
 
 /// Where the raft log's entries and hard state are made durable.
 pub trait DurableLog {
@@ -58,6 +60,11 @@ pub struct AppliedBatch {
     /// Requests the member proposes of its own accord because of it (raising the NOSPACE alarm
     /// when a write went past the quota).
     pub proposals: Vec<keelson_engine::mvcc::Request>,
+    /// The configuration changes it applied, in order, for raft to apply too (those the members'
+    /// checks refused are left out).
+    pub conf_changes: Vec<ConfChange>,
+    /// The members after it, if it changed who they are or where they listen.
+    pub members: Option<Vec<Member>>,
 }
 
 /// How a defragmentation ([`StateMachine::defragment`]) ended.
@@ -118,13 +125,15 @@ pub trait StateMachine {
     fn defragment(&mut self);
     /// Makes everything applied durable, a sync in flight included, and stops.
     async fn close(&mut self) -> Result<(), RaftCoreError>;
+    /// The cluster's members as applied.
+    fn members(&self) -> Result<Vec<Member>, RaftCoreError>;
 }
 
-/// A lease question a follower forwards to the leader's lessor, or the leader's answer: etcd's
-/// followers forward keep-alives and time-to-live questions to the leader, which alone keeps the
-/// leases' deadlines.
+/// What a follower forwards to the leader, or the leader's answer: etcd's followers forward
+/// keep-alives and time-to-live questions to the leader, which alone keeps the leases' deadlines,
+/// and a learner's promotion, which only the leader can check.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseForward {
+pub enum Forward {
     /// A question, numbered by the member that asks.
     Ask {
         /// The asker's number for it.
@@ -139,6 +148,48 @@ pub enum LeaseForward {
         /// The lessor's answer.
         answer: Option<LeaseAnswer>,
     },
+    /// A membership change to check and propose, as request `id` (etcd's followers forward a
+    /// promotion: only the leader knows whether the learner is in sync).
+    Reconfigure {
+        /// The request id the configuration change carries.
+        id: u64,
+        /// The change.
+        change: Change,
+    },
+    /// The leader did not propose the change of request `id`, and why.
+    Refused {
+        /// The request id.
+        id: u64,
+        /// Why.
+        declined: Declined,
+    },
+}
+
+/// Why a membership change was not proposed (etcd's checks before it proposes one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declined {
+    /// No leader to propose it to.
+    NoLeader,
+    /// Only the leader checks it, and the member asked does not lead.
+    NotLeader,
+    /// Fewer started members than a quorum would be left (`--strict-reconfig-check`).
+    NotEnoughStarted,
+    /// The learner to promote is not in sync with the leader.
+    LearnerNotReady,
+    /// The member has not been connected to every voter long enough.
+    Unhealthy,
+}
+
+impl From<Declined> for Refusal {
+    fn from(declined: Declined) -> Refusal {
+        match declined {
+            Declined::NoLeader => Refusal::NoLeader,
+            Declined::NotLeader => Refusal::NotLeader,
+            Declined::NotEnoughStarted => Refusal::NotEnoughStarted,
+            Declined::LearnerNotReady => Refusal::LearnerNotReady,
+            Declined::Unhealthy => Refusal::Unhealthy,
+        }
+    }
 }
 
 /// How raft messages and forwarded lease questions reach the other members.
@@ -150,6 +201,11 @@ pub trait Transport {
     fn send_snapshot(&mut self, message: Message, snapshot: Self::Snapshot);
     /// Sends messages to their `to` members (best effort: raft retries what is lost).
     fn send(&mut self, messages: Vec<Message>);
-    /// Sends `lease` to member `to` (best effort: an unanswered question times out).
-    fn forward(&mut self, to: u64, lease: LeaseForward);
+    /// Sends `forward` to member `to` (best effort: an unanswered request times out).
+    fn forward(&mut self, to: u64, forward: Forward);
+    /// Since when member `id` has been reachable without a break (`None`: it is not now).
+    fn active_since(&self, id: u64) -> Option<Instant>;
+    /// Makes `members` (but this one) the members messages go to: new ones are dialled, removed
+    /// ones dropped, moved ones dialled at their new URLs.
+    fn set_members(&mut self, members: &[Member]);
 }

@@ -41,12 +41,15 @@ use super::compactor::Compactor;
 use super::lessor::{LeaseChange, Lessor, Renewed};
 use super::log::RaftLog;
 use super::reads::Reads;
-use super::seams::{Answer, Defragmented, DurableLog, LeaseForward, StateMachine, Transport};
+use super::seams::{Answer, Defragmented, DurableLog, Forward, StateMachine, Transport};
 use crate::apply;
 use crate::metrics::latency::{Stage, Stages};
 use crate::runtime::link::{
     Batch, FromRaft, LeaseAnswer, LeaseAsk, Published, Refusal, ServingCore, ToRaft, Token,
 };
+use reconfigure::Origin;
+
+mod reconfigure;
 
 /// An applied batch that took longer than this is slow (etcd's `warningApplyDuration`).
 const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(100);
@@ -75,12 +78,13 @@ pub enum Event {
         /// Whether it arrived whole.
         delivered: bool,
     },
-    /// A lease question forwarded by member `from`, or the answer to one this member forwarded.
-    Lease {
+    /// A request forwarded by member `from` to this member (the leader), or the answer to one
+    /// this member forwarded.
+    Forwarded {
         /// The member it came from.
         from: u64,
-        /// The question or answer.
-        lease: LeaseForward,
+        /// The request or answer.
+        forward: Forward,
     },
     /// The member is stopping: this is the last turn.
     Stop,
@@ -101,6 +105,9 @@ pub enum RaftCoreError {
     /// The peer listener could not start.
     #[error("peer listener: {0}")]
     Peer(std::io::Error),
+    /// This member was removed from the cluster.
+    #[error("the member has been permanently removed from the cluster")]
+    Removed,
     /// Installing a snapshot from the leader failed.
     #[error("installing the leader's snapshot: {0}")]
     Install(String),
@@ -148,6 +155,10 @@ pub struct RaftCore<L, S, T> {
     /// Entries the log keeps, at most, for a follower behind (`--snapshot-count`); further behind,
     /// it is sent a snapshot.
     lagging_limit: u64,
+    /// `--strict-reconfig-check`.
+    strict_reconfig: bool,
+    /// Ticks left before a removed member stops (`None`: not removed).
+    removed: Option<u32>,
     stopping: bool,
 }
 
@@ -219,6 +230,8 @@ impl<L: DurableLog, S: StateMachine, T: Transport<Snapshot = S::Snapshot>> RaftC
             incoming: None,
             catch_up: crate::config::DEFAULT_CATCH_UP_ENTRIES,
             lagging_limit: crate::config::DEFAULT_SNAPSHOT_COUNT,
+            strict_reconfig: true,
+            removed: None,
             stopping: false,
         }
     }
@@ -234,6 +247,11 @@ impl<L: DurableLog, S: StateMachine, T: Transport<Snapshot = S::Snapshot>> RaftC
     /// timed out` by then, and a proposal lost on its way to the leader is never applied here.
     pub fn forget_proposals_after(&mut self, ticks: u64) {
         self.proposal_patience = Some(ticks);
+    }
+
+    /// Checks membership changes as etcd's `--strict-reconfig-check` does, or not.
+    pub fn check_reconfigurations(&mut self, strict: bool) {
+        self.strict_reconfig = strict;
     }
 
     /// Compacts as `compactor` asks (auto-compaction), while this member leads.
@@ -252,8 +270,11 @@ impl<L: DurableLog, S: StateMachine, T: Transport<Snapshot = S::Snapshot>> RaftC
         });
     }
 
-    /// Starts raft: the only voter of a cluster need not wait out an election timeout.
+    /// Starts raft: the transport dials the members, and the only voter of a cluster need not
+    /// wait out an election timeout.
     pub fn start(&mut self) -> Result<(), RaftCoreError> {
+        let members = self.state.members()?;
+        self.members_changed(&members);
         if self.node.raft.prs().conf().voters().ids().len() == 1 {
             self.node.campaign()?;
         }
@@ -279,6 +300,9 @@ impl<L: DurableLog, S: StateMachine, T: Transport<Snapshot = S::Snapshot>> RaftC
                     }
                     self.age_forwarded();
                     self.ticks += 1;
+                    if let Some(left) = &mut self.removed {
+                        *left = left.saturating_sub(1);
+                    }
                     if let Some(patience) = self.proposal_patience {
                         let now = self.ticks;
                         self.proposals.retain(|_, p| now - p.2 < patience);
@@ -295,6 +319,9 @@ impl<L: DurableLog, S: StateMachine, T: Transport<Snapshot = S::Snapshot>> RaftC
                                 self.state.defragment();
                             }
                             ToRaft::Lease { token, ask } => self.lease_asked(core, token, ask),
+                            ToRaft::Reconfigure { id, change } => {
+                                self.reconfigure(Origin::Local(core), id, change);
+                            }
                             ToRaft::MoveLeader { token, target } => {
                                 self.move_leader((core, token), target);
                             }
@@ -318,7 +345,7 @@ impl<L: DurableLog, S: StateMachine, T: Transport<Snapshot = S::Snapshot>> RaftC
                     };
                     self.node.report_snapshot(to, status);
                 }
-                Event::Lease { from, lease } => self.lease_forwarded(from, lease),
+                Event::Forwarded { from, forward } => self.forwarded(from, forward),
                 Event::Stop => self.hand_over_or_stop(),
             }
         }
@@ -347,6 +374,9 @@ impl<L: DurableLog, S: StateMachine, T: Transport<Snapshot = S::Snapshot>> RaftC
             self.node
                 .mut_store()
                 .trim_through(keep_from.saturating_sub(1));
+        }
+        if self.removed == Some(0) {
+            return Err(RaftCoreError::Removed);
         }
         Ok(())
     }
@@ -724,6 +754,10 @@ impl<L: DurableLog, S: StateMachine, T: Transport<Snapshot = S::Snapshot>> RaftC
             }
         }
         self.route(applied.answers);
+        self.conf_changes_applied(&applied.conf_changes)?;
+        if let Some(members) = &applied.members {
+            self.members_changed(members);
+        }
         for request in applied.proposals {
             self.propose_own(request);
         }
@@ -782,24 +816,26 @@ impl<L: DurableLog, S: StateMachine, T: Transport<Snapshot = S::Snapshot>> RaftC
         let id = self.next_forward;
         self.next_forward += 1;
         self.forwarded.insert(id, (core, token, 0));
-        self.transport
-            .forward(leader, LeaseForward::Ask { id, ask });
+        self.transport.forward(leader, Forward::Ask { id, ask });
     }
 
-    /// A lease question another member forwarded (answered if this member leads), or the
-    /// answer to one this member forwarded.
-    fn lease_forwarded(&mut self, from: u64, lease: LeaseForward) {
-        match lease {
-            LeaseForward::Ask { id, ask } => {
+    /// A request another member forwarded (a lease question, answered if this member leads; a
+    /// membership change), or the answer to one this member forwarded.
+    fn forwarded(&mut self, from: u64, forward: Forward) {
+        match forward {
+            Forward::Reconfigure { id, change } => {
+                self.reconfigure(Origin::Remote(from), id, change);
+            }
+            Forward::Refused { id, declined } => self.refused(id, declined),
+            Forward::Ask { id, ask } => {
                 let answer = if self.lessor.is_primary() {
                     self.ask_lessor(ask).ok()
                 } else {
                     None
                 };
-                self.transport
-                    .forward(from, LeaseForward::Answer { id, answer });
+                self.transport.forward(from, Forward::Answer { id, answer });
             }
-            LeaseForward::Answer { id, answer } => {
+            Forward::Answer { id, answer } => {
                 if let Some((core, token, _)) = self.forwarded.remove(&id) {
                     let answer = answer.ok_or(Refusal::NoLeader);
                     self.replies[core.0].push(FromRaft::Lease { token, answer });

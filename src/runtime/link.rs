@@ -14,7 +14,7 @@
 //! Runs on: both sides (these are the types each side holds).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use keelson_engine::mvcc;
@@ -79,6 +79,15 @@ pub enum ToRaft {
         /// The member to lead.
         target: u64,
     },
+    /// Change the cluster's members (etcd's MemberAdd, MemberRemove, MemberUpdate,
+    /// MemberPromote), proposed as a configuration change with request id `id`; answered with
+    /// [`FromRaft::Applied`] once applied, or why it was not proposed.
+    Reconfigure {
+        /// The request id the configuration change carries.
+        id: u64,
+        /// The change.
+        change: mvcc::members::Change,
+    },
     /// Ask the lessor; answered with [`FromRaft::Lease`].
     Lease {
         /// The serving core's name for the question.
@@ -129,6 +138,13 @@ pub enum Refusal {
     LeaderTransferTimedOut,
     /// A leader move to a member that is not a voter of the cluster.
     BadLeaderTransferee,
+    /// A membership change that would leave fewer started members than a quorum
+    /// (`--strict-reconfig-check`).
+    NotEnoughStarted,
+    /// A promotion of a learner that is not in sync with the leader.
+    LearnerNotReady,
+    /// A membership change while this member has not been connected to every voter long enough.
+    Unhealthy,
 }
 
 /// What a proposal came to.
@@ -197,6 +213,7 @@ pub struct Published {
     applied: AtomicU64,
     db_size: AtomicU64,
     free_bytes: AtomicU64,
+    is_learner: AtomicBool,
     /// The raft core's measurements.
     pub metrics: RaftMetrics,
 }
@@ -220,6 +237,16 @@ impl Published {
     /// The index of the last entry applied to the page file.
     pub fn applied(&self) -> u64 {
         self.applied.load(Ordering::Acquire)
+    }
+
+    /// Whether this member is a learner (it serves only what etcd's learners serve).
+    pub fn is_learner(&self) -> bool {
+        self.is_learner.load(Ordering::Acquire)
+    }
+
+    /// Publishes whether this member is a learner (raft core only).
+    pub fn set_learner(&self, is_learner: bool) {
+        self.is_learner.store(is_learner, Ordering::Release);
     }
 
     /// Publishes the raft state (raft core only).

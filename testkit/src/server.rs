@@ -159,6 +159,32 @@ impl Server {
         members
     }
 
+    /// A new member `name` on `ports`, joining the cluster of `members` (it was added with
+    /// `member add` first): started with `--initial-cluster-state existing` and an
+    /// `--initial-cluster` of theirs and its own; not waited for (a learner serves no
+    /// linearizable read).
+    pub fn join(
+        binary: &Path,
+        members: &[Server],
+        name: &str,
+        ports: Ports,
+        extra: &[&str],
+    ) -> Server {
+        let mut member = Server::new(binary, ports, extra, &[]);
+        member.name = name.to_string();
+        member.initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .chain([format!("{name}={}", member.peer_url)])
+            .collect::<Vec<_>>()
+            .join(",");
+        member
+            .extra
+            .extend(["--initial-cluster-state".into(), "existing".into()]);
+        member.spawn();
+        member
+    }
+
     /// The members of a new cluster on `ports`, named `m0`, `m1`, …, not started.
     fn cluster_members(binary: &Path, ports: &[Ports], extra: &[&[&str]]) -> Vec<Server> {
         let initial_cluster = ports

@@ -68,6 +68,24 @@ pub enum MvccError {
     /// A write while the CORRUPT alarm is raised (etcd: ErrCorrupt).
     #[error("mvcc: the cluster's data is corrupt (CORRUPT alarm)")]
     ClusterCorrupt,
+    /// A membership change for a member that was removed (etcd: ErrIDRemoved).
+    #[error("membership: ID removed")]
+    MemberRemoved,
+    /// A member added with an id the cluster has (etcd: ErrIDExists).
+    #[error("membership: ID exists")]
+    MemberExists,
+    /// A membership change for a member the cluster does not have (etcd: ErrIDNotFound).
+    #[error("membership: ID not found")]
+    MemberNotFound,
+    /// A member's peer URL is another member's (etcd: ErrPeerURLexists).
+    #[error("membership: peerURL exists")]
+    PeerUrlExists,
+    /// A promotion of a member that is not a learner (etcd: ErrMemberNotLearner).
+    #[error("membership: can only promote a learner member")]
+    MemberNotLearner,
+    /// A learner added past `--max-learners` (etcd: ErrTooManyLearners).
+    #[error("membership: too many learner members in cluster")]
+    TooManyLearners,
 }
 
 /// The gRPC status codes etcd answers key-value errors with (gRPC's numbering).
@@ -77,9 +95,9 @@ pub enum StatusCode {
     Unknown = 2,
     /// A request that can never succeed as given.
     InvalidArgument = 3,
-    /// A lease that does not exist.
+    /// A lease or a member that does not exist.
     NotFound = 5,
-    /// A lease that exists already.
+    /// A lease that exists already; a membership change the cluster refuses.
     FailedPrecondition = 9,
     /// A revision or time to live out of range.
     OutOfRange = 11,
@@ -129,6 +147,21 @@ impl MvccError {
                 "etcdserver: mvcc: database space exceeded",
             ),
             MvccError::ClusterCorrupt => (DataLoss, "etcdserver: corrupt cluster"),
+            MvccError::MemberRemoved | MvccError::MemberNotFound => {
+                (NotFound, "etcdserver: member not found")
+            }
+            MvccError::MemberExists => (FailedPrecondition, "etcdserver: member ID already exist"),
+            MvccError::PeerUrlExists => {
+                (FailedPrecondition, "etcdserver: Peer URLs already exists")
+            }
+            MvccError::MemberNotLearner => (
+                FailedPrecondition,
+                "etcdserver: can only promote a learner member",
+            ),
+            MvccError::TooManyLearners => (
+                FailedPrecondition,
+                "etcdserver: too many learner members in cluster",
+            ),
         };
         (code, message.to_string())
     }

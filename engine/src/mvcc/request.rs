@@ -45,8 +45,8 @@ macro_rules! kinds {
         #[derive(Debug, Clone, PartialEq)]
         pub enum Response {
             $( #[doc = concat!("To a ", stringify!($kind), ".")] $kind($response), )*
-            /// To [`Request::Members`].
-            Members,
+            /// To [`Request::Members`]: the members once it is applied, by id.
+            Members(Vec<super::members::Member>),
             /// To [`Request::Nothing`].
             Nothing,
         }

@@ -46,6 +46,8 @@ pub struct Options {
     pub batch: usize,
     /// The backend quota in bytes (`None`: none) — see [`super::alarm`].
     pub quota_bytes: Option<u64>,
+    /// Learners the cluster may have at most (etcd's `--max-learners`; 1).
+    pub max_learners: usize,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
             min_lease_ttl: 2,
             batch: 1000,
             quota_bytes: None,
+            max_learners: 1,
         }
     }
 }
@@ -338,7 +341,9 @@ impl Store {
                         lease::checkpoint(&mut w, c).map(Response::LeaseCheckpoint)
                     }
                     Request::Alarm(a) => alarm::apply(w.txn, a).map(Response::Alarm),
-                    Request::Members(c) => members::apply(w.txn, c).map(|()| Response::Members),
+                    Request::Members(c) => {
+                        members::apply(w.txn, c, self.options.max_learners).map(Response::Members)
+                    }
                     Request::Nothing => Ok(Response::Nothing),
                 },
             };

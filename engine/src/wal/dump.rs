@@ -4,9 +4,27 @@
 use std::path::Path;
 
 use super::error::{Result, io_err};
+use super::frame;
 use super::record::Decoded;
 use super::replay::{self, Visit};
 use super::segment;
+
+/// The member metadata the WAL in `dir` was created with (`None`: it holds no segment). Reads
+/// the newest segment's head only: every segment opens with the metadata.
+pub fn metadata(dir: &Path) -> Result<Option<Vec<u8>>> {
+    let (names, _) = segment::list(dir).map_err(io_err(dir, "list"))?;
+    let Some((_, path)) = names.last() else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(path).map_err(io_err(path, "read segment"))?;
+    Ok(frame::scan(&bytes, true)
+        .frames
+        .into_iter()
+        .find_map(|f| match f.record {
+            Decoded::Metadata(m) => Some(m),
+            _ => None,
+        }))
+}
 
 /// One record of a WAL, where it lies.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,7 +20,7 @@ mod replay;
 mod segment;
 mod writer;
 
-pub use dump::{DumpLine, dump};
+pub use dump::{DumpLine, dump, metadata};
 pub use error::{Result, WalError};
 pub use record::{Decoded, Entry, EntryKind, EntryRef, HardState, Record};
 pub use replay::Replay;

@@ -45,8 +45,8 @@ use rand::{Rng, SeedableRng};
 use super::boot;
 use super::lessor::{LeaseOptions, Lessor};
 use super::seams::{
-    Answer, AppliedBatch, Defragmented, DurableLog, Installed, LeaseForward, Maintained,
-    StateMachine, Transport,
+    Answer, AppliedBatch, Defragmented, DurableLog, Forward, Installed, Maintained, StateMachine,
+    Transport,
 };
 use super::turn::{Event, RaftCore, RaftCoreError};
 use crate::apply;
@@ -165,6 +165,8 @@ pub type Files = Rc<RefCell<HashMap<PathBuf, Vec<Applied>>>>;
 pub struct Machine {
     store: Rc<RefCell<Store>>,
     files: Files,
+    /// The cluster's members (the simulation's never change).
+    members: Vec<keelson_engine::mvcc::members::Member>,
     sync_every: u32,
     turns: u32,
     /// A defragmentation was asked for: the store is in memory, so the next turn ends it.
@@ -194,6 +196,10 @@ impl StateMachine for Machine {
 
     async fn discard(&mut self, file: &Path) {
         self.files.borrow_mut().remove(file);
+    }
+
+    fn members(&self) -> Result<Vec<keelson_engine::mvcc::members::Member>, RaftCoreError> {
+        Ok(self.members.clone())
     }
 
     fn applied(&self) -> (u64, u64) {
@@ -274,7 +280,7 @@ impl StateMachine for Machine {
 #[derive(Debug)]
 enum Packet {
     Raft(Message),
-    Lease(LeaseForward),
+    Forward(Forward),
     /// A snapshot's message and the state it carries.
     Snapshot(Message, Vec<Applied>),
 }
@@ -302,6 +308,8 @@ pub struct Network {
     pub max_delay: u64,
     now: u64,
     rng: Option<StdRng>,
+    /// When the network came up: every link not cut has been up since.
+    opened: Option<std::time::Instant>,
 }
 
 impl Network {
@@ -329,8 +337,8 @@ impl Network {
     }
 }
 
-/// A member's transport (the member's id, and the network).
-pub struct Net(u64, Rc<RefCell<Network>>);
+/// A member's transport (the member's id, the network, and the members it sends to).
+pub struct Net(u64, Rc<RefCell<Network>>, Vec<u64>);
 
 impl Transport for Net {
     type Snapshot = Vec<Applied>;
@@ -344,13 +352,27 @@ impl Transport for Net {
 
     fn send(&mut self, messages: Vec<Message>) {
         let mut net = self.1.borrow_mut();
-        for message in messages {
+        for message in messages.into_iter().filter(|m| self.2.contains(&m.to)) {
             net.put(message.from, message.to, Packet::Raft(message));
         }
     }
 
-    fn forward(&mut self, to: u64, lease: LeaseForward) {
-        self.1.borrow_mut().put(self.0, to, Packet::Lease(lease));
+    fn forward(&mut self, to: u64, forward: Forward) {
+        self.1
+            .borrow_mut()
+            .put(self.0, to, Packet::Forward(forward));
+    }
+
+    fn active_since(&self, id: u64) -> Option<std::time::Instant> {
+        let net = self.1.borrow();
+        if net.is_cut(self.0, id) {
+            return None;
+        }
+        net.opened
+    }
+
+    fn set_members(&mut self, members: &[keelson_engine::mvcc::members::Member]) {
+        self.2 = members.iter().map(|m| m.id).collect();
     }
 }
 
@@ -422,6 +444,7 @@ impl Cluster {
         let mut rng = StdRng::seed_from_u64(seed);
         let net = Network {
             rng: Some(StdRng::seed_from_u64(rng.random())),
+            opened: Some(std::time::Instant::now()),
             ..Network::default()
         };
         let mut cluster = Cluster {
@@ -477,15 +500,27 @@ impl Cluster {
                 .collect();
             (applied, disk.hard_state.clone(), entries)
         };
-        let log = boot::raft_log(applied, hard_state, entries, self.voters.clone());
+        let voters = raft::eraftpb::ConfState::from((self.voters.clone(), []));
+        let log = boot::raft_log(applied, hard_state, entries, voters);
         let mut config = boot::raft_config(member.id, self.election_ticks, applied.0);
         // No jitter of raft-rs's own (it draws from a thread RNG): members tick at their own pace.
         config.min_election_tick = self.election_ticks;
         config.max_election_tick = self.election_ticks + 1;
         let node = RawNode::new(&config, log, &super::logger()).expect("a valid raft config");
+        let members = self
+            .voters
+            .iter()
+            .map(|&id| keelson_engine::mvcc::members::Member {
+                id,
+                peer_urls: vec![format!("http://sim-{id}:2380")],
+                name: format!("m{id}"),
+                ..Default::default()
+            })
+            .collect();
         let machine = Machine {
             store: member.store.clone(),
             files: self.files.clone(),
+            members,
             sync_every: self.sync_every,
             turns: 0,
             defragment: false,
@@ -494,7 +529,7 @@ impl Cluster {
             node,
             Wal(member.disk.clone()),
             machine,
-            Net(member.id, self.net.clone()),
+            Net(member.id, self.net.clone(), Vec::new()),
             Lessor::new(
                 LeaseOptions {
                     checkpoint_interval: None,
@@ -597,7 +632,7 @@ impl Cluster {
     fn arrive(&mut self, from: u64, to: u64, packet: Packet) {
         let event = match packet {
             Packet::Raft(message) => Event::Peer(vec![message]),
-            Packet::Lease(lease) => Event::Lease { from, lease },
+            Packet::Forward(forward) => Event::Forwarded { from, forward },
             Packet::Snapshot(message, applied) => {
                 let delivered = self.members[to as usize - 1].core.is_some();
                 self.snapshot_sent(from, to, delivered);
