@@ -5,7 +5,8 @@
 //! - the leader killed with SIGKILL every few seconds and restarted;
 //! - the leader cut off from the others (a minority partition: it must not serve a stale
 //!   linearizable read, nor acknowledge a write) and healed;
-//! - a follower cut off, and the cluster split so that no side has a majority, then healed.
+//! - a follower cut off, and the cluster split so that no side has a majority, then healed;
+//! - a fourth member added as a learner, started, promoted and removed, again and again.
 //!
 //! Each run is bounded (`KEELSON_FAULT_SECONDS`, 12 s by default); set it higher for a soak.
 
@@ -293,5 +294,56 @@ fn linearizable_while_the_leader_or_a_follower_is_cut_off_or_the_cluster_split()
         }
         std::thread::sleep(Duration::from_secs(3));
         faults.heal();
+    });
+}
+
+/// Retries `change` on the member at `endpoint` for up to 30 s while the leader declines it for
+/// now (not yet connected to every voter long enough, a learner not yet in sync, no leader).
+fn reconfigure<T, F: std::future::Future<Output = Result<T, etcd_client::Error>>>(
+    endpoint: &str,
+    change: impl Fn(Client) -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    common::runtime().block_on(async {
+        loop {
+            let outcome = match Client::connect([endpoint], None).await {
+                Ok(c) => change(c).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(done) => return done,
+                Err(e) => assert!(Instant::now() < deadline, "{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+}
+
+#[test]
+fn linearizable_while_members_join_are_promoted_and_are_removed() {
+    use etcd_client::MemberAddOptions;
+    run(|members, _, _, round| {
+        // A fourth member: added as a learner, started, promoted to a voter, then removed.
+        let ports = keelson_testkit::server::Ports::free();
+        let url = format!("http://127.0.0.1:{}", ports.peer);
+        let asked = members[round % 3].endpoint();
+        let id = reconfigure(&asked, |mut c| {
+            let url = url.clone();
+            async move {
+                let learner = Some(MemberAddOptions::new().with_is_learner());
+                let added = c.member_add([url], learner).await?;
+                Ok(added.member().map(|m| m.id()).unwrap_or_default())
+            }
+        });
+        let mut joined = Server::join(binary(), members, &format!("j{round}"), ports, &[]);
+        reconfigure(&asked, |mut c| async move {
+            c.member_promote(id).await.map(drop)
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        reconfigure(&asked, |mut c| async move {
+            c.member_remove(id).await.map(drop)
+        });
+        let status = joined.exit_within(Duration::from_secs(20));
+        assert!(status.is_some_and(|s| !s.success()), "{}", joined.log());
     });
 }

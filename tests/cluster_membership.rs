@@ -1,8 +1,8 @@
 //! Membership changes against the real binary: `etcdctl member add/promote/remove/update/list`
 //! refused exactly as a real etcd refuses them (same steps, same ports, same output), and a
-//! three-member cluster taking a learner that joins with `--initial-cluster-state existing`,
-//! serves only what etcd's learners serve, is promoted through a follower, and a member removed
-//! that stops itself while the rest serve on.
+//! three-member cluster taking a learner that joins with `--initial-cluster-state existing` (and
+//! starts from the leader's page file), serves only what etcd's learners serve, is promoted
+//! through a follower, and a member removed that stops itself while the rest serve on.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -129,7 +129,9 @@ async fn eventually<F: std::future::Future<Output = bool>>(what: &str, check: im
 
 #[test]
 fn a_learner_joins_is_promoted_and_a_removed_member_stops() {
-    let mut members = Server::cluster(binary(), 3, &[]);
+    // The members keep few entries behind their page files: the learner starts from a snapshot.
+    let keep = ["--snapshot-catchup-entries", "20", "--snapshot-count", "20"];
+    let mut members = Server::cluster(binary(), 3, &keep);
     let ports = Ports::free();
     let learner_url = format!("http://127.0.0.1:{}", ports.peer);
     let step = |at: &Server, args: String| {
@@ -160,7 +162,7 @@ fn a_learner_joins_is_promoted_and_a_removed_member_stops() {
         "{said}"
     );
     let id = u64::from_str_radix(&id, 16).unwrap();
-    let mut learner = Server::join(binary(), &members, "m3", ports, &[]);
+    let mut learner = Server::join(binary(), &members, "m3", ports, &keep);
     rt.block_on(async {
         let serializable = || Some(GetOptions::new().with_serializable());
         eventually("the learner catching up", || async {
@@ -172,6 +174,11 @@ fn a_learner_joins_is_promoted_and_a_removed_member_stops() {
                 .is_ok_and(|r| r.count() == 1)
         })
         .await;
+        assert!(
+            learner.log().contains("applied snapshot"),
+            "{}",
+            learner.log()
+        );
         // A learner serves its status and serializable reads only, as etcd's does.
         let mut l = client(&learner).await;
         assert!(l.status().await.unwrap().is_learner());
