@@ -5,7 +5,8 @@
 //! - the leader killed with SIGKILL every few seconds and restarted;
 //! - the leader cut off from the others (a minority partition: it must not serve a stale
 //!   linearizable read, nor acknowledge a write) and healed;
-//! - a follower cut off, and the cluster split so that no side has a majority, then healed;
+//! - a follower cut off, every peer message delayed, and the cluster split so that no side has a
+//!   majority, then healed;
 //! - a fourth member added as a learner, started, promoted and removed, again and again.
 //!
 //! Each run is bounded (`KEELSON_FAULT_SECONDS`, 12 s by default); set it higher for a soak.
@@ -275,16 +276,18 @@ fn linearizable_while_the_leader_is_killed_and_restarted() {
 }
 
 #[test]
-fn linearizable_while_the_leader_or_a_follower_is_cut_off_or_the_cluster_split() {
+fn linearizable_while_the_leader_or_a_follower_is_cut_off_delayed_or_the_cluster_split() {
     run(|members, ids, faults, round| {
         let alive = vec![true; members.len()];
         let l = leader(members, ids, &alive);
         std::thread::sleep(Duration::from_millis(500));
-        match round % 3 {
+        match round % 4 {
             // The old leader alone on one side: it must stop serving linearizable reads.
             0 => faults.isolate(ids[l], ids),
             // A follower alone.
             1 => faults.isolate(ids[(l + 1) % 3], ids),
+            // Every message late (a slow network, near the election timeout).
+            2 => faults.delay(Duration::from_millis(300)),
             // Nobody with a majority: each member cut from both others, one way only for one
             // pair (an asymmetric partition).
             _ => {
@@ -294,6 +297,7 @@ fn linearizable_while_the_leader_or_a_follower_is_cut_off_or_the_cluster_split()
         }
         std::thread::sleep(Duration::from_secs(3));
         faults.heal();
+        faults.delay(Duration::ZERO);
     });
 }
 

@@ -429,3 +429,39 @@ fn an_etcd_cluster_stopped_and_restarted_as_keelson_serves_on() {
         );
     });
 }
+
+#[test]
+fn five_members_serve_on_with_two_down_and_stop_with_three() {
+    let mut members = Server::cluster(binary(), 5, &[]);
+    common::runtime().block_on(async {
+        let leader_id = leader(&members[0]).await;
+        let first = index_of(&members, leader_id).await;
+        // Two members down, the leader one of them: the other three elect and take writes.
+        members[first].kill();
+        let other = (first + 1) % 5;
+        members[other].kill();
+        let alive: Vec<usize> = (0..5).filter(|&i| i != first && i != other).collect();
+        put_until_acknowledged(&members[alive[0]], "k", "with three of five").await;
+        for &i in &alive {
+            assert_eq!(
+                value(&members[i], "k", false).await.as_deref(),
+                Some("with three of five")
+            );
+        }
+        // A third down: no majority, no write.
+        members[alive[2]].kill();
+        let mut c = client(&members[alive[0]]).await;
+        let refused = tokio::time::timeout(Duration::from_secs(8), c.put("k", "lost", None)).await;
+        assert!(
+            !matches!(refused, Ok(Ok(_))),
+            "a write was acknowledged by two of five"
+        );
+        // Back to three, the write goes through; the returning members catch up.
+        members[first].launch();
+        put_until_acknowledged(&members[alive[0]], "k", "again").await;
+        assert_eq!(
+            value(&members[first], "k", false).await.as_deref(),
+            Some("again")
+        );
+    });
+}
