@@ -44,7 +44,7 @@ pub const MAX_QUEUED: usize = 4096;
 /// The first wait before dialling a member again.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// The longest wait before dialling a member again.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+pub const MAX_BACKOFF: Duration = Duration::from_millis(250);
 /// A heartbeat unanswered this long is taken as lost: the next one is timed instead.
 const PROBE_LOST: Duration = Duration::from_secs(1);
 /// How long dialling, and the member's answer to the hello, may take.
