@@ -208,6 +208,8 @@ pub fn run(mut config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
     };
     // A defragmentation a crash cut short leaves its copy behind; the old file is the one.
     let _ = std::fs::remove_file(crate::apply::defrag::copy_path(&db_path));
+    // So does a snapshot from the leader that was received and not installed.
+    peer::listener::remove_leftovers(snap_dir);
     let mut store = Store::open(&db_path, options)?;
     seed_members(&mut store, &config)?;
     if shutdown.is_stopping() {

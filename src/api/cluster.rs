@@ -109,9 +109,11 @@ impl Cluster for ClusterApi {
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
         let request = request.into_inner();
+        // etcd takes them as given; keelson checks them as MemberAdd does, since its members could
+        // not dial a member at URLs that are not http://host:port.
         let change = Change::Update {
             id: request.id,
-            peer_urls: request.peer_ur_ls,
+            peer_urls: peer_urls(request.peer_ur_ls)?,
         };
         let members = reconfigure(change).await?;
         Ok(Response::new(MemberUpdateResponse {

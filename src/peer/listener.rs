@@ -15,6 +15,7 @@
 //!
 //! Runs on: the raft core.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -39,6 +40,8 @@ use raft::eraftpb::MessageType;
 
 /// A reader's buffer to begin with (it doubles while a frame does not fit).
 const READ_CHUNK: usize = 64 << 10;
+/// How long a snapshot's sender may go silent before the receive is given up.
+const SNAPSHOT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// A received snapshot's reads and file writes, at most (the file is written behind the reads).
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 
@@ -65,6 +68,26 @@ pub struct Receiver {
     pub snap_dir: PathBuf,
     /// The members, as the transport last learned them (what a joining member is told).
     pub roster: Roster,
+    /// Snapshots received so far (each saved under a name of its own).
+    pub receives: Cell<u64>,
+}
+
+/// Where received snapshots are saved: `<index>.snap.db.<n>` in the page file's directory. What a
+/// crash leaves there is removed at start ([`remove_leftovers`]).
+fn is_received_snapshot(name: &str) -> bool {
+    name.contains(".snap.db.")
+}
+
+/// Removes the received snapshots a stop or crash left in `snap_dir` (best effort).
+pub fn remove_leftovers(snap_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(snap_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_str().is_some_and(is_received_snapshot) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Binds every address in `addrs` and serves peers on them until the returned tasks are dropped;
@@ -172,6 +195,13 @@ async fn read(mut stream: TcpStream, receiver: &Receiver) -> std::io::Result<()>
         let mut messages = Vec::new();
         for frame in frames.drain(..) {
             match frame {
+                // A snapshot comes only with its file, on a connection of its own.
+                Frame::Raft(message) if message.msg_type == MessageType::MsgSnapshot as i32 => {
+                    tracing::warn!(
+                        remote_peer_id = %format!("{:x}", hello.from),
+                        "a snapshot message without its file; dropped"
+                    );
+                }
                 // A member speaks for itself only.
                 Frame::Raft(message) if message.from == hello.from => {
                     if message.msg_type == MessageType::MsgHeartbeatResponse as i32
@@ -220,7 +250,14 @@ async fn receive_snapshot(
         "receiving database snapshot"
     );
     let started = Instant::now();
-    let path = receiver.snap_dir.join(format!("{index:016x}.snap.db"));
+    // A name of its own for each receive: a second one of the same index (the sender gave up on
+    // the first) never writes over a file being checked or installed.
+    let receive = receiver.receives.get();
+    receiver.receives.set(receive + 1);
+    let path = receiver
+        .snap_dir
+        .join(format!("{index:016x}.snap.db.{receive}"));
+    let _ = stream.set_read_timeout(Some(SNAPSHOT_READ_TIMEOUT));
     let saved = save(stream, received, len, &path).await;
     let download_took = started.elapsed();
     let saved = match saved {

@@ -120,9 +120,12 @@ pub fn raft_log(
             ..hard_state
         }
     };
-    // Entries that all end before `applied` are older than the page file (it was installed from
-    // a leader's snapshot after them): the log starts after `applied`.
-    if entries.last().is_some_and(|e| e.index < index) {
+    // Entries that all end before `applied`, or whose entry at `applied` is of another term, are
+    // older than the page file: a leader's snapshot was installed over them (and the member
+    // stopped before its WAL restarted after it). The log starts after `applied`.
+    let superseded = entries.last().is_some_and(|e| e.index < index)
+        || entries.iter().any(|e| e.index == index && e.term != term);
+    if superseded {
         entries.clear();
     }
     // The log must know the term of the entry before its first. The log's very beginning has it
@@ -224,6 +227,12 @@ mod tests {
             entries(8..=12, 2),
             ConfState::from((vec![1, 2, 3], [])),
         );
+        assert_eq!(log.first_index().unwrap(), 41);
+        assert_eq!(log.last_index().unwrap(), 40);
+        assert_eq!(log.term(40).unwrap(), 5);
+        // Or a stale tail of term 2 through 45, and the snapshot at 40 of term 5.
+        let voters = ConfState::from((vec![1, 2, 3], []));
+        let log = raft_log((40, 5), state(5, 0, 40), entries(30..=45, 2), voters);
         assert_eq!(log.first_index().unwrap(), 41);
         assert_eq!(log.last_index().unwrap(), 40);
         assert_eq!(log.term(40).unwrap(), 5);

@@ -7,6 +7,7 @@
 //!
 //! Runs on: the raft core.
 
+use std::cell::Cell;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -136,6 +137,7 @@ async fn serve(
             .parent()
             .map_or_else(|| config.data_dir.clone(), Path::to_path_buf),
         roster,
+        receives: Cell::new(0),
     };
     let listeners = listener::listen(&config.peer_addrs, receiver).map_err(RaftCoreError::Peer)?;
     let mut core = RaftCore::new(

@@ -658,6 +658,9 @@ impl<L: DurableLog, S: StateMachine, T: Transport<Snapshot = S::Snapshot>> RaftC
             }
         }
         self.published.set_applied(index);
+        // The snapshot's members may differ from those this member knew.
+        let members = self.state.members()?;
+        self.members_changed(&members);
         tracing::info!(snapshot_index = index, "applied snapshot");
         Ok(())
     }
