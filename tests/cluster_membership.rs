@@ -2,7 +2,8 @@
 //! refused exactly as a real etcd refuses them (same steps, same ports, same output), and a
 //! three-member cluster taking a learner that joins with `--initial-cluster-state existing` (and
 //! starts from the leader's page file), serves only what etcd's learners serve, is promoted
-//! through a follower, and a member removed that stops itself while the rest serve on.
+//! through a follower, and a member removed that stops itself while the rest serve on — or, removed
+//! while it was down, is refused by the others when it returns and stops.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -278,4 +279,26 @@ fn a_learner_joins_is_promoted_and_a_removed_member_stops() {
     // Restarted, the joined member starts from its own data dir.
     learner.terminate();
     learner.launch();
+    // A member removed while it is down is refused by the others when it comes back, and stops.
+    let down = rt.block_on(common::member_id(&members[2].endpoint()));
+    members[2].terminate();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let removed = step(&members[0], format!("member remove {down:x}"));
+        if removed.contains("removed from cluster") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{removed}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    members[2].spawn();
+    let status = members[2].exit_within(Duration::from_secs(30));
+    assert!(status.is_some_and(|s| !s.success()), "{}", members[2].log());
+    assert!(
+        members[2]
+            .log()
+            .contains("the member has been permanently removed from the cluster"),
+        "{}",
+        members[2].log()
+    );
 }

@@ -397,6 +397,15 @@ impl StateMachine for Applier {
         Ok(mvcc::members::members(&view)?)
     }
 
+    fn removed_members(&self) -> Result<Vec<u64>, RaftCoreError> {
+        let view = self
+            .store
+            .db()
+            .begin_read()
+            .map_err(mvcc::MvccError::from)?;
+        Ok(mvcc::members::removed(&view)?)
+    }
+
     async fn discard(&mut self, file: &Path) {
         if let Err(e) = glommio::io::remove(file).await {
             tracing::warn!(path = %file.display(), "removing a snapshot not taken: {e}");

@@ -67,7 +67,7 @@ pub struct Receiver {
     /// Where received snapshots are saved (the page file's directory).
     pub snap_dir: PathBuf,
     /// The members, as the transport last learned them (what a joining member is told).
-    pub roster: Roster,
+    pub roster: Rc<Roster>,
     /// Snapshots received so far (each saved under a name of its own).
     pub receives: Cell<u64>,
 }
@@ -140,7 +140,7 @@ async fn read(mut stream: TcpStream, receiver: &Receiver) -> std::io::Result<()>
     let hello = Hello::decode(&hello).map_err(std::io::Error::other)?;
     if join::is_ask(&hello) {
         let mut answer = vec![Verdict::Accepted as u8];
-        answer.extend(join::encode(identity.cluster_id, &roster.borrow()));
+        answer.extend(join::encode(identity.cluster_id, &roster.members.borrow()));
         return stream.write_all(&answer).await;
     }
     let remote_peer_id = format!("{:x}", hello.from);
@@ -153,6 +153,13 @@ async fn read(mut stream: TcpStream, receiver: &Receiver) -> std::io::Result<()>
             "request cluster ID mismatch"
         );
         Verdict::ClusterMismatch
+    } else if roster.removed.borrow().contains(&hello.from) {
+        tracing::warn!(
+            local_member_id = %format!("{:x}", identity.member_id),
+            remote_peer_id,
+            "rejected stream from remote peer because it was removed"
+        );
+        Verdict::Removed
     } else if hello.to != identity.member_id {
         tracing::warn!(
             local_member_id = %format!("{:x}", identity.member_id),

@@ -65,6 +65,8 @@ pub enum Verdict {
     ClusterMismatch = 1,
     /// It is not the member the hello named.
     WrongMember = 2,
+    /// The sender was removed from the cluster.
+    Removed = 3,
 }
 
 impl Verdict {
@@ -74,6 +76,7 @@ impl Verdict {
             Verdict::Accepted,
             Verdict::ClusterMismatch,
             Verdict::WrongMember,
+            Verdict::Removed,
         ]
         .into_iter()
         .find(|v| *v as u8 == byte)
@@ -92,12 +95,19 @@ pub struct PeerTransport {
     /// The raft core's events (where a snapshot's outcome goes).
     events: Rc<Mailbox<Event>>,
     /// The members, shared with the listener.
-    roster: Roster,
+    roster: Rc<Roster>,
 }
 
-/// The cluster's members as the transport last learned them, shared with the peer listener on
-/// the same executor (it tells a joining member who is in the cluster).
-pub type Roster = Rc<RefCell<Vec<Member>>>;
+/// The cluster's members as the transport last learned them, and the ids removed from it, shared
+/// with the peer listener on the same executor (it tells a joining member who is in the cluster,
+/// and refuses a removed one).
+#[derive(Debug, Default)]
+pub struct Roster {
+    /// The members.
+    pub members: RefCell<Vec<Member>>,
+    /// The ids removed.
+    pub removed: RefCell<Vec<u64>>,
+}
 
 /// The way to one other member: its queue, how to dial it, its counts, and its writer task
 /// (dropped, and so stopped, with the link).
@@ -127,7 +137,7 @@ impl PeerTransport {
         published: Arc<Published>,
         probes: Rc<Probes>,
         events: Rc<Mailbox<Event>>,
-        roster: Roster,
+        roster: Rc<Roster>,
     ) -> PeerTransport {
         PeerTransport {
             cluster_id,
@@ -155,6 +165,7 @@ impl PeerTransport {
         let writer = Writer {
             dialler: dialler.clone(),
             outbox: outbox.clone(),
+            events: self.events.clone(),
             published: self.published.clone(),
             counters: counters.clone(),
         };
@@ -287,8 +298,9 @@ impl Transport for PeerTransport {
         self.links.get(&id)?.dialler.active_since.get()
     }
 
-    fn set_members(&mut self, members: &[Member]) {
-        *self.roster.borrow_mut() = members.to_vec();
+    fn set_members(&mut self, members: &[Member], removed: &[u64]) {
+        *self.roster.members.borrow_mut() = members.to_vec();
+        *self.roster.removed.borrow_mut() = removed.to_vec();
         let others: Vec<&Member> = members.iter().filter(|m| m.id != self.member_id).collect();
         let ids: Vec<u64> = others.iter().map(|m| m.id).collect();
         let counters = self.published.metrics.set_peers(&ids);
@@ -368,6 +380,8 @@ struct Dialler {
 struct Writer {
     dialler: Rc<Dialler>,
     outbox: Rc<Mailbox<Frame>>,
+    /// The raft core's events (where a refusal as removed goes).
+    events: Rc<Mailbox<Event>>,
     published: Arc<Published>,
     counters: Arc<PeerCounters>,
 }
@@ -385,6 +399,8 @@ enum DialError {
     Garbled(u8),
     #[error("the remote peer could not save or verify the snapshot (see its log)")]
     SnapshotRefused,
+    #[error("the member has been permanently removed from the cluster")]
+    Removed,
 }
 
 impl Writer {
@@ -422,6 +438,9 @@ impl Writer {
                             );
                         } else {
                             tracing::debug!(peer_id, error = %e, "dialling the peer failed");
+                        }
+                        if matches!(e, DialError::Removed) {
+                            self.events.push(Event::Removed);
                         }
                         if matches!(e, DialError::ClusterMismatch) {
                             tracing::error!(
@@ -505,6 +524,7 @@ impl Dialler {
             Some(Verdict::Accepted) => Ok(stream),
             Some(Verdict::ClusterMismatch) => Err(DialError::ClusterMismatch),
             Some(Verdict::WrongMember) => Err(DialError::WrongMember(self.hello.to)),
+            Some(Verdict::Removed) => Err(DialError::Removed),
             None => Err(DialError::Garbled(answer[0])),
         }
     }

@@ -115,7 +115,7 @@ async fn serve(
         wake,
     );
     let probes = Rc::new(Probes::default());
-    let roster = Roster::default();
+    let roster = Rc::new(Roster::default());
     let transport = PeerTransport::start(
         config.cluster_id,
         config.member_id,

@@ -127,6 +127,8 @@ pub trait StateMachine {
     async fn close(&mut self) -> Result<(), RaftCoreError>;
     /// The cluster's members as applied.
     fn members(&self) -> Result<Vec<Member>, RaftCoreError>;
+    /// The ids of the members removed from the cluster, as applied.
+    fn removed_members(&self) -> Result<Vec<u64>, RaftCoreError>;
 }
 
 /// What a follower forwards to the leader, or the leader's answer: etcd's followers forward
@@ -206,6 +208,6 @@ pub trait Transport {
     /// Since when member `id` has been reachable without a break (`None`: it is not now).
     fn active_since(&self, id: u64) -> Option<Instant>;
     /// Makes `members` (but this one) the members messages go to: new ones are dialled, removed
-    /// ones dropped, moved ones dialled at their new URLs.
-    fn set_members(&mut self, members: &[Member]);
+    /// ones dropped, moved ones dialled at their new URLs; the `removed` ones are refused.
+    fn set_members(&mut self, members: &[Member], removed: &[u64]);
 }

@@ -86,6 +86,8 @@ pub enum Event {
         /// The request or answer.
         forward: Forward,
     },
+    /// Another member refused this one: it was removed from the cluster.
+    Removed,
     /// The member is stopping: this is the last turn.
     Stop,
 }
@@ -346,6 +348,7 @@ impl<L: DurableLog, S: StateMachine, T: Transport<Snapshot = S::Snapshot>> RaftC
                     self.node.report_snapshot(to, status);
                 }
                 Event::Forwarded { from, forward } => self.forwarded(from, forward),
+                Event::Removed => self.refused_as_removed(),
                 Event::Stop => self.hand_over_or_stop(),
             }
         }

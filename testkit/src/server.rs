@@ -31,13 +31,26 @@ pub struct Server {
     env: Vec<(String, String)>,
 }
 
-/// A free loopback port (free when asked; the server binds it right after).
+/// Where [`free_port`] looks: below Linux's ephemeral range (32768 and up), so no outgoing
+/// connection of any test takes a port between its handing out and its server binding it.
+const PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A free loopback port, not handed out before by this process (free when asked; the server binds
+/// it right after).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static HANDED_OUT: AtomicU32 = AtomicU32::new(0);
+    let span = PORTS.end - PORTS.start;
+    // Test binaries start at different places, so two that overlap rarely meet.
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = HANDED_OUT.fetch_add(1, Ordering::Relaxed);
+        let port = (PORTS.start + (start + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {PORTS:?}");
 }
 
 /// The loopback ports of a server (the same ports give the same member id and client URLs).

@@ -187,6 +187,25 @@ pub(crate) fn replace(txn: &mut WriteTxn<'_>, members: &[Member]) -> Result<()> 
     Ok(())
 }
 
+/// The ids of every member removed from the cluster.
+pub fn removed(view: &dyn View) -> Result<Vec<u64>> {
+    let Some(bucket) = view.view(MEMBERS_REMOVED)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut cursor = bucket.cursor();
+    let mut entry = cursor.first()?;
+    while let Some((key, _)) = entry {
+        let id = std::str::from_utf8(key)
+            .ok()
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .ok_or_else(|| corrupt("a removed member's id does not decode"))?;
+        out.push(id);
+        entry = cursor.next()?;
+    }
+    Ok(out)
+}
+
 /// Whether member `id` was removed from the cluster.
 pub fn is_removed(view: &dyn View, id: u64) -> Result<bool> {
     match view.view(MEMBERS_REMOVED)? {

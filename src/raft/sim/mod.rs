@@ -202,6 +202,11 @@ impl StateMachine for Machine {
         Ok(self.members.clone())
     }
 
+    fn removed_members(&self) -> Result<Vec<u64>, RaftCoreError> {
+        // The simulation's members never change.
+        Ok(Vec::new())
+    }
+
     fn applied(&self) -> (u64, u64) {
         let store = self.store.borrow();
         store.applied.last().map_or((0, 0), |a| (a.index, a.term))
@@ -371,7 +376,7 @@ impl Transport for Net {
         net.opened
     }
 
-    fn set_members(&mut self, members: &[keelson_engine::mvcc::members::Member]) {
+    fn set_members(&mut self, members: &[keelson_engine::mvcc::members::Member], _: &[u64]) {
         self.2 = members.iter().map(|m| m.id).collect();
     }
 }

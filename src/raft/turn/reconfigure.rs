@@ -123,6 +123,18 @@ impl<L: DurableLog, S: StateMachine, T: Transport<Snapshot = S::Snapshot>> RaftC
         }
     }
 
+    /// Another member refused this one as removed from the cluster: it stops (etcd's members
+    /// answer a removed member's messages so, and it stops).
+    pub(super) fn refused_as_removed(&mut self) {
+        if self.removed.is_none() {
+            tracing::warn!(
+                local_member_id = %format!("{:x}", self.node.raft.id),
+                "the member has been permanently removed from the cluster"
+            );
+        }
+        self.removed = Some(0);
+    }
+
     /// The leader's answer that it did not propose change `id`, forwarded by this member.
     pub(super) fn refused(&mut self, id: u64, declined: Declined) {
         if let Some((core, _, _)) = self.proposals.remove(&id) {
@@ -145,7 +157,11 @@ impl<L: DurableLog, S: StateMachine, T: Transport<Snapshot = S::Snapshot>> RaftC
     /// The members changed (or the member started): the transport follows them, the serving
     /// cores learn whether this member is a learner, and a member no longer among them stops.
     pub(super) fn members_changed(&mut self, members: &[Member]) {
-        self.transport.set_members(members);
+        let removed = self.state.removed_members().unwrap_or_else(|e| {
+            tracing::warn!("reading the removed members failed: {e}");
+            Vec::new()
+        });
+        self.transport.set_members(members, &removed);
         let me = members.iter().find(|m| m.id == self.node.raft.id);
         self.published.set_learner(me.is_some_and(|m| m.is_learner));
         if me.is_none() && self.removed.is_none() {
