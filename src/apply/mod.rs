@@ -446,18 +446,13 @@ impl StateMachine for Applier {
             // Committed entries are contiguous: an applied index finds its entry by offset.
             let at = (applied.index - first) as usize;
             lease_changes(&batch[at].request, &applied.response, &mut leases);
+            // A configuration change (not a publish of attributes) changes who the members are or
+            // where they listen; raft follows all but an update of peer URLs.
             if let (mvcc::Request::Members(change), Ok(mvcc::Response::Members(now))) =
                 (&batch[at].request, &applied.response)
-                && let Some(cc) = members::raft_change(change)
+                && !matches!(change, mvcc::members::Change::Attributes { .. })
             {
-                conf_changes.push(cc);
-                members = Some(now.clone());
-            }
-            if let (
-                mvcc::Request::Members(mvcc::members::Change::Update { .. }),
-                Ok(mvcc::Response::Members(now)),
-            ) = (&batch[at].request, &applied.response)
-            {
+                conf_changes.extend(members::raft_change(change));
                 members = Some(now.clone());
             }
             let id = ids[at];

@@ -33,17 +33,17 @@ pub const ASK: Hello = Hello {
 /// The answer's bytes after the verdict: the cluster id (8 bytes), the members' length (4 bytes),
 /// then the members as a JSON list of etcd's member JSON.
 pub fn encode(cluster_id: u64, members: &[Member]) -> Vec<u8> {
-    let list: Vec<Vec<u8>> = members.iter().map(Member::to_json).collect();
-    let json = format!(
-        "[{}]",
-        list.iter()
-            .map(|m| String::from_utf8_lossy(m).into_owned())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let mut json = vec![b'['];
+    for (i, member) in members.iter().enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        json.extend(member.to_json());
+    }
+    json.push(b']');
     let mut out = cluster_id.to_be_bytes().to_vec();
     out.extend_from_slice(&(json.len() as u32).to_be_bytes());
-    out.extend_from_slice(json.as_bytes());
+    out.extend(json);
     out
 }
 
