@@ -317,10 +317,15 @@ fn watch_session(endpoint: &str) -> Vec<String> {
     settle(&watches);
     watches.last_mut().unwrap().type_line("progress");
     settle(&watches);
-    put("compaction 9");
+    put("compaction --physical 9");
     let compacted = run(endpoint, &step("watch a --rev 3"));
+    // Revision 9 deleted `a`; compacting at 9 drops that tombstone, so once the compaction is
+    // done (`--physical` waits for it on etcd) a watch from 9 begins with `put c 8` at 10.
+    let at_compaction = Running::start(endpoint, &["watch", "a", "d", "--rev", "9"], dir.path(), 7);
+    at_compaction.await_lines(3);
     let mut seen: Vec<String> = watches.into_iter().map(Running::kill).collect();
     seen.push(compacted);
+    seen.push(at_compaction.kill());
     seen
 }
 
@@ -335,4 +340,5 @@ fn etcdctl_watch_sees_keelson_as_it_sees_etcd() {
         expected[6]
     );
     assert!(expected[7].contains("compacted"), "{}", expected[7]);
+    assert!(expected[8].starts_with("PUT\nc\n8\n"), "{}", expected[8]);
 }
