@@ -11,14 +11,13 @@
 use keelson_proto::etcdserverpb::{CompactionRequest, CompactionResponse};
 
 use super::error::{MvccError, Result};
-use super::index_key::split;
+use super::index::{self, Entry, Scan};
 use super::ops::header;
-use super::read::{Revisions, bucket, corrupt};
+use super::read::{Revisions, bucket};
 use super::revision::Revision;
 use super::schema::{
     FINISHED_COMPACT, INDEX, KEY, META, SCHEDULED_COMPACT, STATE, STATE_COMPACTED,
 };
-use super::version::Version;
 use crate::pagefile::WriteTxn;
 
 /// Accepts a compaction (etcd's checks: not at or below the one already accepted, not beyond the
@@ -70,13 +69,17 @@ pub(crate) fn step(
     let mut resume = None;
     {
         let index = bucket(&*txn, INDEX)?;
-        let mut cursor = index.cursor();
-        let mut entry = cursor.seek(from)?;
+        let mut scan = Scan::from(&index, from)?;
         let mut visited = 0;
         // The current key, and its newest version at or below `at` seen so far.
         let mut group: Option<(Vec<u8>, Option<Doomed>)> = None;
-        while let Some((k, v)) = entry {
-            let (encoded, rev) = split(k).ok_or_else(|| corrupt("index key does not split"))?;
+        while let Some(Entry {
+            key,
+            encoded,
+            rev,
+            version,
+        }) = scan.next()?
+        {
             if group
                 .as_ref()
                 .is_none_or(|(current, _)| current.as_slice() != encoded)
@@ -94,10 +97,8 @@ pub(crate) fn step(
             }
             visited += 1;
             if rev.main <= at {
-                let version = Version::decode(v.unwrap_or_default())
-                    .ok_or_else(|| corrupt("index version does not decode"))?;
                 let candidate = Doomed {
-                    index_key: k.to_vec(),
+                    index_key: key.to_vec(),
                     rev,
                     tombstone: version.tombstone,
                 };
@@ -107,7 +108,6 @@ pub(crate) fn step(
                     doomed.push(older);
                 }
             }
-            entry = cursor.next()?;
         }
         if let Some((_, Some(newest))) = group
             && newest.tombstone
@@ -116,7 +116,7 @@ pub(crate) fn step(
         }
     }
     for d in &doomed {
-        txn.bucket(INDEX)?.delete(&d.index_key)?;
+        index::remove(txn, &d.index_key)?;
         txn.bucket(KEY)?.delete(&d.rev.key(d.tombstone))?;
     }
     if resume.is_none() {

@@ -14,6 +14,7 @@ use keelson_proto::mvccpb::KeyValue;
 use prost::Message;
 
 use super::error::{MvccError, Result};
+use super::index::{self, Entry, Scan};
 use super::index_key::{decode_user_key, encode_user_key, push_revision, split};
 use super::revision::Revision;
 use super::schema::{INDEX, KEY, META, SCHEDULED_COMPACT, STATE, STATE_REVISION};
@@ -97,8 +98,10 @@ pub(crate) struct Found {
 }
 
 /// The versions of one key seen so far by a scan, and the newest at or below the read revision.
-struct Group<'a> {
-    encoded: &'a [u8],
+#[derive(Default)]
+struct Group {
+    /// The key's encoding (empty before the first key).
+    encoded: Vec<u8>,
     newest: Option<(Revision, Version)>,
 }
 
@@ -111,12 +114,8 @@ struct Gathered {
 
 impl Gathered {
     /// Counts the key `group` has finished, if alive, and keeps it if there is room.
-    fn settle(&mut self, group: Option<Group<'_>>) -> Result<()> {
-        let Some(Group {
-            encoded,
-            newest: Some((rev, version)),
-        }) = group
-        else {
+    fn settle(&mut self, group: &Group) -> Result<()> {
+        let Some((rev, version)) = group.newest else {
             return Ok(());
         };
         if version.tombstone {
@@ -124,8 +123,8 @@ impl Gathered {
         }
         self.total += 1;
         if self.found.len() < self.keep {
-            let key =
-                decode_user_key(encoded).ok_or_else(|| corrupt("index key does not decode"))?;
+            let key = decode_user_key(&group.encoded)
+                .ok_or_else(|| corrupt("index key does not decode"))?;
             self.found.push(Found { key, rev, version });
         }
         Ok(())
@@ -155,11 +154,15 @@ pub(crate) fn live(
         total: 0,
         keep,
     };
-    let mut group: Option<Group<'_>> = None;
-    let mut cursor = index.cursor();
-    let mut entry = cursor.seek(&start)?;
-    while let Some((k, v)) = entry {
-        let (encoded, rev) = split(k).ok_or_else(|| corrupt("index key does not split"))?;
+    let mut group = Group::default();
+    let mut scan = Scan::from(&index, &start)?;
+    while let Some(Entry {
+        encoded,
+        rev,
+        version,
+        ..
+    }) = scan.next()?
+    {
         let inside = match (end, &stop) {
             (End::One, _) => encoded == start.as_slice(),
             (End::Before(_), Some(stop)) => encoded < stop.as_slice(),
@@ -168,23 +171,17 @@ pub(crate) fn live(
         if !inside {
             break;
         }
-        if group.as_ref().is_none_or(|g| g.encoded != encoded) {
-            gathered.settle(group.take())?;
-            group = Some(Group {
-                encoded,
-                newest: None,
-            });
+        if group.encoded != encoded {
+            gathered.settle(&group)?;
+            group.encoded.clear();
+            group.encoded.extend_from_slice(encoded);
+            group.newest = None;
         }
-        if rev.main <= at
-            && let Some(g) = group.as_mut()
-        {
-            let version = Version::decode(v.unwrap_or_default())
-                .ok_or_else(|| corrupt("index version does not decode"))?;
-            g.newest = Some((rev, version));
+        if rev.main <= at {
+            group.newest = Some((rev, version));
         }
-        entry = cursor.next()?;
     }
-    gathered.settle(group)?;
+    gathered.settle(&group)?;
     Ok((gathered.found, gathered.total))
 }
 
@@ -197,18 +194,13 @@ pub(crate) fn latest(view: &dyn View, key: &[u8]) -> Result<Option<(Revision, Ve
     let mut after = encode_user_key(key);
     let user_len = after.len();
     push_revision(&mut after, Revision::new(i64::MAX, i64::MAX));
-    let mut cursor = index.cursor();
-    let entry = match cursor.seek(&after)? {
-        Some(_) => cursor.prev()?,
-        None => cursor.last()?,
+    let Some((k, version)) = index::last_below(&index, &after)? else {
+        return Ok(None);
     };
-    let Some((k, v)) = entry else { return Ok(None) };
-    let (encoded, rev) = split(k).ok_or_else(|| corrupt("index key does not split"))?;
+    let (encoded, rev) = split(&k).ok_or_else(|| corrupt("index key does not split"))?;
     if encoded != &after[..user_len] {
         return Ok(None);
     }
-    let version = Version::decode(v.unwrap_or_default())
-        .ok_or_else(|| corrupt("index version does not decode"))?;
     Ok(Some((rev, version)))
 }
 

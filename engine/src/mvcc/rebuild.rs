@@ -8,13 +8,14 @@ use keelson_proto::mvccpb::KeyValue;
 use prost::Message;
 
 use super::error::Result;
+use super::index;
 use super::index_key::index_key;
 use super::read::{self, bucket, corrupt, decode_i64};
 use super::revision::Revision;
 use super::schema::{
     FORMAT, INDEX, KEY, LEASE_KEYS, STATE, STATE_COMPACTED, STATE_FORMAT, STATE_REVISION,
 };
-use super::version::{self, Version};
+use super::version::Version;
 use super::write::relink;
 use crate::pagefile::{View, Writer};
 
@@ -67,7 +68,7 @@ pub(crate) fn is_current(view: &dyn View, finished: i64) -> Result<bool> {
         return Ok(true);
     };
     let indexed = match view.view(INDEX)? {
-        Some(index) => index.get(&index_key(&key, rev))?.and_then(Version::decode),
+        Some(index) => index::get(&index, &index_key(&key, rev))?,
         None => None,
     };
     Ok(rev.main <= revision && indexed.is_some_and(|v| v.tombstone == tombstone))
@@ -124,10 +125,7 @@ pub(crate) fn rebuild(writer: &mut Writer, batch: usize) -> Result<Rebuilt> {
                     lease: kv.lease,
                 }
             };
-            txn.bucket(INDEX)?.put(
-                &index_key(&kv.key, *rev),
-                version.encode(&mut [0; version::MAX_LEN]),
-            )?;
+            index::insert(&mut txn, &index_key(&kv.key, *rev), version)?;
             relink(&mut txn, &kv.key, prior_lease, version.lease)?;
         }
         txn.publish()?;

@@ -36,7 +36,8 @@ pub(crate) const SCHEDULED_COMPACT: &[u8] = b"scheduledCompactRev";
 /// `meta` key: revision (as a `key` bucket key) of the latest compaction completed.
 pub(crate) const FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
 
-/// keelson: every version by user key (see `index_key.rs`) → [`super::version::Version`].
+/// keelson: every version by user key (see `index_key.rs`) with its [`super::version::Version`],
+/// packed in blocks (see `index.rs`).
 pub(crate) const INDEX: &[u8] = b"keelson_index";
 /// keelson: lease id (8-byte big-endian) then user key → empty: the keys attached to each lease.
 pub(crate) const LEASE_KEYS: &[u8] = b"keelson_lease_keys";
@@ -57,4 +58,4 @@ pub(crate) const STATE_COMPACTED: &[u8] = b"compacted";
 /// `keelson` key: the layout version of keelson's buckets.
 pub(crate) const STATE_FORMAT: &[u8] = b"format";
 /// The layout version written now.
-pub(crate) const FORMAT: i64 = 3;
+pub(crate) const FORMAT: i64 = 4;

@@ -3,9 +3,12 @@
 //! bucket, which holds the full `KeyValue`.
 //!
 //! Layout: a flags byte (bit 0: tombstone), then create revision, version and lease as protobuf
-//! varints (of their two's-complement `u64`) — 4–6 bytes for most versions, at most 31.
+//! varints (of their two's-complement `u64`) — 4–6 bytes for most versions, at most 31. In the
+//! index, a key's first version at its own revision with no lease takes no bytes ([`Version::pack`]).
 
 use prost::encoding::{decode_varint, encode_varint};
+
+use super::revision::Revision;
 
 /// One version of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,6 +44,36 @@ impl Version {
         }
         let len = MAX_LEN - rest.len();
         &buf[..len]
+    }
+
+    /// Its encoding beside revision `rev` in the index: nothing for a key's first version created
+    /// at `rev` with no lease (most versions in a store of keys written once), else
+    /// [`Version::encode`]'s.
+    pub fn pack<'b>(&self, rev: Revision, buf: &'b mut [u8; MAX_LEN]) -> &'b [u8] {
+        if *self == Version::first(rev) {
+            &buf[..0]
+        } else {
+            self.encode(buf)
+        }
+    }
+
+    /// The version [`Version::pack`] wrote beside `rev`.
+    pub fn unpack(b: &[u8], rev: Revision) -> Option<Self> {
+        if b.is_empty() {
+            Some(Version::first(rev))
+        } else {
+            Version::decode(b)
+        }
+    }
+
+    /// A key's first version, created at `rev` with no lease.
+    pub(crate) fn first(rev: Revision) -> Self {
+        Version {
+            tombstone: false,
+            create_revision: rev.main,
+            version: 1,
+            lease: 0,
+        }
     }
 
     pub fn decode(b: &[u8]) -> Option<Self> {

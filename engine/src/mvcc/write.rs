@@ -10,11 +10,12 @@ use keelson_proto::mvccpb::{Event, KeyValue};
 use prost::Message;
 
 use super::error::Result;
+use super::index;
 use super::index_key::index_key;
 use super::read;
 use super::revision::Revision;
-use super::schema::{INDEX, KEY, LEASE_KEYS};
-use super::version::{self, Version};
+use super::schema::{KEY, LEASE_KEYS};
+use super::version::Version;
 use crate::pagefile::{BucketMut, WriteTxn};
 
 /// The lease → key link of `key` to `lease`: lease id (big-endian, so a lease's keys are adjacent
@@ -107,10 +108,7 @@ impl<'t, 'w> Writes<'t, 'w> {
             version,
             lease,
         };
-        self.txn.bucket(INDEX)?.put(
-            &index_key(key, rev),
-            indexed.encode(&mut [0; version::MAX_LEN]),
-        )?;
+        index::insert(self.txn, &index_key(key, rev), indexed)?;
         relink(self.txn, key, prior.map_or(0, |(_, v)| v.lease), lease)?;
         self.events.push(Event {
             r#type: EventType::Put as i32,
@@ -128,10 +126,7 @@ impl<'t, 'w> Writes<'t, 'w> {
             ..KeyValue::default()
         };
         revision_bucket(self.txn)?.put(&rev.key(true), &record.encode_to_vec())?;
-        self.txn.bucket(INDEX)?.put(
-            &index_key(key, rev),
-            Version::tombstone().encode(&mut [0; version::MAX_LEN]),
-        )?;
+        index::insert(self.txn, &index_key(key, rev), Version::tombstone())?;
         relink(self.txn, key, lease, 0)?;
         let kv = KeyValue {
             key: key.to_vec(),

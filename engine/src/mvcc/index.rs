@@ -1,0 +1,430 @@
+//! keelson's version index as stored: the `keelson_index` bucket lists the index key
+//! ([`index_key`](super::index_key)) of every version in order, each with its [`Version`], packed
+//! into blocks — one bucket element per block — so an entry costs a few bytes instead of bbolt's
+//! 16-byte element header and a whole key (the index is part of the file a quota counts).
+//!
+//! A block's element key is the index key of its first entry. Its value is its entries in order:
+//! - each entry but the first starts with its index key as the length it shares with the entry
+//!   before (varint), the length of the rest (varint) and the rest;
+//! - then its version: a length (varint) and [`Version::pack`]'s bytes (none for the commonest
+//!   version, a key's first at its own revision).
+//!
+//! Invariants: blocks are in index-key order and hold one entry at least; every entry of a block is
+//! below the next block's key; a block of two entries or more encodes in at most [`BLOCK_BYTES`]
+//! (one entry may be larger alone). Readers ([`Scan`], [`last_below`]) and the writer ([`insert`],
+//! [`remove`]) are the only code that knows the layout.
+
+use prost::encoding::{decode_varint, encode_varint};
+
+use super::error::Result;
+use super::index_key::split;
+use super::read::corrupt;
+use super::revision::Revision;
+use super::schema::INDEX;
+use super::version::{self, Version};
+use crate::pagefile::{Bucket, BucketMut, Cursor, Item, View, WriteTxn};
+
+/// The most bytes a block of two entries or more takes: small enough that rewriting one on every
+/// insert is cheap, large enough that the element header is a small part of it.
+const BLOCK_BYTES: usize = 512;
+
+/// One entry as a reader sees it: its index key, split into the encoded user key and revision.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry<'k> {
+    pub key: &'k [u8],
+    pub encoded: &'k [u8],
+    pub rev: Revision,
+    pub version: Version,
+}
+
+/// Reads one block's entries in order; `key` holds the current entry's index key.
+struct Block<'a> {
+    key: Vec<u8>,
+    rest: &'a [u8],
+    first: bool,
+}
+
+impl<'a> Block<'a> {
+    fn new(key: &[u8], value: Option<&'a [u8]>) -> Result<Self> {
+        let rest = value.ok_or_else(|| corrupt("an index element is a bucket"))?;
+        Ok(Block {
+            key: key.to_vec(),
+            rest,
+            first: true,
+        })
+    }
+
+    /// Moves to the next entry: its packed version, or `None` past the last.
+    fn next(&mut self) -> Result<Option<&'a [u8]>> {
+        if self.first {
+            self.first = false;
+        } else if self.rest.is_empty() {
+            return Ok(None);
+        } else {
+            let shared = self.number()?;
+            let suffix = self.bytes()?;
+            if shared > self.key.len() {
+                return Err(corrupt("an index entry shares more than its neighbour has"));
+            }
+            self.key.truncate(shared);
+            self.key.extend_from_slice(suffix);
+        }
+        self.bytes().map(Some)
+    }
+
+    fn number(&mut self) -> Result<usize> {
+        decode_varint(&mut self.rest)
+            .ok()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| corrupt("an index block's length does not decode"))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8]> {
+        let len = self.number()?;
+        if len > self.rest.len() {
+            return Err(corrupt("an index block ends inside an entry"));
+        }
+        let (bytes, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        Ok(bytes)
+    }
+
+    /// The entry it is on.
+    fn entry(&self, packed: &[u8]) -> Result<Entry<'_>> {
+        let (encoded, rev) = split(&self.key).ok_or_else(|| corrupt("index key does not split"))?;
+        let version = unpack(packed, rev)?;
+        Ok(Entry {
+            key: &self.key,
+            encoded,
+            rev,
+            version,
+        })
+    }
+
+    /// Every entry from here on, owned: index key and packed version.
+    fn rest_owned(mut self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        while let Some(packed) = self.next()? {
+            out.push((self.key.clone(), packed.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// The index's entries in order from the first at or after some index key.
+pub(crate) struct Scan<'a> {
+    cursor: Cursor<'a>,
+    block: Option<Block<'a>>,
+    /// Entries below this are skipped (the scan may start inside a block); empty once passed.
+    from: Vec<u8>,
+}
+
+impl<'a> Scan<'a> {
+    /// A scan of `index` from the first entry whose index key is at least `from`.
+    pub fn from(index: &Bucket<'a>, from: &[u8]) -> Result<Self> {
+        let mut cursor = index.cursor();
+        let block = match holder(&mut cursor, from)? {
+            Some((k, v)) => Some(Block::new(k, v)?),
+            None => None,
+        };
+        Ok(Scan {
+            cursor,
+            block,
+            from: from.to_vec(),
+        })
+    }
+
+    /// The next entry, or `None` past the last.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<Entry<'_>>> {
+        loop {
+            let Some(block) = self.block.as_mut() else {
+                return Ok(None);
+            };
+            match block.next()? {
+                Some(packed) if block.key.as_slice() >= self.from.as_slice() => {
+                    // Every entry from here on is past `from`.
+                    self.from.clear();
+                    let block = self.block.as_ref().expect("a block was just read");
+                    return block.entry(packed).map(Some);
+                }
+                Some(_) => {}
+                None => {
+                    self.block = match self.cursor.next()? {
+                        Some((k, v)) => Some(Block::new(k, v)?),
+                        None => None,
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Moves `cursor` to the block that holds `key` or would: the last whose first key is at most
+/// `key`, else the first block. `None` if the index is empty.
+fn holder<'a>(cursor: &mut Cursor<'a>, key: &[u8]) -> Result<Option<Item<'a>>> {
+    let at = cursor.seek(key)?;
+    if let Some((k, _)) = at
+        && k == key
+    {
+        return Ok(at);
+    }
+    let before = if at.is_some() {
+        cursor.prev()?
+    } else {
+        cursor.last()?
+    };
+    match before {
+        Some(found) => Ok(Some(found)),
+        None => Ok(cursor.first()?),
+    }
+}
+
+/// The last entry whose index key is below `bound`: that key and its version.
+pub(crate) fn last_below(index: &Bucket<'_>, bound: &[u8]) -> Result<Option<(Vec<u8>, Version)>> {
+    let mut cursor = index.cursor();
+    let Some((k, v)) = holder(&mut cursor, bound)? else {
+        return Ok(None);
+    };
+    let mut block = Block::new(k, v)?;
+    let mut last: Option<(Vec<u8>, &[u8])> = None;
+    while let Some(packed) = block.next()? {
+        if block.key.as_slice() >= bound {
+            break;
+        }
+        let (key, at) = last.get_or_insert_with(|| (Vec::new(), packed));
+        key.clear();
+        key.extend_from_slice(&block.key);
+        *at = packed;
+    }
+    // `None`: `bound` is at or below the index's first key.
+    last.map(|(key, packed)| {
+        let (_, rev) = split(&key).ok_or_else(|| corrupt("index key does not split"))?;
+        Ok((key, unpack(packed, rev)?))
+    })
+    .transpose()
+}
+
+/// The version stored under index key `key`, if any.
+pub(crate) fn get(index: &Bucket<'_>, key: &[u8]) -> Result<Option<Version>> {
+    let mut scan = Scan::from(index, key)?;
+    Ok(scan.next()?.filter(|e| e.key == key).map(|e| e.version))
+}
+
+/// Records `version` under index key `key` (replacing what was there).
+pub(crate) fn insert(txn: &mut WriteTxn<'_>, key: &[u8], version: Version) -> Result<()> {
+    let (_, rev) = split(key).ok_or_else(|| corrupt("index key does not split"))?;
+    let packed = version.pack(rev, &mut [0; version::MAX_LEN]).to_vec();
+    let mut index = txn.bucket(INDEX)?;
+    let (old, mut entries) = holder_owned(&index, key)?.unwrap_or_default();
+    let at = entries.partition_point(|(k, _)| k.as_slice() < key);
+    let appended = at == entries.len();
+    match entries.get_mut(at) {
+        Some((k, p)) if k.as_slice() == key => *p = packed,
+        _ => entries.insert(at, (key.to_vec(), packed)),
+    }
+    store(&mut index, &old, &entries, appended)
+}
+
+/// Removes the entry under index key `key`; whether there was one.
+pub(crate) fn remove(txn: &mut WriteTxn<'_>, key: &[u8]) -> Result<bool> {
+    let mut index = txn.bucket(INDEX)?;
+    let Some((old, mut entries)) = holder_owned(&index, key)? else {
+        return Ok(false);
+    };
+    let Ok(at) = entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) else {
+        return Ok(false);
+    };
+    entries.remove(at);
+    store(&mut index, &old, &entries, false)?;
+    Ok(true)
+}
+
+/// The block that holds `key` or would ([`holder`]), owned: its element key and its entries.
+type Owned = (Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
+
+fn holder_owned(index: &BucketMut<'_>, key: &[u8]) -> Result<Option<Owned>> {
+    let mut cursor = index.cursor();
+    match holder(&mut cursor, key)? {
+        Some((k, v)) => Ok(Some((k.to_vec(), Block::new(k, v)?.rest_owned()?))),
+        None => Ok(None),
+    }
+}
+
+/// Writes `entries` (in order) as the blocks replacing the one under element key `old` (empty:
+/// none was). A block past [`BLOCK_BYTES`] splits: before its last entry if that was `appended`
+/// (so keys arriving in order leave full blocks behind), else in halves, until every block of two
+/// entries or more fits.
+fn store(
+    index: &mut BucketMut<'_>,
+    old: &[u8],
+    entries: &[(Vec<u8>, Vec<u8>)],
+    appended: bool,
+) -> Result<()> {
+    if !old.is_empty() && entries.first().is_none_or(|(k, _)| k.as_slice() != old) {
+        index.delete(old)?;
+    }
+    let mut pending = vec![entries];
+    while let Some(part) = pending.pop() {
+        let Some((first, _)) = part.first() else {
+            continue;
+        };
+        let value = encode(part);
+        if value.len() <= BLOCK_BYTES || part.len() < 2 {
+            index.put(first, &value)?;
+            continue;
+        }
+        let cut = if appended {
+            part.len() - 1
+        } else {
+            part.len() / 2
+        };
+        pending.push(&part[cut..]);
+        pending.push(&part[..cut]);
+    }
+    Ok(())
+}
+
+/// One block's value for `entries`.
+fn encode(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(BLOCK_BYTES);
+    let mut before: &[u8] = &[];
+    for (i, (key, packed)) in entries.iter().enumerate() {
+        if i > 0 {
+            let shared = before
+                .iter()
+                .zip(key.iter())
+                .take_while(|(a, b)| a == b)
+                .count();
+            encode_varint(shared as u64, &mut out);
+            encode_varint((key.len() - shared) as u64, &mut out);
+            out.extend_from_slice(&key[shared..]);
+        }
+        encode_varint(packed.len() as u64, &mut out);
+        out.extend_from_slice(packed);
+        before = key;
+    }
+    out
+}
+
+fn unpack(packed: &[u8], rev: Revision) -> Result<Version> {
+    Version::unpack(packed, rev).ok_or_else(|| corrupt("index version does not decode"))
+}
+
+/// How many versions keelson's index lists (when it is current, as many as the `key` bucket has
+/// records): what a check of the file compares.
+pub fn indexed_versions(view: &dyn View) -> Result<u64> {
+    let Some(index) = view.view(INDEX)? else {
+        return Ok(0);
+    };
+    let mut scan = Scan::from(&index, &[])?;
+    let mut count = 0;
+    while scan.next()?.is_some() {
+        count += 1;
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::mvcc::index_key::index_key;
+    use crate::pagefile::{Db, Options};
+
+    /// An index key from a small key space (so blocks fill, share prefixes and split), and a
+    /// version that is sometimes the packed-away first one.
+    fn entry() -> impl Strategy<Value = (Vec<u8>, Version)> {
+        (
+            prop::collection::vec(prop_oneof![Just(0u8), Just(b'a'), Just(b'b')], 0..40),
+            1i64..400,
+            0i64..3,
+            any::<bool>(),
+        )
+            .prop_map(|(key, main, sub, first)| {
+                let version = if first {
+                    Version::first(Revision::new(main, sub))
+                } else {
+                    Version {
+                        tombstone: main % 5 == 0,
+                        create_revision: main / 2,
+                        version: sub + 2,
+                        lease: main % 3,
+                    }
+                };
+                (index_key(&key, Revision::new(main, sub)), version)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Blocks list what a sorted map of the same inserts and removals lists, from any point,
+        /// and keep their invariants.
+        #[test]
+        fn blocks_list_what_a_sorted_map_does(
+            steps in prop::collection::vec((entry(), any::<bool>(), any::<prop::sample::Index>()), 1..600),
+            probes in prop::collection::vec(entry(), 8),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let (db, mut writer) = Db::open(dir.path().join("db"), Options::default()).unwrap();
+            let mut model: BTreeMap<Vec<u8>, Version> = BTreeMap::new();
+            let mut txn = writer.begin().unwrap();
+            txn.create_bucket(INDEX).unwrap();
+            for ((key, version), remove, pick) in steps {
+                if remove && !model.is_empty() {
+                    let doomed = model.keys().nth(pick.index(model.len())).unwrap().clone();
+                    model.remove(&doomed);
+                    prop_assert!(remove_entry(&mut txn, &doomed));
+                    prop_assert!(!remove_entry(&mut txn, &doomed), "removed twice");
+                } else {
+                    model.insert(key.clone(), version);
+                    insert(&mut txn, &key, version).unwrap();
+                }
+            }
+            txn.publish().unwrap();
+            let view = db.begin_read().unwrap();
+            let index = view.view(INDEX).unwrap().unwrap();
+            // The layout's invariants, element by element.
+            let mut cursor = index.cursor();
+            let mut at = cursor.first().unwrap();
+            let mut before: Option<Vec<u8>> = None;
+            let mut blocks = 0;
+            while let Some((k, v)) = at {
+                blocks += 1;
+                let entries = Block::new(k, v).unwrap().rest_owned().unwrap();
+                prop_assert_eq!(&entries[0].0[..], k, "a block's key is its first entry's");
+                prop_assert!(entries.len() == 1 || v.unwrap().len() <= BLOCK_BYTES);
+                prop_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
+                prop_assert!(before.as_ref().is_none_or(|b| b < &entries[0].0));
+                before = entries.last().map(|(k, _)| k.clone());
+                at = cursor.next().unwrap();
+            }
+            prop_assert!(model.len() < 100 || blocks > 2, "{} entries in {blocks} blocks", model.len());
+            prop_assert_eq!(indexed_versions(&view).unwrap(), model.len() as u64);
+            for (probe, _) in probes.iter().chain([(Vec::new(), Version::default())].iter()) {
+                let mut scan = Scan::from(&index, probe).unwrap();
+                let mut listed = Vec::new();
+                while let Some(e) = scan.next().unwrap() {
+                    listed.push((e.key.to_vec(), e.version));
+                }
+                let want: Vec<_> = model.range(probe.clone()..).map(|(k, v)| (k.clone(), *v)).collect();
+                prop_assert_eq!(listed, want);
+                let below = last_below(&index, probe).unwrap();
+                let want = model.range(..probe.clone()).next_back().map(|(k, v)| (k.clone(), *v));
+                prop_assert_eq!(below, want);
+                prop_assert_eq!(get(&index, probe).unwrap(), model.get(probe).copied());
+            }
+            for (key, version) in &model {
+                prop_assert_eq!(get(&index, key).unwrap(), Some(*version));
+            }
+        }
+    }
+
+    fn remove_entry(txn: &mut WriteTxn<'_>, key: &[u8]) -> bool {
+        remove(txn, key).unwrap()
+    }
+}
