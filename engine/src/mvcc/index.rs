@@ -40,6 +40,8 @@ pub(crate) struct Entry<'k> {
 /// Reads one block's entries in order; `key` holds the current entry's index key.
 struct Block<'a> {
     key: Vec<u8>,
+    /// The block's value, and the part of it not read yet.
+    value: &'a [u8],
     rest: &'a [u8],
     first: bool,
 }
@@ -49,9 +51,15 @@ impl<'a> Block<'a> {
         let rest = value.ok_or_else(|| corrupt("an index element is a bucket"))?;
         Ok(Block {
             key: key.to_vec(),
+            value: rest,
             rest,
             first: true,
         })
+    }
+
+    /// Bytes of the value read so far.
+    fn read(&self) -> usize {
+        self.value.len() - self.rest.len()
     }
 
     /// Moves to the next entry: its packed version, or `None` past the last.
@@ -214,16 +222,63 @@ pub(crate) fn get(index: &Bucket<'_>, key: &[u8]) -> Result<Option<Version>> {
 /// Records `version` under index key `key` (replacing what was there).
 pub(crate) fn insert(txn: &mut WriteTxn<'_>, key: &[u8], version: Version) -> Result<()> {
     let (_, rev) = split(key).ok_or_else(|| corrupt("index key does not split"))?;
-    let packed = version.pack(rev, &mut [0; version::MAX_LEN]).to_vec();
+    let mut buf = [0; version::MAX_LEN];
+    let packed = version.pack(rev, &mut buf);
     let mut index = txn.bucket(INDEX)?;
-    let (old, mut entries) = holder_owned(&index, key)?.unwrap_or_default();
-    let at = entries.partition_point(|(k, _)| k.as_slice() < key);
-    let appended = at == entries.len();
-    match entries.get_mut(at) {
-        Some((k, p)) if k.as_slice() == key => *p = packed,
-        _ => entries.insert(at, (key.to_vec(), packed)),
+    let spliced = {
+        let mut cursor = index.cursor();
+        match holder(&mut cursor, key)? {
+            Some((first, value)) => Some((first.to_vec(), splice(first, value, key, packed)?)),
+            None => None,
+        }
+    };
+    let Some((old, (value, appended))) = spliced else {
+        return store(&mut index, &[], &[(key.to_vec(), packed.to_vec())], true);
+    };
+    let first = if key < old.as_slice() { key } else { &old };
+    if value.len() <= BLOCK_BYTES {
+        if first != old.as_slice() {
+            index.delete(&old)?;
+        }
+        return Ok(index.put(first, &value)?);
     }
+    let entries = Block::new(first, Some(&value))?.rest_owned()?;
     store(&mut index, &old, &entries, appended)
+}
+
+/// The value of block (`first`, `value`) with `packed` recorded under `key` (which the block
+/// holds or would), written in one pass without decoding the block: the bytes before the new
+/// entry, the new entry, the entry after it re-encoded against it, the bytes after that. Also
+/// whether the entry went at the end.
+fn splice(
+    first: &[u8],
+    value: Option<&[u8]>,
+    key: &[u8],
+    packed: &[u8],
+) -> Result<(Vec<u8>, bool)> {
+    let mut block = Block::new(first, value)?;
+    let mut before: Option<Vec<u8>> = None;
+    let mut start = 0;
+    let mut after = None;
+    while let Some(next_packed) = block.next()? {
+        if block.key.as_slice() >= key {
+            after = Some(next_packed);
+            break;
+        }
+        before.get_or_insert_with(Vec::new).clone_from(&block.key);
+        start = block.read();
+    }
+    let mut out = Vec::with_capacity(block.value.len() + key.len() + packed.len() + 4);
+    out.extend_from_slice(&block.value[..start]);
+    push_entry(&mut out, before.as_deref(), key, packed);
+    let appended = after.is_none();
+    if let Some(next_packed) = after
+        && block.key.as_slice() != key
+    {
+        push_entry(&mut out, Some(key), &block.key, next_packed);
+    }
+    out.extend_from_slice(block.rest);
+    Ok((out, appended))
 }
 
 /// Removes the entry under index key `key`; whether there was one.
@@ -288,23 +343,29 @@ fn store(
 /// One block's value for `entries`.
 fn encode(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(BLOCK_BYTES);
-    let mut before: &[u8] = &[];
-    for (i, (key, packed)) in entries.iter().enumerate() {
-        if i > 0 {
-            let shared = before
-                .iter()
-                .zip(key.iter())
-                .take_while(|(a, b)| a == b)
-                .count();
-            encode_varint(shared as u64, &mut out);
-            encode_varint((key.len() - shared) as u64, &mut out);
-            out.extend_from_slice(&key[shared..]);
-        }
-        encode_varint(packed.len() as u64, &mut out);
-        out.extend_from_slice(packed);
-        before = key;
+    let mut before = None;
+    for (key, packed) in entries {
+        push_entry(&mut out, before, key, packed);
+        before = Some(key);
     }
     out
+}
+
+/// Appends the entry of `key` and `packed` that follows the entry of `before` (`None`: it is the
+/// block's first, whose key is the element's).
+fn push_entry(out: &mut Vec<u8>, before: Option<&[u8]>, key: &[u8], packed: &[u8]) {
+    if let Some(before) = before {
+        let shared = before
+            .iter()
+            .zip(key.iter())
+            .take_while(|(a, b)| a == b)
+            .count();
+        encode_varint(shared as u64, out);
+        encode_varint((key.len() - shared) as u64, out);
+        out.extend_from_slice(&key[shared..]);
+    }
+    encode_varint(packed.len() as u64, out);
+    out.extend_from_slice(packed);
 }
 
 fn unpack(packed: &[u8], rev: Revision) -> Result<Version> {
