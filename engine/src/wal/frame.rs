@@ -115,6 +115,23 @@ fn has_zero_sector(bytes: &[u8], from: usize, to: usize) -> bool {
 /// be torn.
 pub(crate) fn scan(bytes: &[u8], last: bool) -> Scan {
     let mut frames = Vec::new();
+    let (end, crc) = scan_each(bytes, last, &mut |frame| {
+        frames.push(frame);
+        Ok::<_, std::convert::Infallible>(())
+    })
+    .unwrap_or_else(|never| match never {});
+    Scan { frames, end, crc }
+}
+
+/// [`scan`], handing each frame to `each` as it is read instead of gathering them (a segment's
+/// decoded records would take as much memory again as its bytes): how the data ends and the crc
+/// after the last good frame. Stops at the first error `each` returns.
+pub(crate) fn scan_each<E>(
+    bytes: &[u8],
+    last: bool,
+    each: &mut dyn FnMut(Found) -> Result<(), E>,
+) -> Result<(End, u32), E> {
+    let mut first = true;
     let mut running = 0u32;
     let mut offset = 0;
     loop {
@@ -136,15 +153,16 @@ pub(crate) fn scan(bytes: &[u8], last: bool) -> Scan {
                     why: "data after the end of the segment".into(),
                 },
             };
-            return finish(frames, end, running);
+            return Ok((end, running));
         }
-        let problem = match check(bytes, offset, running, frames.is_empty()) {
+        let problem = match check(bytes, offset, running, first) {
             Ok((frame, len, crc)) => {
                 running = match frame.record {
                     Decoded::Seed { previous_crc, .. } => previous_crc,
                     _ => crc,
                 };
-                frames.push(frame);
+                first = false;
+                each(frame)?;
                 offset += len;
                 continue;
             }
@@ -163,12 +181,8 @@ pub(crate) fn scan(bytes: &[u8], last: bool) -> Scan {
             },
             Problem::Invalid(why) => End::Corrupt { offset, why },
         };
-        return finish(frames, end, running);
+        return Ok((end, running));
     }
-}
-
-fn finish(frames: Vec<Found>, end: End, crc: u32) -> Scan {
-    Scan { frames, end, crc }
 }
 
 /// Classifies damage at `offset` in the last segment, where a frame of `claimed` bytes was expected:

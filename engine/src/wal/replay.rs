@@ -79,8 +79,9 @@ pub(crate) fn walk(
             });
         }
         let last = i + 1 == segments.len();
-        let scan = frame::scan(bytes, last);
-        for found in &scan.frames {
+        let mut frames = 0;
+        let (scan_end, crc) = frame::scan_each(bytes, last, &mut |found| {
+            frames += 1;
             match &found.record {
                 Decoded::Seed {
                     seq,
@@ -111,13 +112,13 @@ pub(crate) fn walk(
                 path,
                 offset: found.offset,
                 record: &found.record,
-            })?;
-        }
-        if scan.frames.is_empty() && !matches!(scan.end, End::Corrupt { .. }) {
+            })
+        })?;
+        if frames == 0 && !matches!(scan_end, End::Corrupt { .. }) {
             return Err(corrupt(path, 0, "segment has no seed"));
         }
-        chain = Some(scan.crc);
-        let (end, dirty_end, torn) = match scan.end {
+        chain = Some(crc);
+        let (end, dirty_end, torn) = match scan_end {
             End::Corrupt { offset, why } => return Err(corrupt(path, offset, why)),
             End::Clean { offset } => (offset, offset, None),
             End::Torn { offset, why } => {
@@ -143,7 +144,7 @@ pub(crate) fn walk(
                 end: end as u64,
                 dirty_end: dirty_end as u64,
                 torn,
-                crc: scan.crc,
+                crc,
                 tail_block: bytes[block_start..end].to_vec(),
                 last_index,
             });
