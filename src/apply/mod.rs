@@ -389,21 +389,11 @@ impl StateMachine for Applier {
     }
 
     fn members(&self) -> Result<Vec<Member>, RaftCoreError> {
-        let view = self
-            .store
-            .db()
-            .begin_read()
-            .map_err(mvcc::MvccError::from)?;
-        Ok(mvcc::members::members(&view)?)
+        Ok(mvcc::members::members(&self.snapshot()?)?)
     }
 
     fn removed_members(&self) -> Result<Vec<u64>, RaftCoreError> {
-        let view = self
-            .store
-            .db()
-            .begin_read()
-            .map_err(mvcc::MvccError::from)?;
-        Ok(mvcc::members::removed(&view)?)
+        Ok(mvcc::members::removed(&self.snapshot()?)?)
     }
 
     async fn discard(&mut self, file: &Path) {

@@ -21,7 +21,7 @@ use keelson_proto::etcdserverpb::{
 use prost::Message;
 
 use super::error::{MvccError, Result};
-use super::read::corrupt;
+use super::read::{corrupt, decode_all};
 use super::request::Request;
 use super::schema::ALARM;
 use crate::pagefile::{View, WriteTxn};
@@ -33,17 +33,11 @@ const LEASE_OVERHEAD: u64 = 64;
 
 /// Every alarm raised, in the bucket's order (by member, then type).
 pub fn alarms(view: &dyn View) -> Result<Vec<AlarmMember>> {
-    let Some(bucket) = view.view(ALARM)? else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    let mut cursor = bucket.cursor();
-    let mut entry = cursor.first()?;
-    while let Some((k, _)) = entry {
-        out.push(AlarmMember::decode(k).map_err(|_| corrupt("an alarm key does not decode"))?);
-        entry = cursor.next()?;
-    }
-    Ok(out)
+    decode_all(view, ALARM, |key, _| {
+        AlarmMember::decode(key)
+            .map(Some)
+            .map_err(|_| corrupt("an alarm key does not decode"))
+    })
 }
 
 /// Whether an alarm of `kind` is among `raised`.

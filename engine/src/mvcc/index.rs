@@ -48,13 +48,28 @@ struct Block<'a> {
 
 impl<'a> Block<'a> {
     fn new(key: &[u8], value: Option<&'a [u8]>) -> Result<Self> {
-        let rest = value.ok_or_else(|| corrupt("an index element is a bucket"))?;
-        Ok(Block {
-            key: key.to_vec(),
-            value: rest,
-            rest,
-            first: true,
-        })
+        let mut block = Block::empty();
+        block.load(key, value)?;
+        Ok(block)
+    }
+
+    /// A block with no entries (what a scan of an empty index reads).
+    fn empty() -> Self {
+        Block {
+            key: Vec::new(),
+            value: &[],
+            rest: &[],
+            first: false,
+        }
+    }
+
+    /// Makes this the reader of element (`key`, `value`), keeping the key's buffer.
+    fn load(&mut self, key: &[u8], value: Option<&'a [u8]>) -> Result<()> {
+        let value = value.ok_or_else(|| corrupt("an index element is a bucket"))?;
+        self.key.clear();
+        self.key.extend_from_slice(key);
+        (self.value, self.rest, self.first) = (value, value, true);
+        Ok(())
     }
 
     /// Bytes of the value read so far.
@@ -122,23 +137,26 @@ impl<'a> Block<'a> {
 /// The index's entries in order from the first at or after some index key.
 pub(crate) struct Scan<'a> {
     cursor: Cursor<'a>,
-    block: Option<Block<'a>>,
+    block: Block<'a>,
     /// Entries below this are skipped (the scan may start inside a block); empty once passed.
-    from: Vec<u8>,
+    from: &'a [u8],
+    /// The cursor is past the last block.
+    ended: bool,
 }
 
 impl<'a> Scan<'a> {
     /// A scan of `index` from the first entry whose index key is at least `from`.
-    pub fn from(index: &Bucket<'a>, from: &[u8]) -> Result<Self> {
+    pub fn from(index: &Bucket<'a>, from: &'a [u8]) -> Result<Self> {
         let mut cursor = index.cursor();
-        let block = match holder(&mut cursor, from)? {
-            Some((k, v)) => Some(Block::new(k, v)?),
-            None => None,
+        let (block, ended) = match holder(&mut cursor, from)? {
+            Some((k, v)) => (Block::new(k, v)?, false),
+            None => (Block::empty(), true),
         };
         Ok(Scan {
             cursor,
             block,
-            from: from.to_vec(),
+            from,
+            ended,
         })
     }
 
@@ -146,23 +164,18 @@ impl<'a> Scan<'a> {
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Entry<'_>>> {
         loop {
-            let Some(block) = self.block.as_mut() else {
-                return Ok(None);
-            };
-            match block.next()? {
-                Some(packed) if block.key.as_slice() >= self.from.as_slice() => {
+            match self.block.next()? {
+                Some(packed) if self.block.key.as_slice() >= self.from => {
                     // Every entry from here on is past `from`.
-                    self.from.clear();
-                    let block = self.block.as_ref().expect("a block was just read");
-                    return block.entry(packed).map(Some);
+                    self.from = &[];
+                    return self.block.entry(packed).map(Some);
                 }
                 Some(_) => {}
-                None => {
-                    self.block = match self.cursor.next()? {
-                        Some((k, v)) => Some(Block::new(k, v)?),
-                        None => None,
-                    };
-                }
+                None if self.ended => return Ok(None),
+                None => match self.cursor.next()? {
+                    Some((k, v)) => self.block.load(k, v)?,
+                    None => self.ended = true,
+                },
             }
         }
     }

@@ -21,7 +21,7 @@
 use serde_json::Value;
 
 use super::error::{MvccError, Result};
-use super::read::corrupt;
+use super::read::{corrupt, decode_all};
 use super::schema::{MEMBERS, MEMBERS_REMOVED};
 use crate::pagefile::{View, WriteTxn};
 
@@ -156,20 +156,14 @@ fn key(id: u64) -> Vec<u8> {
 
 /// Every member, in the bucket's order.
 pub fn members(view: &dyn View) -> Result<Vec<Member>> {
-    let Some(bucket) = view.view(MEMBERS)? else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    let mut cursor = bucket.cursor();
-    let mut entry = cursor.first()?;
-    while let Some((_, value)) = entry {
+    decode_all(view, MEMBERS, |_, value| {
         // A nested bucket (`None`) is not a member: etcd keeps none here.
-        if let Some(value) = value {
-            out.push(Member::from_json(value).ok_or_else(|| corrupt("a member does not decode"))?);
-        }
-        entry = cursor.next()?;
-    }
-    Ok(out)
+        value
+            .map(|value| {
+                Member::from_json(value).ok_or_else(|| corrupt("a member does not decode"))
+            })
+            .transpose()
+    })
 }
 
 /// Makes `members` the bucket's members — what a restored snapshot's new cluster does, as etcd's
@@ -189,21 +183,13 @@ pub(crate) fn replace(txn: &mut WriteTxn<'_>, members: &[Member]) -> Result<()> 
 
 /// The ids of every member removed from the cluster.
 pub fn removed(view: &dyn View) -> Result<Vec<u64>> {
-    let Some(bucket) = view.view(MEMBERS_REMOVED)? else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    let mut cursor = bucket.cursor();
-    let mut entry = cursor.first()?;
-    while let Some((key, _)) = entry {
-        let id = std::str::from_utf8(key)
+    decode_all(view, MEMBERS_REMOVED, |key, _| {
+        std::str::from_utf8(key)
             .ok()
             .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-            .ok_or_else(|| corrupt("a removed member's id does not decode"))?;
-        out.push(id);
-        entry = cursor.next()?;
-    }
-    Ok(out)
+            .map(Some)
+            .ok_or_else(|| corrupt("a removed member's id does not decode"))
+    })
 }
 
 /// Whether member `id` was removed from the cluster.

@@ -223,6 +223,26 @@ pub(crate) fn bucket<'v>(view: &'v dyn View, name: &[u8]) -> Result<Bucket<'v>> 
     })
 }
 
+/// What `decode` makes of every entry of bucket `name` (key, and value: `None` for a nested
+/// bucket), in key order, skipping those it returns `None` for; nothing if the bucket is missing.
+pub(crate) fn decode_all<T>(
+    view: &dyn View,
+    name: &[u8],
+    mut decode: impl FnMut(&[u8], Option<&[u8]>) -> Result<Option<T>>,
+) -> Result<Vec<T>> {
+    let Some(bucket) = view.view(name)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut cursor = bucket.cursor();
+    let mut entry = cursor.first()?;
+    while let Some((key, value)) = entry {
+        out.extend(decode(key, value)?);
+        entry = cursor.next()?;
+    }
+    Ok(out)
+}
+
 /// The newest live version of `key` at revision `at`, as stored.
 pub(crate) fn get_at(view: &dyn View, key: &[u8], at: i64) -> Result<Option<KeyValue>> {
     let (found, _) = live(view, key, End::One, at, 1)?;
