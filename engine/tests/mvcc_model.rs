@@ -4,7 +4,7 @@
 //! rebuilds of keelson's index from etcd's buckets in between — every response, event, history and
 //! `prev_kv` compared field by field with a plain in-memory model (`support/mvcc_model.rs`).
 //!
-//! `PROPTEST_CASES=2000 cargo test --test mvcc_model` for a longer run.
+//! Raise `cases` below (the `PROPTEST_CASES` variable does not override it) for a longer run.
 
 mod support;
 

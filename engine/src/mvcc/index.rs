@@ -11,7 +11,7 @@
 //!
 //! Invariants: blocks are in index-key order and hold one entry at least; every entry of a block is
 //! below the next block's key; a block of two entries or more encodes in at most [`BLOCK_BYTES`]
-//! (one entry may be larger alone). Readers ([`Scan`], [`last_below`]) and the writer ([`insert`],
+//! (one entry may be larger alone). Readers ([`Scan`], [`get`]) and the writer ([`insert`],
 //! [`remove`]) are the only code that knows the layout.
 
 use prost::encoding::{decode_varint, encode_varint};
@@ -201,97 +201,125 @@ fn holder<'a>(cursor: &mut Cursor<'a>, key: &[u8]) -> Result<Option<Item<'a>>> {
     }
 }
 
-/// The last entry whose index key is below `bound`: that key and its version.
-pub(crate) fn last_below(index: &Bucket<'_>, bound: &[u8]) -> Result<Option<(Vec<u8>, Version)>> {
-    let mut cursor = index.cursor();
-    let Some((k, v)) = holder(&mut cursor, bound)? else {
-        return Ok(None);
-    };
-    let mut block = Block::new(k, v)?;
-    let mut last: Option<(Vec<u8>, &[u8])> = None;
-    while let Some(packed) = block.next()? {
-        if block.key.as_slice() >= bound {
-            break;
-        }
-        let (key, at) = last.get_or_insert_with(|| (Vec::new(), packed));
-        key.clear();
-        key.extend_from_slice(&block.key);
-        *at = packed;
-    }
-    // `None`: `bound` is at or below the index's first key.
-    last.map(|(key, packed)| {
-        let (_, rev) = split(&key).ok_or_else(|| corrupt("index key does not split"))?;
-        Ok((key, unpack(packed, rev)?))
-    })
-    .transpose()
-}
-
 /// The version stored under index key `key`, if any.
 pub(crate) fn get(index: &Bucket<'_>, key: &[u8]) -> Result<Option<Version>> {
     let mut scan = Scan::from(index, key)?;
     Ok(scan.next()?.filter(|e| e.key == key).map(|e| e.version))
 }
 
-/// Records `version` under index key `key` (replacing what was there).
-pub(crate) fn insert(txn: &mut WriteTxn<'_>, key: &[u8], version: Version) -> Result<()> {
-    let (_, rev) = split(key).ok_or_else(|| corrupt("index key does not split"))?;
+/// Records a version under index key `key` (replacing what was there), and returns the version
+/// of the same user key just below it — for a put or delete, which takes a revision above all
+/// others, the key's newest version so far. `make` is given that version and returns the one to
+/// record, so a write finds its key's history and extends it in one walk of the index.
+pub(crate) fn insert(
+    txn: &mut WriteTxn<'_>,
+    key: &[u8],
+    make: impl FnOnce(Option<Version>) -> Version,
+) -> Result<Option<Version>> {
+    let (encoded, rev) = split(key).ok_or_else(|| corrupt("index key does not split"))?;
     let mut buf = [0; version::MAX_LEN];
-    let packed = version.pack(rev, &mut buf);
     let mut index = txn.bucket(INDEX)?;
-    let spliced = {
+    // `old`: the element key of the block the entry goes into (empty: the index is empty).
+    let (prior, old, (value, appended)) = {
         let mut cursor = index.cursor();
-        match holder(&mut cursor, key)? {
-            Some((first, value)) => Some((first.to_vec(), splice(first, value, key, packed)?)),
-            None => None,
-        }
+        let (old, block) = match holder(&mut cursor, key)? {
+            Some((first, value)) => (first.to_vec(), Block::new(first, value)?),
+            None => (Vec::new(), Block::empty()),
+        };
+        let spot = Spot::find(block, key)?;
+        let prior = spot.prior(encoded)?;
+        let packed = make(prior).pack(rev, &mut buf);
+        (prior, old, spot.splice(key, packed))
     };
-    let Some((old, (value, appended))) = spliced else {
-        return store(&mut index, &[], &[(key.to_vec(), packed.to_vec())], true);
+    let first = if old.is_empty() || key < old.as_slice() {
+        key
+    } else {
+        &old
     };
-    let first = if key < old.as_slice() { key } else { &old };
     if value.len() <= BLOCK_BYTES {
-        if first != old.as_slice() {
+        if !old.is_empty() && first != old.as_slice() {
             index.delete(&old)?;
         }
-        return Ok(index.put(first, &value)?);
+        index.put(first, &value)?;
+        return Ok(prior);
     }
     let entries = Block::new(first, Some(&value))?.rest_owned()?;
-    store(&mut index, &old, &entries, appended)
+    store(&mut index, &old, &entries, appended)?;
+    Ok(prior)
 }
 
-/// The value of block (`first`, `value`) with `packed` recorded under `key` (which the block
-/// holds or would), written in one pass without decoding the block: the bytes before the new
-/// entry, the new entry, the entry after it re-encoded against it, the bytes after that. Also
-/// whether the entry went at the end.
-fn splice(
-    first: &[u8],
-    value: Option<&[u8]>,
-    key: &[u8],
-    packed: &[u8],
-) -> Result<(Vec<u8>, bool)> {
-    let mut block = Block::new(first, value)?;
-    let mut before: Option<Vec<u8>> = None;
-    let mut start = 0;
-    let mut after = None;
-    while let Some(next_packed) = block.next()? {
-        if block.key.as_slice() >= key {
-            after = Some(next_packed);
-            break;
+/// Where an entry under some index key goes in a block that holds it or would: the entry before
+/// it (index key, packed version) and where that one ends, and the entry at or after it.
+struct Spot<'a> {
+    block: Block<'a>,
+    before: Option<(Vec<u8>, &'a [u8])>,
+    start: usize,
+    after: Option<&'a [u8]>,
+}
+
+impl<'a> Spot<'a> {
+    /// Reads `block` up to `key`.
+    fn find(mut block: Block<'a>, key: &[u8]) -> Result<Self> {
+        let mut before: Option<(Vec<u8>, &[u8])> = None;
+        let mut start = 0;
+        let mut after = None;
+        while let Some(packed) = block.next()? {
+            if block.key.as_slice() >= key {
+                after = Some(packed);
+                break;
+            }
+            let (before_key, before_packed) = before.get_or_insert_with(|| (Vec::new(), packed));
+            before_key.clone_from(&block.key);
+            *before_packed = packed;
+            start = block.read();
         }
-        before.get_or_insert_with(Vec::new).clone_from(&block.key);
-        start = block.read();
+        Ok(Spot {
+            block,
+            before,
+            start,
+            after,
+        })
     }
-    let mut out = Vec::with_capacity(block.value.len() + key.len() + packed.len() + 4);
-    out.extend_from_slice(&block.value[..start]);
-    push_entry(&mut out, before.as_deref(), key, packed);
-    let appended = after.is_none();
-    if let Some(next_packed) = after
-        && block.key.as_slice() != key
-    {
-        push_entry(&mut out, Some(key), &block.key, next_packed);
+
+    /// The version of the entry before, if it is of user key `encoded`.
+    fn prior(&self, encoded: &[u8]) -> Result<Option<Version>> {
+        let Some((before, packed)) = &self.before else {
+            return Ok(None);
+        };
+        let (before_encoded, rev) =
+            split(before).ok_or_else(|| corrupt("index key does not split"))?;
+        if before_encoded != encoded {
+            return Ok(None);
+        }
+        unpack(packed, rev).map(Some)
     }
-    out.extend_from_slice(block.rest);
-    Ok((out, appended))
+
+    /// The block's value with `packed` recorded under `key`, written in one pass without decoding
+    /// the block: the bytes before the new entry, the new entry, the entry after it re-encoded
+    /// against it, the bytes after that. Also whether the entry went at the end.
+    fn splice(self, key: &[u8], packed: &[u8]) -> (Vec<u8>, bool) {
+        let Spot {
+            block,
+            before,
+            start,
+            after,
+        } = self;
+        let mut out = Vec::with_capacity(block.value.len() + key.len() + packed.len() + 4);
+        out.extend_from_slice(&block.value[..start]);
+        push_entry(
+            &mut out,
+            before.as_ref().map(|(k, _)| k.as_slice()),
+            key,
+            packed,
+        );
+        if let Some(next_packed) = after
+            && block.key.as_slice() != key
+        {
+            push_entry(&mut out, Some(key), &block.key, next_packed);
+        }
+        out.extend_from_slice(block.rest);
+        (out, after.is_none())
+    }
 }
 
 /// Removes the entry under index key `key`; whether there was one.
@@ -455,8 +483,22 @@ mod tests {
                     prop_assert!(remove_entry(&mut txn, &doomed));
                     prop_assert!(!remove_entry(&mut txn, &doomed), "removed twice");
                 } else {
+                    // What `insert` must find: the entry just below, if it is of the same user key.
+                    let (encoded, _) = split(&key).unwrap();
+                    let want = model
+                        .range(..key.clone())
+                        .next_back()
+                        .filter(|(k, _)| split(k).unwrap().0 == encoded)
+                        .map(|(_, v)| *v);
+                    let mut given = None;
+                    let prior = insert(&mut txn, &key, |p| {
+                        given = Some(p);
+                        version
+                    })
+                    .unwrap();
+                    prop_assert_eq!(prior, want);
+                    prop_assert_eq!(given, Some(want));
                     model.insert(key.clone(), version);
-                    insert(&mut txn, &key, version).unwrap();
                 }
             }
             txn.publish().unwrap();
@@ -487,9 +529,6 @@ mod tests {
                 }
                 let want: Vec<_> = model.range(probe.clone()..).map(|(k, v)| (k.clone(), *v)).collect();
                 prop_assert_eq!(listed, want);
-                let below = last_below(&index, probe).unwrap();
-                let want = model.range(..probe.clone()).next_back().map(|(k, v)| (k.clone(), *v));
-                prop_assert_eq!(below, want);
                 prop_assert_eq!(get(&index, probe).unwrap(), model.get(probe).copied());
             }
             for (key, version) in &model {

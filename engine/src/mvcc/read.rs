@@ -14,8 +14,8 @@ use keelson_proto::mvccpb::KeyValue;
 use prost::Message;
 
 use super::error::{MvccError, Result};
-use super::index::{self, Entry, Scan};
-use super::index_key::{decode_user_key, encode_user_key, push_revision, split};
+use super::index::{Entry, Scan};
+use super::index_key::{decode_user_key, encode_user_key};
 use super::revision::Revision;
 use super::schema::{INDEX, KEY, META, SCHEDULED_COMPACT, STATE, STATE_REVISION};
 use super::version::Version;
@@ -183,25 +183,6 @@ pub(crate) fn live(
     }
     gathered.settle(&group)?;
     Ok((gathered.found, gathered.total))
-}
-
-/// The newest version of `key` (alive or deleted), if it ever existed.
-pub(crate) fn latest(view: &dyn View, key: &[u8]) -> Result<Option<(Revision, Version)>> {
-    let Some(index) = view.view(INDEX)? else {
-        return Ok(None);
-    };
-    // Just past every index key of `key`: its encoding, then the largest revision.
-    let mut after = encode_user_key(key);
-    let user_len = after.len();
-    push_revision(&mut after, Revision::new(i64::MAX, i64::MAX));
-    let Some((k, version)) = index::last_below(&index, &after)? else {
-        return Ok(None);
-    };
-    let (encoded, rev) = split(&k).ok_or_else(|| corrupt("index key does not split"))?;
-    if encoded != &after[..user_len] {
-        return Ok(None);
-    }
-    Ok(Some((rev, version)))
 }
 
 /// The stored `KeyValue` of a live version.

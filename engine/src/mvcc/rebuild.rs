@@ -10,7 +10,7 @@ use prost::Message;
 use super::error::Result;
 use super::index;
 use super::index_key::index_key;
-use super::read::{self, bucket, corrupt, decode_i64};
+use super::read::{bucket, corrupt, decode_i64};
 use super::revision::Revision;
 use super::schema::{
     FORMAT, INDEX, KEY, LEASE_KEYS, STATE, STATE_COMPACTED, STATE_FORMAT, STATE_REVISION,
@@ -112,9 +112,6 @@ pub(crate) fn rebuild(writer: &mut Writer, batch: usize) -> Result<Rebuilt> {
             break;
         };
         for (rev, tombstone, kv) in &records {
-            let prior_lease = read::latest(&txn, &kv.key)?
-                .filter(|(_, v)| !v.tombstone)
-                .map_or(0, |(_, v)| v.lease);
             let version = if *tombstone {
                 Version::tombstone()
             } else {
@@ -125,7 +122,9 @@ pub(crate) fn rebuild(writer: &mut Writer, batch: usize) -> Result<Rebuilt> {
                     lease: kv.lease,
                 }
             };
-            index::insert(&mut txn, &index_key(&kv.key, *rev), version)?;
+            let prior_lease = index::insert(&mut txn, &index_key(&kv.key, *rev), |_| version)?
+                .filter(|v| !v.tombstone)
+                .map_or(0, |v| v.lease);
             relink(&mut txn, &kv.key, prior_lease, version.lease)?;
         }
         txn.publish()?;

@@ -12,7 +12,6 @@ use prost::Message;
 use super::error::Result;
 use super::index;
 use super::index_key::index_key;
-use super::read;
 use super::revision::Revision;
 use super::schema::{KEY, LEASE_KEYS};
 use super::version::Version;
@@ -47,6 +46,21 @@ fn revision_bucket<'a>(txn: &'a mut WriteTxn<'_>) -> Result<BucketMut<'a>> {
     let mut keys = txn.bucket(KEY)?;
     keys.set_fill_percent(0.9);
     Ok(keys)
+}
+
+/// The version a put at main revision `main` under `lease` makes of a key whose newest version so
+/// far is `prior`: the next of a live key's, else the first of a new generation.
+fn put_version(prior: Option<Version>, main: i64, lease: i64) -> Version {
+    let (create_revision, version) = match prior.filter(|v| !v.tombstone) {
+        Some(v) => (v.create_revision, v.version + 1),
+        None => (main, 1),
+    };
+    Version {
+        tombstone: false,
+        create_revision,
+        version,
+        lease,
+    }
 }
 
 /// The changes of one request in progress.
@@ -87,29 +101,24 @@ impl<'t, 'w> Writes<'t, 'w> {
 
     /// Sets `key` to `value` under `lease`.
     pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<()> {
-        let prior = read::latest(&*self.txn, key)?.filter(|(_, v)| !v.tombstone);
-        let (create_revision, version) = match prior {
-            Some((_, v)) => (v.create_revision, v.version + 1),
-            None => (self.main, 1),
-        };
+        let main = self.main;
         let rev = self.next_revision();
+        let mut indexed = Version::default();
+        let prior = index::insert(self.txn, &index_key(key, rev), |prior| {
+            indexed = put_version(prior, main, lease);
+            indexed
+        })?
+        .filter(|v| !v.tombstone);
         let kv = KeyValue {
             key: key.to_vec(),
-            create_revision,
-            mod_revision: self.main,
-            version,
+            create_revision: indexed.create_revision,
+            mod_revision: main,
+            version: indexed.version,
             value,
             lease,
         };
         revision_bucket(self.txn)?.put(&rev.key(false), &kv.encode_to_vec())?;
-        let indexed = Version {
-            tombstone: false,
-            create_revision,
-            version,
-            lease,
-        };
-        index::insert(self.txn, &index_key(key, rev), indexed)?;
-        relink(self.txn, key, prior.map_or(0, |(_, v)| v.lease), lease)?;
+        relink(self.txn, key, prior.map_or(0, |v| v.lease), lease)?;
         self.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(kv),
@@ -126,7 +135,7 @@ impl<'t, 'w> Writes<'t, 'w> {
             ..KeyValue::default()
         };
         revision_bucket(self.txn)?.put(&rev.key(true), &record.encode_to_vec())?;
-        index::insert(self.txn, &index_key(key, rev), Version::tombstone())?;
+        index::insert(self.txn, &index_key(key, rev), |_| Version::tombstone())?;
         relink(self.txn, key, lease, 0)?;
         let kv = KeyValue {
             key: key.to_vec(),
