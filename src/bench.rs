@@ -1,7 +1,7 @@
 //! `keelson bench`: a load generator for any etcd-compatible endpoint — keelson or etcd — with
-//! etcd's `benchmark` workloads and flags (`put`, `range`; `--conns`, `--clients`, `--total`,
-//! `--rate`, `--key-size`, `--val-size`, `--key-space-size`, `--sequential-keys`, `--consistency`),
-//! plus `--duration` and `--json`. Clients share connections round-robin, each call an HTTP/2
+//! etcd's `benchmark` workloads and flags (`put`, `range`, `txn-put`, `lease-keepalive`; `--conns`,
+//! `--clients`, `--total`, `--rate`, `--key-size`, `--val-size`, `--key-space-size`,
+//! `--sequential-keys`, `--consistency`, `--txn-ops`), plus `--duration` and `--json`. Clients share connections round-robin, each call an HTTP/2
 //! stream, all on one glommio executor (one CPU: pin it with `taskset`), so that one load core
 //! pushes further than etcd's tool. Latencies go into an hdrhistogram; the summary is printed as
 //! etcd's tool prints its own, or as JSON. A progress line is drawn on a terminal.
@@ -16,7 +16,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use keelson_proto::etcdserverpb::{PutRequest, RangeRequest};
+use keelson_proto::etcdserverpb::request_op::Request as Op;
+use keelson_proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
 
 use crate::grpc_client::{self, Channel};
 
@@ -29,22 +33,44 @@ pub enum BenchError {
     Output(#[from] std::io::Error),
 }
 
+/// The keys and values a writing workload makes, under etcd's tool's flags.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Shape {
+    /// Bytes per key.
+    #[arg(long, default_value_t = 8)]
+    pub key_size: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 8)]
+    pub val_size: usize,
+    /// How many different keys.
+    #[arg(long = "key-space-size", default_value_t = 1)]
+    pub key_space: u64,
+}
+
+impl Shape {
+    /// Key number `number` (wrapped into the key space).
+    fn key(&self, number: u64) -> Vec<u8> {
+        key(number % self.key_space.max(1), self.key_size)
+    }
+}
+
 /// What each request does.
 #[derive(Debug, Clone)]
 pub enum Workload {
-    /// Puts of `val_size` bytes under keys of `key_size` bytes drawn from `key_space` keys.
-    Put {
-        key_size: usize,
-        val_size: usize,
-        key_space: u64,
-        sequential: bool,
-    },
+    /// Puts, their keys drawn at random from the key space, or in order.
+    Put { shape: Shape, sequential: bool },
     /// Ranges of `key` (to `end`, if given), linearizable or serializable.
     Range {
         key: Vec<u8>,
         end: Vec<u8>,
         serializable: bool,
     },
+    /// Txns of `ops` puts each (no compare), as etcd's tool sends them: the keys of request n are
+    /// numbers n × ops + j (j < ops) in the key space, in order.
+    TxnPut { shape: Shape, ops: usize },
+    /// Renewals of a lease each client grants itself first (TTL 100 s), each on a keep-alive
+    /// stream of its own — one request, one answer — as etcd's client's `KeepAliveOnce` does.
+    LeaseKeepalive,
 }
 
 /// A run: how many, how fast, against what.
@@ -96,6 +122,11 @@ impl Shared {
         };
         Some((n, at))
     }
+
+    /// Counts a failed call (or a client that could not start) under `why`.
+    fn failed(&self, why: String) {
+        *self.errors.borrow_mut().entry(why).or_default() += 1;
+    }
 }
 
 /// A small, fast generator of the random keys (xorshift64*), one per client.
@@ -130,29 +161,29 @@ fn method(workload: &Workload) -> &'static str {
     match workload {
         Workload::Put { .. } => "/etcdserverpb.KV/Put",
         Workload::Range { .. } => "/etcdserverpb.KV/Range",
+        Workload::TxnPut { .. } => "/etcdserverpb.KV/Txn",
+        Workload::LeaseKeepalive => "/etcdserverpb.Lease/LeaseKeepAlive",
     }
 }
 
+/// The TTL of the leases `lease-keepalive` renews, in seconds (etcd's tool grants 100).
+const LEASE_TTL: i64 = 100;
+
 /// One client: requests to the method at `uri` until the run is over. Its request is built once;
-/// a put's key is the only part that changes.
+/// only the keys change (a put's, a txn's).
 async fn client(shared: Rc<Shared>, mut channel: Channel, uri: Rc<http::Uri>, seed: u64) {
+    let (shared, channel, uri) = (&*shared, &mut channel, &*uri);
     match &shared.run.workload {
-        &Workload::Put {
-            key_size,
-            val_size,
-            key_space,
-            sequential,
-        } => {
+        &Workload::Put { shape, sequential } => {
             let mut keys = Keys(seed | 1);
             let request = PutRequest {
-                value: vec![b'v'; val_size],
+                value: vec![b'v'; shape.val_size],
                 ..PutRequest::default()
             };
-            calls(&shared, &mut channel, &uri, request, |n, put| {
-                let number = if sequential { n } else { keys.next() } % key_space.max(1);
-                put.key = key(number, key_size);
-            })
-            .await
+            let prepare = |n, put: &mut PutRequest| {
+                put.key = shape.key(if sequential { n } else { keys.next() });
+            };
+            calls(shared, channel, uri, request, prepare, answered).await
         }
         Workload::Range {
             key,
@@ -165,19 +196,80 @@ async fn client(shared: Rc<Shared>, mut channel: Channel, uri: Rc<http::Uri>, se
                 serializable: *serializable,
                 ..RangeRequest::default()
             };
-            calls(&shared, &mut channel, &uri, request, |_, _| {}).await
+            calls(shared, channel, uri, request, |_, _| {}, answered).await
+        }
+        &Workload::TxnPut { shape, ops } => {
+            let ops = ops.max(1);
+            let put = RequestOp {
+                request: Some(Op::RequestPut(PutRequest {
+                    value: vec![b'v'; shape.val_size],
+                    ..PutRequest::default()
+                })),
+            };
+            let request = TxnRequest {
+                success: vec![put; ops],
+                ..TxnRequest::default()
+            };
+            let prepare = |n, txn: &mut TxnRequest| {
+                for (j, op) in (0..).zip(&mut txn.success) {
+                    if let Some(Op::RequestPut(put)) = &mut op.request {
+                        put.key = shape.key(n * ops as u64 + j);
+                    }
+                }
+            };
+            calls(shared, channel, uri, request, prepare, answered).await
+        }
+        Workload::LeaseKeepalive => {
+            let id = match grant(channel, &shared.run.endpoint).await {
+                Ok(id) => id,
+                Err(e) => return shared.failed(format!("lease grant: {e}")),
+            };
+            let request = LeaseKeepAliveRequest { id };
+            calls(shared, channel, uri, request, |_, _| {}, renewed).await
         }
     }
 }
 
+/// Grants the lease a `lease-keepalive` client renews: its id.
+async fn grant(channel: &mut Channel, endpoint: &str) -> Result<i64, String> {
+    let uri = grpc_client::uri(endpoint, "/etcdserverpb.Lease/LeaseGrant")?;
+    let request = LeaseGrantRequest {
+        ttl: LEASE_TTL,
+        id: 0,
+    };
+    let body = grpc_client::unary(channel, &uri, &request).await?;
+    let granted: LeaseGrantResponse = grpc_client::first_message(&body)?;
+    match granted.error.as_str() {
+        "" => Ok(granted.id),
+        why => Err(why.to_string()),
+    }
+}
+
+/// An answer to a call whose gRPC status was OK: nothing more to check.
+fn answered(_: &[u8]) -> Result<(), String> {
+    Ok(())
+}
+
+/// An answer to a keep-alive: a lease renewed, or (TTL 0) not found, as etcd's client reports it.
+fn renewed(body: &[u8]) -> Result<(), String> {
+    let answer: LeaseKeepAliveResponse = grpc_client::first_message(body)?;
+    if answer.ttl > 0 {
+        Ok(())
+    } else {
+        Err("etcdserver: requested lease not found".into())
+    }
+}
+
 /// Sends `request`, made ready for request number n by `prepare`, until the run is over, recording
-/// each call's latency or error.
+/// each call's latency, or its error (the transport's, gRPC's, or what `check` finds in the
+/// answer).
 async fn calls<M: prost::Message>(
     shared: &Shared,
     channel: &mut Channel,
     uri: &http::Uri,
     mut request: M,
     mut prepare: impl FnMut(u64, &mut M),
+    check: fn(&[u8]) -> Result<(), String>,
 ) {
     while let Some((n, at)) = shared.next() {
         if let Some(wait) = at.checked_duration_since(Instant::now()) {
@@ -185,7 +277,8 @@ async fn calls<M: prost::Message>(
         }
         prepare(n, &mut request);
         let sent = Instant::now();
-        match grpc_client::unary(channel, uri, &request).await {
+        let answer = grpc_client::unary(channel, uri, &request).await;
+        match answer.and_then(|body| check(&body)) {
             Ok(()) => {
                 let nanos = sent.elapsed().as_nanos().min(u64::MAX as u128) as u64;
                 shared
@@ -193,7 +286,7 @@ async fn calls<M: prost::Message>(
                     .borrow_mut()
                     .saturating_record(nanos.max(1));
             }
-            Err(e) => *shared.errors.borrow_mut().entry(e).or_default() += 1,
+            Err(e) => shared.failed(e),
         }
     }
 }
@@ -372,5 +465,34 @@ mod tests {
         assert_eq!(key(64, 4), vec![0x80, 0x01, 0, 0]);
         assert_eq!(key(300, 2), vec![0xd8, 0x04]);
         assert_eq!(key(u64::MAX >> 1, 2).len(), 2);
+    }
+
+    /// A gRPC body of `message`, as a server frames it.
+    fn framed(message: &impl prost::Message) -> Vec<u8> {
+        let encoded = message.encode_to_vec();
+        let mut body = vec![0];
+        body.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+        body.extend_from_slice(&encoded);
+        body
+    }
+
+    #[test]
+    fn a_keep_alive_counts_only_if_it_renewed_the_lease() {
+        let answer = |ttl| LeaseKeepAliveResponse {
+            id: 7,
+            ttl,
+            ..LeaseKeepAliveResponse::default()
+        };
+        assert_eq!(renewed(&framed(&answer(100))), Ok(()));
+        assert_eq!(
+            renewed(&framed(&answer(0))),
+            Err("etcdserver: requested lease not found".into())
+        );
+        let whole = framed(&answer(100));
+        assert!(renewed(&whole[..whole.len() - 1]).is_err(), "cut short");
+        assert!(renewed(&[]).is_err(), "no message");
+        let mut compressed = whole.clone();
+        compressed[0] = 1;
+        assert!(renewed(&compressed).is_err(), "compressed");
     }
 }

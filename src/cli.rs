@@ -197,15 +197,8 @@ pub struct BenchArgs {
 pub enum BenchWorkload {
     /// Puts.
     Put {
-        /// Bytes per key.
-        #[arg(long, default_value_t = 8)]
-        key_size: usize,
-        /// Bytes per value.
-        #[arg(long, default_value_t = 8)]
-        val_size: usize,
-        /// How many different keys.
-        #[arg(long, default_value_t = 1)]
-        key_space_size: u64,
+        #[command(flatten)]
+        shape: crate::bench::Shape,
         /// Keys in order instead of at random.
         #[arg(long)]
         sequential_keys: bool,
@@ -218,6 +211,16 @@ pub enum BenchWorkload {
         #[arg(long, default_value = "l", value_parser = ["l", "s"])]
         consistency: String,
     },
+    /// Txns of puts (no compare), their keys in order over the key space.
+    TxnPut {
+        #[command(flatten)]
+        shape: crate::bench::Shape,
+        /// Puts per txn.
+        #[arg(long, default_value_t = 1)]
+        txn_ops: usize,
+    },
+    /// Renewals of a lease each client grants first, one keep-alive stream each.
+    LeaseKeepalive,
 }
 
 /// `keelson snapshot` subcommands.

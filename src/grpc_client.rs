@@ -81,13 +81,14 @@ pub fn status(headers: &http::HeaderMap) -> Option<(u32, String)> {
     Some((code, message))
 }
 
-/// A unary call of the method at `uri`: sends `message` on `channel` and waits for the whole
-/// answer; an error is the transport's, or gRPC's status as etcd's clients print it.
+/// A unary call of the method at `uri` (or a streaming one with one message each way): sends
+/// `message` on `channel` and waits for the whole answer, whose body (gRPC frames) it returns; an
+/// error is the transport's, or gRPC's status as etcd's clients print it.
 pub async fn unary(
     channel: &mut Channel,
     uri: &http::Uri,
     message: &impl prost::Message,
-) -> Result<(), String> {
+) -> Result<Bytes, String> {
     channel.ready().await.map_err(|e| e.to_string())?;
     let response = channel
         .send_request(request(uri, message))
@@ -95,15 +96,35 @@ pub async fn unary(
         .map_err(|e| e.to_string())?;
     let mut outcome = status(response.headers());
     let mut body = response.into_body();
+    let mut received = Bytes::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| e.to_string())?;
         if let Some(trailers) = frame.trailers_ref() {
             outcome = status(trailers).or(outcome);
+        } else if let Ok(data) = frame.into_data() {
+            received = if received.is_empty() {
+                data
+            } else {
+                [received, data].concat().into()
+            };
         }
     }
     match outcome {
-        Some((0, _)) => Ok(()),
+        Some((0, _)) => Ok(received),
         Some((code, message)) => Err(format!("rpc error: code = {code} desc = {message}")),
         None => Err("the answer carried no grpc-status".into()),
     }
+}
+
+/// The first message of an answer's body (gRPC frames: a compression flag, a length, the
+/// message); an error if it holds none, or one compressed or not of type `M`.
+pub fn first_message<M: prost::Message + Default>(body: &[u8]) -> Result<M, String> {
+    let [0, a, b, c, d, rest @ ..] = body else {
+        return Err("the answer holds no uncompressed message".into());
+    };
+    let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
+    let message = rest
+        .get(..len)
+        .ok_or("the answer ends inside its message")?;
+    M::decode(message).map_err(|e| e.to_string())
 }

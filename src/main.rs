@@ -175,14 +175,10 @@ fn version() -> String {
 fn bench_run(args: cli::BenchArgs) -> (bench::Run, bool) {
     let workload = match args.workload {
         cli::BenchWorkload::Put {
-            key_size,
-            val_size,
-            key_space_size,
+            shape,
             sequential_keys,
         } => bench::Workload::Put {
-            key_size,
-            val_size,
-            key_space: key_space_size,
+            shape,
             sequential: sequential_keys,
         },
         cli::BenchWorkload::Range {
@@ -194,6 +190,11 @@ fn bench_run(args: cli::BenchArgs) -> (bench::Run, bool) {
             end: end.unwrap_or_default().into_bytes(),
             serializable: consistency == "s",
         },
+        cli::BenchWorkload::TxnPut { shape, txn_ops } => bench::Workload::TxnPut {
+            shape,
+            ops: txn_ops,
+        },
+        cli::BenchWorkload::LeaseKeepalive => bench::Workload::LeaseKeepalive,
     };
     let total = match (args.total, args.duration) {
         (None, None) => Some(10_000),

@@ -1,6 +1,7 @@
 //! `keelson bench` against the real binary and against a real etcd 3.4: a put run writes what it
 //! says (its requests, over the key space asked, every one acknowledged by a revision), a range
-//! run reads, `--rate` holds the run back, and a run against nothing fails with the reason.
+//! run reads, a txn-put run writes its txns' keys in order, a lease-keepalive run renews a lease
+//! per client, `--rate` holds the run back, and a run against nothing fails with the reason.
 
 use std::path::Path;
 use std::process::Command;
@@ -107,6 +108,53 @@ fn runs_against(endpoint: &str) {
         &["range", "\u{1}", "\u{7f}", "--total", "100", "--conns", "2"],
     );
     assert_eq!(range["requests"], 100, "{range}");
+
+    // 400 txns of 3 puts over a key space of 1000: one revision each, keys 0..1000 (the first 1200
+    // puts, in order, wrap once), every key at least once.
+    let (_, before) = keys_and_revision(endpoint);
+    let txns = bench(
+        endpoint,
+        &[
+            "--conns",
+            "2",
+            "--clients",
+            "8",
+            "txn-put",
+            "--total",
+            "400",
+            "--txn-ops",
+            "3",
+            "--key-space-size",
+            "1000",
+        ],
+    );
+    assert_eq!(
+        (txns["requests"].as_u64(), txns["errors"].as_u64()),
+        (Some(400), Some(0))
+    );
+    let (keys_after, after) = keys_and_revision(endpoint);
+    assert_eq!(after - before, 400, "every txn was one revision");
+    assert!(keys_after >= 1000, "{keys_after} keys");
+
+    // 6 clients each grant a lease and renew it.
+    let leases_before = leases(endpoint);
+    let renewals = bench(
+        endpoint,
+        &["--clients", "6", "lease-keepalive", "--total", "300"],
+    );
+    assert_eq!(
+        (renewals["requests"].as_u64(), renewals["errors"].as_u64()),
+        (Some(300), Some(0))
+    );
+    assert_eq!(leases(endpoint), leases_before + 6);
+}
+
+/// How many leases the server at `endpoint` holds.
+fn leases(endpoint: &str) -> usize {
+    runtime().block_on(async {
+        let mut c = Client::connect([endpoint], None).await.unwrap();
+        c.leases().await.unwrap().leases().len()
+    })
 }
 
 #[test]
