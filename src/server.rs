@@ -10,7 +10,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use glommio::channels::shared_channel;
 use glommio::{LocalExecutorBuilder, Placement};
 use keelson_engine::mvcc::{self, Store};
 
@@ -22,9 +21,9 @@ use crate::metrics::CoreMetrics;
 use crate::peer;
 use crate::raft::run as raft;
 use crate::raft::turn::RaftCoreError;
-use crate::runtime::cores;
 use crate::runtime::link::{Published, ServingCore};
 use crate::runtime::shutdown::Shutdown;
+use crate::runtime::{channel, cores};
 use keelson_proto::etcdserverpb::Metadata;
 
 /// Batches in flight on one channel between two cores.
@@ -216,14 +215,12 @@ pub fn run(mut config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
         return Ok(());
     }
     let published = Arc::new(Published::default());
-    // One channel each way between the raft core and every serving core.
-    let (mut raft_ends, mut serving_ends) = (Vec::new(), Vec::new());
-    for _ in &serving_cpus {
-        let (to_raft, from_serving) = shared_channel::new_bounded(CHANNEL_BATCHES);
-        let (to_serving, from_raft) = shared_channel::new_bounded(CHANNEL_BATCHES);
-        raft_ends.push((from_serving, to_serving));
-        serving_ends.push((to_raft, from_raft));
-    }
+    // One channel each way between the raft core and every serving core on an executor of its own
+    // (the one beside the raft core gets local channels, made on their executor).
+    let apart_cores = serving_cpus.len() - usize::from(serve_on_raft_core);
+    let (raft_ends, serving_ends): (Vec<_>, Vec<_>) = (0..apart_cores)
+        .map(|_| channel::apart(CHANNEL_BATCHES))
+        .unzip();
     let shared = serving::Shared {
         identity: Arc::new(Identity {
             member_id: config.member_id,
@@ -254,26 +251,26 @@ pub fn run(mut config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
         config,
         store,
         published,
-        ends: raft_ends,
         shutdown: shutdown.clone(),
     };
-    let mut serving_ends = serving_ends.into_iter().enumerate();
     // With one CPU (or when asked), serving core 0 runs beside the raft core.
-    let beside_raft = if serve_on_raft_core {
-        serving_ends.next()
-    } else {
-        None
-    };
+    let first_apart = usize::from(serve_on_raft_core);
     let raft_core = {
         let shared = shared.clone();
         LocalExecutorBuilder::new(Placement::Fixed(cpus[0]))
             .name("keelson-raft")
             .io_memory(IO_MEMORY)
             .spawn(move || async move {
-                let serving = beside_raft.map(|(core, ends)| {
-                    glommio::spawn_local(serving::run(ServingCore(core), ends, shared))
+                let mut ends = Vec::new();
+                let serving = serve_on_raft_core.then(|| {
+                    let (raft_end, serving_end) = channel::beside(CHANNEL_BATCHES);
+                    ends.push(raft_end);
+                    glommio::spawn_local(serving::run(ServingCore(0), serving_end, shared))
                 });
-                let result = raft::run(setup).await;
+                for apart in raft_ends {
+                    ends.push(apart.connect().await);
+                }
+                let result = raft::run(setup, ends).await;
                 if let Some(task) = serving {
                     task.await;
                 }
@@ -282,12 +279,14 @@ pub fn run(mut config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
             .map_err(|e| ServerError::Executor(e.to_string()))?
     };
     let mut serving_cores = Vec::new();
-    for (core, ends) in serving_ends {
+    for (core, ends) in (first_apart..).zip(serving_ends) {
         let shared = shared.clone();
         let started = LocalExecutorBuilder::new(Placement::Fixed(serving_cpus[core]))
             .name(&format!("keelson-serve-{core}"))
             .io_memory(IO_MEMORY)
-            .spawn(move || serving::run(ServingCore(core), ends, shared));
+            .spawn(move || async move {
+                serving::run(ServingCore(core), ends.connect().await, shared).await
+            });
         match started {
             Ok(handle) => serving_cores.push(handle),
             Err(e) => {

@@ -1,4 +1,4 @@
-//! A serving core's life: connect its two channels to the raft core, start the forwarder (outbox →
+//! A serving core's life: given its two channels with the raft core, start the forwarder (outbox →
 //! raft core), the receiver (raft core → waiting requests) and the expiry of proposals past the
 //! request timeout, wait until the raft core says the member is ready, listen on the client
 //! addresses, and serve until the member stops. Then it stops accepting, waits for the raft core
@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::channels::shared_channel::{SharedReceiver, SharedSender};
 use keelson_engine::pagefile::Db;
 
 use super::conn::{self, Connections};
@@ -22,7 +21,8 @@ use super::context::{Identity, Serving};
 use super::http::Surface;
 use crate::metrics::CoreMetrics;
 use crate::metrics::latency::Stage;
-use crate::runtime::link::{Batch, FromRaft, Published, ServingCore, ToRaft};
+use crate::runtime::channel::ServingEnds;
+use crate::runtime::link::{Batch, Published, ServingCore};
 use crate::runtime::shutdown::{Cause, Shutdown};
 use crate::runtime::signal::Signal;
 
@@ -31,9 +31,6 @@ const EXPIRY_TICK: Duration = Duration::from_millis(100);
 
 /// How long the connections get to answer their calls in flight once the raft core is gone.
 const DRAIN: Duration = Duration::from_secs(2);
-
-/// A serving core's end of its channels with the raft core.
-pub type Ends = (SharedSender<Batch<ToRaft>>, SharedReceiver<Batch<FromRaft>>);
 
 /// What every serving core starts with.
 #[derive(Clone)]
@@ -53,7 +50,7 @@ pub struct Shared {
 }
 
 /// Runs serving core `core` until the member stops.
-pub async fn run(core: ServingCore, ends: Ends, shared: Shared) {
+pub async fn run(core: ServingCore, ends: ServingEnds, shared: Shared) {
     let Shared {
         identity,
         published,
@@ -62,9 +59,7 @@ pub async fn run(core: ServingCore, ends: Ends, shared: Shared) {
         addrs,
         shutdown,
     } = shared;
-    let (to_raft, from_raft) = ends;
-    let to_raft = to_raft.connect().await;
-    let from_raft = from_raft.connect().await;
+    let ServingEnds { to_raft, from_raft } = ends;
     let ready = Signal::default();
     let serving = Serving::install(
         core,

@@ -12,7 +12,6 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
 use keelson_engine::mvcc::{self, Store};
 use keelson_engine::pagefile::UringFile;
 
@@ -25,12 +24,10 @@ use crate::config::Config;
 use crate::ids;
 use crate::peer::listener::{self, Identity, Receiver};
 use crate::peer::transport::{PeerTransport, Probes, Roster};
-use crate::runtime::link::{Batch, FromRaft, Published, ServingCore, ToRaft};
+use crate::runtime::channel::{RaftEnds, Sender};
+use crate::runtime::link::{Batch, FromRaft, Published, ServingCore};
 use crate::runtime::mailbox::Mailbox;
 use crate::runtime::shutdown::{Cause, Shutdown};
-
-/// The raft core's end of one serving core's channels.
-pub type Ends = (SharedReceiver<Batch<ToRaft>>, SharedSender<Batch<FromRaft>>);
 
 /// What the raft core starts from.
 pub struct Setup {
@@ -40,33 +37,31 @@ pub struct Setup {
     pub store: Store,
     /// What it publishes for every core.
     pub published: Arc<Published>,
-    /// One pair of channel ends per serving core.
-    pub ends: Vec<Ends>,
     /// The member's shutdown.
     pub shutdown: Shutdown,
 }
 
-/// Runs the raft core until the member stops. A failure stops the member and is returned.
-pub async fn run(setup: Setup) -> Result<(), RaftCoreError> {
+/// Runs the raft core until the member stops, talking to serving core i through `ends[i]`. A
+/// failure stops the member and is returned.
+pub async fn run(setup: Setup, ends: Vec<RaftEnds>) -> Result<(), RaftCoreError> {
     let Setup {
         config,
         store,
         published,
-        ends,
         shutdown,
     } = setup;
     let events = Rc::new(Mailbox::default());
     let mut senders = Vec::new();
-    for (core, (receiver, sender)) in ends.into_iter().enumerate() {
+    for (core, ends) in ends.into_iter().enumerate() {
         let events = events.clone();
+        let receiver = ends.from_serving;
         glommio::spawn_local(async move {
-            let receiver = receiver.connect().await;
             while let Some(batch) = receiver.recv().await {
                 events.push(Event::Requests(ServingCore(core), batch));
             }
         })
         .detach();
-        senders.push(sender.connect().await);
+        senders.push(ends.to_serving);
     }
     let result = serve(&config, store, published, &events, &senders, &shutdown).await;
     if let Err(e) = &result {
@@ -82,7 +77,7 @@ async fn serve(
     store: Store,
     published: Arc<Published>,
     events: &Rc<Mailbox<Event>>,
-    senders: &[ConnectedSender<Batch<FromRaft>>],
+    senders: &[Sender<Batch<FromRaft>>],
     shutdown: &Shutdown,
 ) -> Result<(), RaftCoreError> {
     let view = store.db().begin_read().map_err(mvcc::MvccError::from)?;
