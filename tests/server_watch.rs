@@ -9,7 +9,8 @@
 //! kill -9, misses nothing; a List-then-Watch reflector ends with exactly the server's state; a
 //! write storm past 10 000 watchers and a stalled one keeps the heap bounded; random writes,
 //! compactions, creates and cancels are checked against a model of the store; and SIGTERM ends
-//! open streams and the member.
+//! open streams and the member. A client that closes its half of a stream keeps its watcher, on
+//! both servers.
 
 use std::path::Path;
 use std::time::Duration;
@@ -126,6 +127,62 @@ async fn steps(endpoint: String) -> Vec<String> {
 #[test]
 fn watch_answers_as_etcd_answers() {
     common::same_answers_as_etcd(&[], steps);
+}
+
+/// A client that sends its create request and closes its half of the stream (as a one-shot gRPC
+/// tool does) keeps its watcher: the steps, against the server at `endpoint`.
+async fn half_closed_steps(endpoint: String) -> Vec<String> {
+    use keelson_proto::codec::CountingCodec;
+    use keelson_proto::etcdserverpb::{self as pb, watch_request::RequestUnion};
+    let create = pb::WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(pb::WatchCreateRequest {
+            key: b"hc".to_vec(),
+            ..Default::default()
+        })),
+    };
+    let mut grpc = common::grpc(&endpoint).await;
+    let path = http::uri::PathAndQuery::from_static("/etcdserverpb.Watch/Watch");
+    let codec = CountingCodec::<pb::WatchRequest, pb::WatchResponse>::default();
+    let requests = futures_lite::stream::iter([create]);
+    let mut answers = grpc
+        .streaming(tonic::Request::new(requests), path, codec)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut c = Client::connect([endpoint], None).await.unwrap();
+    let mut out = Vec::new();
+    let created = answers
+        .message()
+        .await
+        .unwrap()
+        .expect("the watch is created");
+    out.push(format!(
+        "created {} canceled {}",
+        created.created, created.canceled
+    ));
+    for value in ["1", "2"] {
+        c.put("hc", value, None).await.unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(5), answers.message()).await;
+        out.push(match next {
+            Ok(Ok(Some(r))) => r
+                .events
+                .iter()
+                .filter_map(|e| e.kv.as_ref())
+                .map(|kv| format!("{}@{}", String::from_utf8_lossy(&kv.value), kv.version))
+                .collect::<Vec<_>>()
+                .join(" "),
+            Ok(Ok(None)) => "the stream ended".into(),
+            Ok(Err(status)) => format!("{status}"),
+            Err(_) => "nothing in 5 s".into(),
+        });
+    }
+    out
+}
+
+#[test]
+fn a_watch_stream_whose_client_stops_sending_keeps_its_watcher_as_etcds_does() {
+    let answers = common::same_answers_as_etcd(&[], half_closed_steps);
+    assert_eq!(answers, ["created true canceled false", "1@1", "2@2"]);
 }
 
 #[test]

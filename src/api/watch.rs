@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_channel::mpsc;
+use futures_channel::{mpsc, oneshot};
 use futures_lite::{Stream, StreamExt};
 use keelson_engine::mvcc::MvccError;
 use keelson_proto::etcdserverpb::watch_request::RequestUnion;
@@ -45,6 +45,8 @@ enum Woken {
     Request(Result<Option<WatchRequest>, Status>),
     Work,
     Timer,
+    /// The client went (its responses were dropped), or the member stops.
+    Ended,
 }
 
 /// The stream's clocks: its next progress tick, and its leader watch if the client requires one.
@@ -69,39 +71,58 @@ async fn room(out: &mut Responses) -> bool {
     poll_fn(|cx| out.poll_ready(cx)).await.is_ok()
 }
 
-/// Serves stream `id` until its client stops sending or goes, or the member stops; counts the
-/// call handled with the status it ends with, if it is a client's (`counted`).
+/// Serves stream `id` until its client goes (`gone` fires when its responses are dropped) or the
+/// member stops; counts the call handled with the status it ends with, if it is a client's
+/// (`counted`). A client that stops sending — closes its half of the stream — keeps its watchers
+/// and gets their events, as etcd's clients do.
 async fn serve(
     id: u64,
     mut requests: impl Stream<Item = Result<WatchRequest, Status>> + Unpin,
     mut out: Responses,
     mut work: mpsc::Receiver<()>,
+    mut gone: oneshot::Receiver<()>,
     mut clocks: Clocks,
     counted: bool,
 ) {
+    let mut sending = true;
     let ended = loop {
         let deadline = clocks.next();
         let woken = futures_lite::future::or(
             futures_lite::future::or(
-                async { Woken::Request(requests.next().await.transpose()) },
+                async {
+                    if !sending {
+                        return std::future::pending().await;
+                    }
+                    Woken::Request(requests.next().await.transpose())
+                },
                 async {
                     match work.next().await {
                         Some(()) => Woken::Work,
                         // The hub let go of the stream: the member stops.
-                        None => Woken::Request(Ok(None)),
+                        None => Woken::Ended,
                     }
                 },
             ),
-            async {
-                glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
-                Woken::Timer
-            },
+            futures_lite::future::or(
+                async {
+                    let _ = (&mut gone).await;
+                    Woken::Ended
+                },
+                async {
+                    glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+                    Woken::Timer
+                },
+            ),
         )
         .await;
         let handled = match woken {
             Woken::Request(Ok(Some(request))) => handle(id, request, &mut out).await,
-            Woken::Request(Ok(None)) => break Ok(()),
+            Woken::Request(Ok(None)) => {
+                sending = false;
+                Ok(())
+            }
             Woken::Request(Err(status)) => break Err(status),
+            Woken::Ended => break Ok(()),
             Woken::Work => catch_up(id, &mut out).await,
             Woken::Timer => tick(id, &mut out, &mut clocks).await,
         };
@@ -198,6 +219,8 @@ struct Outgoing {
     responses: mpsc::Receiver<Result<WatchResponse, Status>>,
     parts: VecDeque<WatchResponse>,
     max_bytes: usize,
+    /// Dropped with it: tells the stream's task that the client went.
+    _gone: oneshot::Sender<()>,
 }
 
 fn taken(events: usize) {
@@ -245,6 +268,7 @@ fn open(
 ) -> Result<Outgoing, Status> {
     let (out, responses) = mpsc::channel(STREAM_BUFFER);
     let (wake, work) = mpsc::channel(1);
+    let (gone_sender, gone) = oneshot::channel();
     let (id, clocks, max_bytes) = context::with(|s| {
         if requires_leader && s.published.leader() == 0 {
             return Err(status::no_leader());
@@ -266,11 +290,12 @@ fn open(
             identity.connections.max_request_bytes + conn::GRPC_OVERHEAD,
         ))
     })?;
-    glommio::spawn_local(serve(id, requests, out, work, clocks, counted)).detach();
+    glommio::spawn_local(serve(id, requests, out, work, gone, clocks, counted)).detach();
     Ok(Outgoing {
         responses,
         parts: VecDeque::new(),
         max_bytes,
+        _gone: gone_sender,
     })
 }
 
