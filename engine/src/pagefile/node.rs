@@ -180,10 +180,13 @@ impl Node {
 
     /// Index of the first element with key ≥ `key`, and whether it is equal.
     pub fn search(&self, key: &[u8]) -> (usize, bool) {
-        match self
-            .elements
-            .binary_search_by(|e| self.bytes[e.at..e.at + e.key_len as usize].cmp(key))
-        {
+        let key_of = |e: &Element| &self.bytes[e.at..e.at + e.key_len as usize];
+        // Keys that arrive in order (etcd's revisions, in the `key` bucket) go past the last
+        // element: one comparison instead of a binary search's.
+        if self.elements.last().is_some_and(|last| key_of(last) < key) {
+            return (self.elements.len(), false);
+        }
+        match self.elements.binary_search_by(|e| key_of(e).cmp(key)) {
             Ok(i) => (i, true),
             Err(i) => (i, false),
         }
