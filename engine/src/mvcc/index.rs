@@ -243,9 +243,65 @@ pub(crate) fn insert(
         index.put(first, &value)?;
         return Ok(prior);
     }
+    if let Some(halves) = halves(first, &value, appended)? {
+        if first != old.as_slice() {
+            index.delete(&old)?;
+        }
+        index.put(first, halves.head)?;
+        index.put(&halves.second_key, &halves.second)?;
+        return Ok(prior);
+    }
     let entries = Block::new(first, Some(&value))?.rest_owned()?;
     store(&mut index, &old, &entries, appended)?;
     Ok(prior)
+}
+
+/// The two blocks a block of more than [`BLOCK_BYTES`] splits into.
+struct Halves<'v> {
+    /// The first block's value (its element key is the old block's).
+    head: &'v [u8],
+    /// The second block's element key and value.
+    second_key: Vec<u8>,
+    second: Vec<u8>,
+}
+
+/// Block (`first`, `value`), past [`BLOCK_BYTES`], split where [`store`] would cut it (before its
+/// last entry if that was `appended`, else at half its entries), in its bytes without decoding its
+/// entries: the second block's first entry is written whole and the rest copied. `None` if a part
+/// of two entries or more would still not fit; [`store`] then splits further.
+fn halves<'v>(first: &[u8], value: &'v [u8], appended: bool) -> Result<Option<Halves<'v>>> {
+    let mut block = Block::new(first, Some(value))?;
+    let mut starts = Vec::new();
+    let mut at = 0;
+    while block.next()?.is_some() {
+        starts.push(at);
+        at = block.read();
+    }
+    let count = starts.len();
+    if count < 2 {
+        return Ok(None);
+    }
+    let cut = if appended { count - 1 } else { count / 2 };
+    let mut block = Block::new(first, Some(value))?;
+    let mut packed: &[u8] = &[];
+    for _ in 0..=cut {
+        packed = block
+            .next()?
+            .ok_or_else(|| corrupt("an index block ends before its entries do"))?;
+    }
+    let head = &value[..starts[cut]];
+    let mut second = Vec::with_capacity(value.len() - starts[cut] + block.key.len());
+    push_entry(&mut second, None, &block.key, packed);
+    second.extend_from_slice(block.rest);
+    let fits = |part: &[u8], entries: usize| entries < 2 || part.len() <= BLOCK_BYTES;
+    if !fits(head, cut) || !fits(&second, count - cut) {
+        return Ok(None);
+    }
+    Ok(Some(Halves {
+        head,
+        second_key: block.key,
+        second,
+    }))
 }
 
 /// Where an entry under some index key goes in a block that holds it or would: the entry before
