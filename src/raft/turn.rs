@@ -752,6 +752,12 @@ impl<L: DurableLog, S: StateMachine, T: Transport<Snapshot = S::Snapshot>> RaftC
                 .metrics
                 .slow_applies
                 .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                took = ?took,
+                expected_duration = ?SLOW_APPLY,
+                entries,
+                "apply request took too long"
+            );
         }
         if let Some(changes) = applied.changes {
             let changes = Arc::new(changes);
