@@ -1,9 +1,9 @@
 //! `keelson bench`: a load generator for any etcd-compatible endpoint — keelson or etcd — with
 //! etcd's `benchmark` workloads and flags (`put`, `range`, `txn-put`, `lease-keepalive`; `--conns`,
 //! `--clients`, `--total`, `--rate`, `--key-size`, `--val-size`, `--key-space-size`,
-//! `--sequential-keys`, `--consistency`, `--txn-ops`), plus `--duration` and `--json`. Clients share connections round-robin, each call an HTTP/2
-//! stream, all on one glommio executor (one CPU: pin it with `taskset`), so that one load core
-//! pushes further than etcd's tool. Latencies go into an hdrhistogram; the summary is printed as
+//! `--sequential-keys`, `--consistency`, `--txn-ops`), plus `--duration` and `--json`. Clients
+//! share connections round-robin, each call an HTTP/2 stream, all on one glommio executor (one
+//! CPU: pin it with `taskset`), so that one load core pushes further than etcd's tool. Latencies go into an hdrhistogram; the summary is printed as
 //! etcd's tool prints its own, or as JSON. A progress line is drawn on a terminal.
 //!
 //! Runs on: a glommio executor of its own, on the main thread's behalf.

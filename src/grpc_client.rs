@@ -116,15 +116,23 @@ pub async fn unary(
     }
 }
 
-/// The first message of an answer's body (gRPC frames: a compression flag, a length, the
-/// message); an error if it holds none, or one compressed or not of type `M`.
-pub fn first_message<M: prost::Message + Default>(body: &[u8]) -> Result<M, String> {
-    let [0, a, b, c, d, rest @ ..] = body else {
-        return Err("the answer holds no uncompressed message".into());
+/// The first gRPC frame of `bytes` (a compression flag, a length, the message): its message and
+/// the bytes the frame takes, or `None` while `bytes` holds only part of one; an error if it is
+/// compressed (keelson's tools ask for no compression).
+pub fn frame(bytes: &[u8]) -> Result<Option<(&[u8], usize)>, String> {
+    let [flag, a, b, c, d, rest @ ..] = bytes else {
+        return Ok(None);
     };
+    if *flag != 0 {
+        return Err("a compressed message".into());
+    }
     let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
-    let message = rest
-        .get(..len)
-        .ok_or("the answer ends inside its message")?;
+    Ok(rest.get(..len).map(|message| (message, 5 + len)))
+}
+
+/// The first message of an answer's body; an error if it holds no whole one, or one compressed or
+/// not of type `M`.
+pub fn first_message<M: prost::Message + Default>(body: &[u8]) -> Result<M, String> {
+    let (message, _) = frame(body)?.ok_or("the answer holds no whole message")?;
     M::decode(message).map_err(|e| e.to_string())
 }

@@ -69,15 +69,12 @@ async fn fetch(endpoint: &str, part: &Path) -> Result<u64, SnapshotError> {
             continue;
         };
         pending.extend_from_slice(&data);
-        while pending.len() >= 5 {
-            let len = u32::from_be_bytes([pending[1], pending[2], pending[3], pending[4]]) as usize;
-            if pending.len() < 5 + len {
-                break;
-            }
-            pending.advance(5);
-            let message = pending.split_to(len);
-            let chunk = SnapshotResponse::decode(&message[..])
+        while let Some((message, used)) =
+            grpc_client::frame(&pending).map_err(failed("a snapshot message"))?
+        {
+            let chunk = SnapshotResponse::decode(message)
                 .map_err(|e| failed("a snapshot message")(e.to_string()))?;
+            pending.advance(used);
             if data_done {
                 checked = digest.clone().finalize().as_slice() == chunk.blob;
                 if !checked {

@@ -271,26 +271,25 @@ struct Halves<'v> {
 /// of two entries or more would still not fit; [`store`] then splits further.
 fn halves<'v>(first: &[u8], value: &'v [u8], appended: bool) -> Result<Option<Halves<'v>>> {
     let mut block = Block::new(first, Some(value))?;
-    let mut starts = Vec::new();
-    let mut at = 0;
+    let mut count = 0;
     while block.next()?.is_some() {
-        starts.push(at);
-        at = block.read();
+        count += 1;
     }
-    let count = starts.len();
     if count < 2 {
         return Ok(None);
     }
     let cut = if appended { count - 1 } else { count / 2 };
+    // Read again up to the cut entry: its key is rebuilt from the entries before it.
     let mut block = Block::new(first, Some(value))?;
-    let mut packed: &[u8] = &[];
+    let (mut start, mut packed) = (0, &[][..]);
     for _ in 0..=cut {
+        start = block.read();
         packed = block
             .next()?
             .ok_or_else(|| corrupt("an index block ends before its entries do"))?;
     }
-    let head = &value[..starts[cut]];
-    let mut second = Vec::with_capacity(value.len() - starts[cut] + block.key.len());
+    let head = &value[..start];
+    let mut second = Vec::with_capacity(value.len() - start + block.key.len());
     push_entry(&mut second, None, &block.key, packed);
     second.extend_from_slice(block.rest);
     let fits = |part: &[u8], entries: usize| entries < 2 || part.len() <= BLOCK_BYTES;
