@@ -14,11 +14,15 @@ use keelson_engine::mvcc::{
     self, Applied, Entry, MvccError, Options, Response, Revisions, Store, validate,
 };
 use keelson_engine::pagefile::{self, Db};
-use keelson_proto::etcdserverpb::RangeRequest;
+use keelson_proto::etcdserverpb::request_op::Request as Op;
+use keelson_proto::etcdserverpb::{
+    DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp,
+    TxnRequest,
+};
 use keelson_proto::mvccpb::event::EventType;
 use proptest::prelude::*;
 use support::mvcc_model::Model;
-use support::requests::{self, LEASES, Request, Shape};
+use support::requests::{self, LEASES, Request, Shape, TTL, prefix_end};
 
 /// How keelson's buckets are made stale before a reopen.
 #[derive(Debug, Clone, Copy)]
@@ -388,4 +392,82 @@ proptest! {
     fn the_store_matches_the_model(steps in prop::collection::vec(step(), 1..60)) {
         run(steps)?;
     }
+}
+
+/// Deletes of more keys than a DeleteRange takes at a time (4096), alone, inside a txn after a
+/// put it must see, and by revoking a lease: responses, `prev_kvs` and events as the model has
+/// them, across a crash and reopen.
+#[test]
+fn deletes_of_thousands_of_keys_match_the_model() {
+    let put = |key: String, lease: i64| {
+        Request::Put(PutRequest {
+            key: key.into_bytes(),
+            value: b"v".to_vec(),
+            lease,
+            ..PutRequest::default()
+        })
+    };
+    // Puts of keys `big/{from}` to `big/{to}` (every 3rd under `lease`), 128 to a txn (as few
+    // requests as can be: the model copies itself on every one).
+    let puts = |from: usize, to: usize, every: usize, lease: i64| {
+        let ops = (from..to).step_by(every).map(|i| RequestOp {
+            request: Some(Op::RequestPut(PutRequest {
+                key: format!("big/{i:05}").into_bytes(),
+                value: b"v".to_vec(),
+                lease: if i % 3 == 0 { lease } else { 0 },
+                ..PutRequest::default()
+            })),
+        });
+        ops.collect::<Vec<_>>()
+            .chunks(128)
+            .map(|c| {
+                Step::One(Request::Txn(TxnRequest {
+                    success: c.to_vec(),
+                    ..TxnRequest::default()
+                }))
+            })
+            .collect::<Vec<_>>()
+    };
+    let delete = |prev_kv| DeleteRangeRequest {
+        key: b"big/".to_vec(),
+        range_end: prefix_end(b"big/"),
+        prev_kv,
+    };
+    let mut steps = vec![
+        Step::One(Request::Grant(LeaseGrantRequest { ttl: TTL, id: 101 })),
+        Step::One(Request::Grant(LeaseGrantRequest { ttl: TTL, id: 102 })),
+        Step::One(put("a".into(), 0)),
+        Step::One(put("big0".into(), 101)),
+    ];
+    // 10 000 keys, every other one written twice, a few deleted one by one.
+    steps.extend(puts(0, 10_000, 1, 101));
+    steps.extend(puts(0, 10_000, 2, 0));
+    for i in [0, 4095, 4096, 4097, 9999] {
+        steps.push(Step::One(Request::DeleteRange(DeleteRangeRequest {
+            key: format!("big/{i:05}").into_bytes(),
+            ..DeleteRangeRequest::default()
+        })));
+    }
+    steps.push(Step::One(Request::DeleteRange(delete(true))));
+    steps.push(Step::Crash);
+    steps.extend(puts(0, 9_000, 1, 102));
+    steps.push(Step::One(Request::Txn(TxnRequest {
+        success: vec![
+            RequestOp {
+                request: Some(Op::RequestPut(PutRequest {
+                    key: b"big/99999".to_vec(),
+                    ..PutRequest::default()
+                })),
+            },
+            RequestOp {
+                request: Some(Op::RequestDeleteRange(delete(false))),
+            },
+        ],
+        ..TxnRequest::default()
+    })));
+    steps.extend(puts(0, 9_000, 1, 102));
+    steps.push(Step::One(Request::Revoke(LeaseRevokeRequest { id: 102 })));
+    steps.push(Step::Reopen);
+    steps.push(Step::One(Request::Revoke(LeaseRevokeRequest { id: 101 })));
+    run(steps).unwrap();
 }

@@ -432,7 +432,12 @@ impl StateMachine for Applier {
         };
         for mut applied in self.store.apply_via(&batch, &publisher).await? {
             past_quota |= matches!(applied.response, Err(mvcc::MvccError::NoSpace));
-            events.append(&mut applied.events);
+            if events.is_empty() {
+                // A DeleteRange of a million keys makes a million events: moved, not copied.
+                events = std::mem::take(&mut applied.events);
+            } else {
+                events.append(&mut applied.events);
+            }
             // Committed entries are contiguous: an applied index finds its entry by offset.
             let at = (applied.index - first) as usize;
             lease_changes(&batch[at].request, &applied.response, &mut leases);

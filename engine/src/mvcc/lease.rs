@@ -112,10 +112,11 @@ pub(crate) fn revoke(
     if !exists(&*w.txn, req.id)? {
         return Err(MvccError::LeaseNotFound(req.id));
     }
-    let keys = keys_of(&*w.txn, req.id)?;
-    for key in &keys {
-        w.delete(key, req.id)?;
-    }
+    let keys = keys_of(&*w.txn, req.id)?
+        .into_iter()
+        .map(|key| (key, req.id))
+        .collect::<Vec<_>>();
+    w.delete_all(&keys)?;
     w.txn.bucket(LEASE)?.delete(&lease_key(req.id))?;
     let revision = if keys.is_empty() { w.main - 1 } else { w.main };
     Ok(LeaseRevokeResponse {

@@ -6,7 +6,7 @@ use keelson_proto::etcdserverpb::{
 
 use super::error::{MvccError, Result};
 use super::lease;
-use super::read::{self, End};
+use super::read::{self, End, Span};
 use super::write::Writes;
 
 /// A response header carrying only a revision (the server fills in the rest at the top level).
@@ -65,37 +65,47 @@ pub(crate) fn put(
     })
 }
 
+/// How many keys a DeleteRange deletes at a time: a range of a million keys is read and indexed
+/// in parts, so what it holds besides its events stays small.
+const DELETE_PART: usize = 4096;
+
 /// Applies a DeleteRange: every key alive in the range, in key order, at one revision.
 pub(crate) fn delete_range(
     w: &mut Writes<'_, '_>,
     req: &DeleteRangeRequest,
 ) -> Result<DeleteRangeResponse> {
     let had_changes = w.changes > 0;
-    let (found, _) = read::live(
-        &*w.txn,
-        &req.key,
-        End::of(&req.range_end),
-        w.read_revision(),
-        usize::MAX,
-    )?;
+    let at = w.read_revision();
+    let mut span = Span::of(&req.key, End::of(&req.range_end));
     let mut prev_kvs = Vec::new();
-    if req.prev_kv {
-        for f in &found {
-            prev_kvs.push(read::fetch(&*w.txn, f.rev)?);
+    let mut deleted = 0;
+    loop {
+        let part = read::live_part(&*w.txn, &span, at, DELETE_PART)?;
+        if req.prev_kv {
+            for f in &part {
+                prev_kvs.push(read::fetch(&*w.txn, f.rev)?);
+            }
+        }
+        let keys = part
+            .iter()
+            .map(|f| Ok((f.key()?, f.version.lease)))
+            .collect::<Result<Vec<_>>>()?;
+        w.delete_all(&keys)?;
+        deleted += part.len();
+        match part.last() {
+            Some(last) if part.len() == DELETE_PART => span.skip_past(&last.encoded),
+            _ => break,
         }
     }
-    for f in &found {
-        w.delete(&f.key, f.version.lease)?;
-    }
     // A delete that matched nothing changes nothing, and does not move the revision.
-    let revision = if !found.is_empty() || had_changes {
+    let revision = if deleted > 0 || had_changes {
         w.main
     } else {
         w.main - 1
     };
     Ok(DeleteRangeResponse {
         header: header(revision),
-        deleted: found.len() as i64,
+        deleted: deleted as i64,
         prev_kvs,
     })
 }

@@ -92,9 +92,69 @@ impl<'a> End<'a> {
 /// A key alive at some revision: its version there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Found {
-    pub key: Vec<u8>,
+    /// The key as the index encodes it ([`Found::key`] decodes it; a Range needs only `rev`).
+    pub encoded: Vec<u8>,
     pub rev: Revision,
     pub version: Version,
+}
+
+impl Found {
+    /// The user key.
+    pub fn key(&self) -> Result<Vec<u8>> {
+        decode_user_key(&self.encoded).ok_or_else(|| corrupt("index key does not decode"))
+    }
+}
+
+/// Which keys a scan of the index covers: from an index key on, up to the end of a key range.
+pub(crate) struct Span {
+    /// The index key the scan starts at: the range's first encoded key, or past some key.
+    from: Vec<u8>,
+    /// The range's first encoded key, and how far the range goes.
+    start: Vec<u8>,
+    stop: Stop,
+}
+
+enum Stop {
+    /// Just the start key.
+    One,
+    Unbounded,
+    /// Every encoded key before this one.
+    Before(Vec<u8>),
+}
+
+impl Span {
+    /// The keys of the range `[key, end)`.
+    pub fn of(key: &[u8], end: End<'_>) -> Self {
+        let start = encode_user_key(key);
+        let stop = match end {
+            End::One => Stop::One,
+            End::Unbounded => Stop::Unbounded,
+            End::Before(e) => Stop::Before(encode_user_key(e)),
+        };
+        Span {
+            from: start.clone(),
+            start,
+            stop,
+        }
+    }
+
+    /// Whether the range holds encoded key `encoded` (one at or after its start).
+    fn holds(&self, encoded: &[u8]) -> bool {
+        match &self.stop {
+            Stop::One => encoded == self.start.as_slice(),
+            Stop::Unbounded => true,
+            Stop::Before(stop) => encoded < stop.as_slice(),
+        }
+    }
+
+    /// Starts the scan past every version of encoded key `encoded`: no encoded key is a prefix
+    /// of another, so any other key's index keys differ from it within its length, and all of
+    /// `encoded`'s are below it followed by 0xFF (a revision's first byte is at most 8).
+    pub fn skip_past(&mut self, encoded: &[u8]) {
+        self.from.clear();
+        self.from.extend_from_slice(encoded);
+        self.from.push(0xFF);
+    }
 }
 
 /// The versions of one key seen so far by a scan, and the newest at or below the read revision.
@@ -105,29 +165,34 @@ struct Group {
     newest: Option<(Revision, Version)>,
 }
 
-/// What a scan has gathered: the first `keep` live keys, and how many there are.
+/// What a scan has gathered: the first `keep` live keys, and how many there are (counted to the
+/// end of the range only if `count_all`, else to the `keep`th).
 struct Gathered {
     found: Vec<Found>,
     total: usize,
     keep: usize,
+    count_all: bool,
 }
 
 impl Gathered {
-    /// Counts the key `group` has finished, if alive, and keeps it if there is room.
-    fn settle(&mut self, group: &Group) -> Result<()> {
+    /// Counts the key `group` has finished, if alive, and keeps it if there is room. Whether the
+    /// scan should go on.
+    fn settle(&mut self, group: &Group) -> bool {
         let Some((rev, version)) = group.newest else {
-            return Ok(());
+            return true;
         };
         if version.tombstone {
-            return Ok(());
+            return true;
         }
         self.total += 1;
         if self.found.len() < self.keep {
-            let key = decode_user_key(&group.encoded)
-                .ok_or_else(|| corrupt("index key does not decode"))?;
-            self.found.push(Found { key, rev, version });
+            self.found.push(Found {
+                encoded: group.encoded.clone(),
+                rev,
+                version,
+            });
         }
-        Ok(())
+        self.count_all || self.found.len() < self.keep
     }
 }
 
@@ -141,21 +206,33 @@ pub(crate) fn live(
     at: i64,
     keep: usize,
 ) -> Result<(Vec<Found>, usize)> {
+    gather(view, &Span::of(key, end), at, keep, true)
+}
+
+/// The first `keep` keys of `span` alive at revision `at`, as [`live`] finds them, without
+/// counting the rest: a large range taken a part at a time ([`Span::skip_past`] the last).
+pub(crate) fn live_part(view: &dyn View, span: &Span, at: i64, keep: usize) -> Result<Vec<Found>> {
+    Ok(gather(view, span, at, keep, false)?.0)
+}
+
+fn gather(
+    view: &dyn View,
+    span: &Span,
+    at: i64,
+    keep: usize,
+    count_all: bool,
+) -> Result<(Vec<Found>, usize)> {
     let Some(index) = view.view(INDEX)? else {
         return Ok((Vec::new(), 0));
-    };
-    let start = encode_user_key(key);
-    let stop = match end {
-        End::Before(e) => Some(encode_user_key(e)),
-        _ => None,
     };
     let mut gathered = Gathered {
         found: Vec::new(),
         total: 0,
         keep,
+        count_all,
     };
     let mut group = Group::default();
-    let mut scan = Scan::from(&index, &start)?;
+    let mut scan = Scan::from(&index, &span.from)?;
     while let Some(Entry {
         encoded,
         rev,
@@ -163,16 +240,13 @@ pub(crate) fn live(
         ..
     }) = scan.next()?
     {
-        let inside = match (end, &stop) {
-            (End::One, _) => encoded == start.as_slice(),
-            (End::Before(_), Some(stop)) => encoded < stop.as_slice(),
-            _ => true,
-        };
-        if !inside {
+        if !span.holds(encoded) {
             break;
         }
         if group.encoded != encoded {
-            gathered.settle(&group)?;
+            if !gathered.settle(&group) {
+                return Ok((gathered.found, gathered.total));
+            }
             group.encoded.clear();
             group.encoded.extend_from_slice(encoded);
             group.newest = None;
@@ -181,7 +255,7 @@ pub(crate) fn live(
             group.newest = Some((rev, version));
         }
     }
-    gathered.settle(&group)?;
+    gathered.settle(&group);
     Ok((gathered.found, gathered.total))
 }
 
