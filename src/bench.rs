@@ -1,5 +1,6 @@
 //! `keelson bench`: a load generator for any etcd-compatible endpoint — keelson or etcd — with
-//! etcd's `benchmark` workloads and flags (`put`, `range`, `txn-put`, `lease-keepalive`; `--conns`,
+//! etcd's `benchmark` workloads and flags (`put`, `range`, `txn-put`, `lease-keepalive`, and the
+//! watch workloads of [`watch`]: `watch`, `watch-latency`, `watch-get`; `--conns`,
 //! `--clients`, `--total`, `--rate`, `--key-size`, `--val-size`, `--key-space-size`,
 //! `--sequential-keys`, `--consistency`, `--txn-ops`), plus `--duration` and `--json`. Clients
 //! share connections round-robin, each call an HTTP/2 stream, all on one glommio executor (one
@@ -23,6 +24,9 @@ use keelson_proto::etcdserverpb::{
 };
 
 use crate::grpc_client::{self, Channel};
+
+mod watch;
+pub use watch::Watch;
 
 /// Why a run could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +75,8 @@ pub enum Workload {
     /// Renewals of a lease each client grants itself first (TTL 100 s), each on a keep-alive
     /// stream of its own — one request, one answer — as etcd's client's `KeepAliveOnce` does.
     LeaseKeepalive,
+    /// Watchers, and the puts whose events they get (see [`watch`]).
+    Watch(Watch),
 }
 
 /// A run: how many, how fast, against what.
@@ -104,6 +110,32 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(run: Run) -> Self {
+        Shared {
+            run,
+            issued: Cell::new(0),
+            started: Instant::now(),
+            latencies: RefCell::new(
+                Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"),
+            ),
+            errors: RefCell::default(),
+        }
+    }
+
+    /// Records a latency of `nanos`.
+    fn record(&self, nanos: u64) {
+        self.latencies.borrow_mut().saturating_record(nanos.max(1));
+    }
+
+    /// What the run came to so far.
+    fn outcome(&self) -> Outcome {
+        Outcome {
+            latencies: self.latencies.borrow().clone(),
+            errors: self.errors.borrow().clone(),
+            took: self.started.elapsed(),
+        }
+    }
+
     /// The next request's number, and when it may go; `None` once the run is over.
     fn next(&self) -> Option<(u64, Instant)> {
         let n = self.issued.get();
@@ -163,6 +195,7 @@ fn method(workload: &Workload) -> &'static str {
         Workload::Range { .. } => "/etcdserverpb.KV/Range",
         Workload::TxnPut { .. } => "/etcdserverpb.KV/Txn",
         Workload::LeaseKeepalive => "/etcdserverpb.Lease/LeaseKeepAlive",
+        Workload::Watch(_) => "/etcdserverpb.Watch/Watch",
     }
 }
 
@@ -227,6 +260,7 @@ async fn client(shared: Rc<Shared>, mut channel: Channel, uri: Rc<http::Uri>, se
             let request = LeaseKeepAliveRequest { id };
             calls(shared, channel, uri, request, |_, _| {}, renewed).await
         }
+        Workload::Watch(_) => unreachable!("watch workloads run in `watch::drive`"),
     }
 }
 
@@ -279,13 +313,7 @@ async fn calls<M: prost::Message>(
         let sent = Instant::now();
         let answer = grpc_client::unary(channel, uri, &request).await;
         match answer.and_then(|body| check(&body)) {
-            Ok(()) => {
-                let nanos = sent.elapsed().as_nanos().min(u64::MAX as u128) as u64;
-                shared
-                    .latencies
-                    .borrow_mut()
-                    .saturating_record(nanos.max(1));
-            }
+            Ok(()) => shared.record(sent.elapsed().as_nanos().min(u64::MAX as u128) as u64),
             Err(e) => shared.failed(e),
         }
     }
@@ -319,15 +347,12 @@ async fn drive(run: Run) -> Result<Outcome, BenchError> {
             .map_err(|e| BenchError::Failed(format!("{}: {e}", run.endpoint)))?;
         channels.push(channel);
     }
-    let shared = Rc::new(Shared {
-        run: run.clone(),
-        issued: Cell::new(0),
-        started: Instant::now(),
-        latencies: RefCell::new(
-            Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"),
-        ),
-        errors: RefCell::default(),
-    });
+    if let Workload::Watch(w) = &run.workload {
+        return watch::drive(&run, w, &channels)
+            .await
+            .map_err(BenchError::Failed);
+    }
+    let shared = Rc::new(Shared::new(run.clone()));
     let drawing = glommio::spawn_local(progress(shared.clone())).detach();
     let clients: Vec<_> = (0..run.clients.max(1))
         .map(|i| {
@@ -344,14 +369,7 @@ async fn drive(run: Run) -> Result<Outcome, BenchError> {
         client.await;
     }
     drawing.cancel();
-    let took = shared.started.elapsed();
-    let latencies = shared.latencies.borrow().clone();
-    let errors = shared.errors.borrow().clone();
-    Ok(Outcome {
-        latencies,
-        errors,
-        took,
-    })
+    Ok(shared.outcome())
 }
 
 /// The quantiles printed.

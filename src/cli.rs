@@ -221,6 +221,59 @@ pub enum BenchWorkload {
     },
     /// Renewals of a lease each client grants first, one keep-alive stream each.
     LeaseKeepalive,
+    /// Watchers on streams, then puts of the watched keys from the clients: events a second, and
+    /// each event's latency from its put's sending.
+    Watch {
+        /// Watch streams.
+        #[arg(long, default_value_t = 10)]
+        streams: usize,
+        /// Watchers per stream.
+        #[arg(long, default_value_t = 100)]
+        watch_per_stream: usize,
+        /// Keys watched (watcher w watches key w mod this).
+        #[arg(long, default_value_t = 1)]
+        watched_key_total: usize,
+        /// Puts per second (0: as fast as the clients go).
+        #[arg(long, default_value_t = 0)]
+        put_rate: u64,
+        /// Puts in all, of the watched keys in turn.
+        #[arg(long, default_value_t = 1000)]
+        put_total: u64,
+        /// Bytes per key.
+        #[arg(long, default_value_t = 32)]
+        key_size: usize,
+        /// How many different keys the watched keys are drawn from.
+        #[arg(long = "key-space-size", default_value_t = 1)]
+        key_space: u64,
+        /// Watched keys in order instead of at random.
+        #[arg(long)]
+        sequential_keys: bool,
+    },
+    /// Each client watches one key; --total puts of it, one at a time: the latency from each
+    /// put's answer to each watcher's event.
+    WatchLatency {
+        /// Puts per second.
+        #[arg(long, default_value_t = 100)]
+        put_rate: u64,
+        /// Bytes of the key.
+        #[arg(long, default_value_t = 32)]
+        key_size: usize,
+        /// Bytes of the value.
+        #[arg(long, default_value_t = 32)]
+        val_size: usize,
+    },
+    /// Serializable Gets (their latency) while watchers catch up on past events.
+    WatchGet {
+        /// Watchers in all.
+        #[arg(long, default_value_t = 10000)]
+        watchers: usize,
+        /// Watch streams the watchers share.
+        #[arg(long, default_value_t = 1)]
+        streams: usize,
+        /// Past events each watcher catches up on.
+        #[arg(long, default_value_t = 8)]
+        events: usize,
+    },
 }
 
 /// `keelson snapshot` subcommands.

@@ -1,13 +1,16 @@
 //! A gRPC client on glommio for keelson's own tools (`keelson snapshot save`, `keelson bench`): an
 //! HTTP/2 connection to a member through hyper's client over a glommio stream — as the server's
-//! connections are — and etcd's calls framed as gRPC frames them.
+//! connections are — and etcd's calls framed as gRPC frames them: a unary call's whole answer, or
+//! a streaming call's answers a message at a time ([`Answers`]). A call's request is sent whole,
+//! then its sending side closes; etcd and keelson keep serving a Watch stream after that.
 //!
 //! Runs on: a glommio executor (the tool's own).
 
 use std::net::ToSocketAddrs;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 
 use crate::api::conn::LocalExec;
@@ -48,17 +51,19 @@ pub fn uri(endpoint: &str, path: &str) -> Result<http::Uri, String> {
         .map_err(|e: http::uri::InvalidUri| format!("{endpoint}: {e}"))
 }
 
-/// A call of the method at `uri` carrying `message`, framed as gRPC frames one: no compression,
-/// its length, the message.
-pub fn request(uri: &http::Uri, message: &impl prost::Message) -> http::Request<Full<Bytes>> {
-    let len = message.encoded_len();
-    let mut frame = BytesMut::with_capacity(5 + len);
-    frame.put_u8(0);
-    frame.put_u32(len as u32);
-    message
-        .encode(&mut frame)
-        .expect("a BytesMut of the message's length holds it");
-    let mut request = http::Request::new(Full::new(frame.freeze()));
+/// A call of the method at `uri` carrying `messages`, each framed as gRPC frames one: no
+/// compression, its length, the message.
+pub fn request<M: prost::Message>(uri: &http::Uri, messages: &[M]) -> http::Request<Full<Bytes>> {
+    let len = messages.iter().map(|m| 5 + m.encoded_len()).sum();
+    let mut frames = BytesMut::with_capacity(len);
+    for message in messages {
+        frames.put_u8(0);
+        frames.put_u32(message.encoded_len() as u32);
+        message
+            .encode(&mut frames)
+            .expect("a BytesMut of the messages' length holds them");
+    }
+    let mut request = http::Request::new(Full::new(frames.freeze()));
     *request.method_mut() = http::Method::POST;
     *request.uri_mut() = uri.clone();
     let headers = request.headers_mut();
@@ -89,11 +94,7 @@ pub async fn unary(
     uri: &http::Uri,
     message: &impl prost::Message,
 ) -> Result<Bytes, String> {
-    channel.ready().await.map_err(|e| e.to_string())?;
-    let response = channel
-        .send_request(request(uri, message))
-        .await
-        .map_err(|e| e.to_string())?;
+    let response = send(channel, uri, std::slice::from_ref(message)).await?;
     let mut outcome = status(response.headers());
     let mut body = response.into_body();
     let mut received = Bytes::new();
@@ -109,10 +110,72 @@ pub async fn unary(
             };
         }
     }
+    ended(outcome).map(|()| received)
+}
+
+async fn send<M: prost::Message>(
+    channel: &mut Channel,
+    uri: &http::Uri,
+    messages: &[M],
+) -> Result<http::Response<Incoming>, String> {
+    channel.ready().await.map_err(|e| e.to_string())?;
+    channel
+        .send_request(request(uri, messages))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// How a call ended, by the gRPC status it carried: OK, or an error as etcd's clients print one.
+fn ended(outcome: Option<(u32, String)>) -> Result<(), String> {
     match outcome {
-        Some((0, _)) => Ok(received),
+        Some((0, _)) => Ok(()),
         Some((code, message)) => Err(format!("rpc error: code = {code} desc = {message}")),
         None => Err("the answer carried no grpc-status".into()),
+    }
+}
+
+/// The answers of a call, read a message at a time as they arrive.
+pub struct Answers {
+    body: Incoming,
+    /// Bytes received and not yet read: part of a frame at most.
+    pending: BytesMut,
+    status: Option<(u32, String)>,
+}
+
+/// Calls the method at `uri` with `messages` (a streaming call's whole request) on `channel`.
+pub async fn call<M: prost::Message>(
+    channel: &mut Channel,
+    uri: &http::Uri,
+    messages: &[M],
+) -> Result<Answers, String> {
+    let response = send(channel, uri, messages).await?;
+    Ok(Answers {
+        status: status(response.headers()),
+        body: response.into_body(),
+        pending: BytesMut::new(),
+    })
+}
+
+impl Answers {
+    /// The next message; `None` once the call has ended with OK. An error if it ended with another
+    /// status (or none), broke, or sent what does not decode as an `M`.
+    pub async fn next<M: prost::Message + Default>(&mut self) -> Result<Option<M>, String> {
+        loop {
+            if let Some((message, used)) = frame(&self.pending)? {
+                let decoded = M::decode(message).map_err(|e| e.to_string());
+                self.pending.advance(used);
+                return decoded.map(Some);
+            }
+            let Some(frame) = self.body.frame().await else {
+                return ended(self.status.take()).map(|()| None);
+            };
+            let frame = frame.map_err(|e| e.to_string())?;
+            if let Some(trailers) = frame.trailers_ref() {
+                self.status = status(trailers).or(self.status.take());
+            } else if let Ok(data) = frame.into_data() {
+                self.pending.extend_from_slice(&data);
+            }
+        }
     }
 }
 

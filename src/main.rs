@@ -195,6 +195,40 @@ fn bench_run(args: cli::BenchArgs) -> (bench::Run, bool) {
             ops: txn_ops,
         },
         cli::BenchWorkload::LeaseKeepalive => bench::Workload::LeaseKeepalive,
+        cli::BenchWorkload::Watch {
+            streams,
+            watch_per_stream,
+            watched_key_total,
+            put_rate,
+            put_total,
+            key_size,
+            key_space,
+            sequential_keys,
+        } => bench::Workload::Watch(bench::Watch::Fanout {
+            streams,
+            per_stream: watch_per_stream,
+            keys: bench::Watch::keys(watched_key_total, key_size, key_space, sequential_keys),
+            puts: put_total,
+            put_rate,
+        }),
+        cli::BenchWorkload::WatchLatency {
+            put_rate,
+            key_size,
+            val_size,
+        } => bench::Workload::Watch(bench::Watch::Latency {
+            key: bench::Watch::keys(1, key_size, u64::MAX, false).remove(0),
+            value: vec![b'v'; val_size],
+            put_rate,
+        }),
+        cli::BenchWorkload::WatchGet {
+            watchers,
+            streams,
+            events,
+        } => bench::Workload::Watch(bench::Watch::Get {
+            watchers,
+            streams,
+            events,
+        }),
     };
     let total = match (args.total, args.duration) {
         (None, None) => Some(10_000),

@@ -1,7 +1,8 @@
 //! `keelson bench` against the real binary and against a real etcd 3.4: a put run writes what it
 //! says (its requests, over the key space asked, every one acknowledged by a revision), a range
 //! run reads, a txn-put run writes its txns' keys in order, a lease-keepalive run renews a lease
-//! per client, `--rate` holds the run back, and a run against nothing fails with the reason.
+//! per client, the watch runs count every event their puts make for their watchers, `--rate` holds
+//! the run back, and a run against nothing fails with the reason.
 
 use std::path::Path;
 use std::process::Command;
@@ -147,6 +148,92 @@ fn runs_against(endpoint: &str) {
         (Some(300), Some(0))
     );
     assert_eq!(leases(endpoint), leases_before + 6);
+
+    watch_runs_against(endpoint);
+}
+
+/// The watch workloads: every event their puts make reaches its watchers, and is counted.
+fn watch_runs_against(endpoint: &str) {
+    // 30 watchers (6 streams of 5) on 7 keys, watcher w on key w mod 7; 50 puts, put n of key n
+    // mod 7: each put is an event for each of its key's watchers.
+    let (_, before) = keys_and_revision(endpoint);
+    let fanout = bench(
+        endpoint,
+        &[
+            "--conns",
+            "2",
+            "--clients",
+            "4",
+            "watch",
+            "--streams",
+            "6",
+            "--watch-per-stream",
+            "5",
+            "--watched-key-total",
+            "7",
+            "--key-space-size",
+            "7",
+            "--sequential-keys",
+            "--put-total",
+            "50",
+        ],
+    );
+    let events: usize = (0..50)
+        .map(|put| (0..30).filter(|w| w % 7 == put % 7).count())
+        .sum();
+    assert_eq!(
+        (fanout["requests"].as_u64(), fanout["errors"].as_u64()),
+        (Some(events as u64), Some(0)),
+        "{fanout}"
+    );
+    assert!(
+        fanout["latency_ms"]["p50"].as_f64().unwrap() > 0.0,
+        "{fanout}"
+    );
+    assert_eq!(keys_and_revision(endpoint).1 - before, 50);
+
+    // 5 watchers of one key, 40 puts of it: 200 deliveries.
+    let latency = bench(
+        endpoint,
+        &[
+            "--conns",
+            "2",
+            "--clients",
+            "5",
+            "watch-latency",
+            "--total",
+            "40",
+            "--put-rate",
+            "400",
+        ],
+    );
+    assert_eq!(
+        (latency["requests"].as_u64(), latency["errors"].as_u64()),
+        (Some(200), Some(0)),
+        "{latency}"
+    );
+    assert!(
+        latency["latency_ms"]["p50"].as_f64().unwrap() > 0.0,
+        "{latency}"
+    );
+
+    // 50 watchers on 3 streams catch up on 4 past events each, Gets meanwhile.
+    let (_, before) = keys_and_revision(endpoint);
+    let gets = bench(
+        endpoint,
+        &[
+            "watch-get",
+            "--watchers",
+            "50",
+            "--streams",
+            "3",
+            "--events",
+            "4",
+        ],
+    );
+    assert_eq!(gets["errors"], 0, "{gets}");
+    assert!(gets["requests"].as_u64().unwrap() >= 1, "{gets}");
+    assert_eq!(keys_and_revision(endpoint).1 - before, 4);
 }
 
 /// How many leases the server at `endpoint` holds.

@@ -8,10 +8,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use bytes::{Buf, BytesMut};
-use http_body_util::BodyExt;
 use keelson_proto::etcdserverpb::{SnapshotRequest, SnapshotResponse};
-use prost::Message;
 use sha2::{Digest, Sha256};
 
 use super::{SnapshotError, io};
@@ -48,52 +45,30 @@ async fn fetch(endpoint: &str, part: &Path) -> Result<u64, SnapshotError> {
         .map_err(failed(endpoint))?;
     let uri = grpc_client::uri(endpoint, "/etcdserverpb.Maintenance/Snapshot")
         .map_err(failed("endpoint"))?;
-    let request = grpc_client::request(&uri, &SnapshotRequest {});
-    let response = sender
-        .send_request(request)
+    let mut answers = grpc_client::call(&mut sender, &uri, &[SnapshotRequest {}])
         .await
-        .map_err(|e| failed(endpoint)(e.to_string()))?;
-    let mut status = grpc_client::status(response.headers());
-    let mut body = response.into_body();
+        .map_err(failed(endpoint))?;
     let mut out = std::fs::File::create(part).map_err(io(part))?;
-    let mut pending = BytesMut::new();
     let mut digest = Sha256::new();
     let (mut written, mut data_done, mut checked) = (0u64, false, false);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| failed(endpoint)(e.to_string()))?;
-        if let Some(trailers) = frame.trailers_ref() {
-            status = grpc_client::status(trailers).or(status);
-            continue;
-        }
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        pending.extend_from_slice(&data);
-        while let Some((message, used)) =
-            grpc_client::frame(&pending).map_err(failed("a snapshot message"))?
-        {
-            let chunk = SnapshotResponse::decode(message)
-                .map_err(|e| failed("a snapshot message")(e.to_string()))?;
-            pending.advance(used);
-            if data_done {
-                checked = digest.clone().finalize().as_slice() == chunk.blob;
-                if !checked {
-                    return Err(SnapshotError::Failed(
-                        "the snapshot's sha256 does not match what was received".into(),
-                    ));
-                }
-            } else {
-                digest.update(&chunk.blob);
-                data_done = chunk.remaining_bytes == 0;
+    while let Some(chunk) = answers
+        .next::<SnapshotResponse>()
+        .await
+        .map_err(failed("the snapshot stream"))?
+    {
+        if data_done {
+            checked = digest.clone().finalize().as_slice() == chunk.blob;
+            if !checked {
+                return Err(SnapshotError::Failed(
+                    "the snapshot's sha256 does not match what was received".into(),
+                ));
             }
-            out.write_all(&chunk.blob).map_err(io(part))?;
-            written += chunk.blob.len() as u64;
+        } else {
+            digest.update(&chunk.blob);
+            data_done = chunk.remaining_bytes == 0;
         }
-    }
-    if let Some((code, message)) = status.filter(|(code, _)| *code != 0) {
-        return Err(SnapshotError::Failed(format!(
-            "rpc error: code = {code} desc = {message}"
-        )));
+        out.write_all(&chunk.blob).map_err(io(part))?;
+        written += chunk.blob.len() as u64;
     }
     if !checked {
         return Err(SnapshotError::Failed(
