@@ -127,6 +127,11 @@ impl Shared {
         self.latencies.borrow_mut().saturating_record(nanos.max(1));
     }
 
+    /// Records the latency of something that began at `start`.
+    fn record_since(&self, start: Instant) {
+        self.record(nanos(start.elapsed()));
+    }
+
     /// What the run came to so far.
     fn outcome(&self) -> Outcome {
         Outcome {
@@ -136,8 +141,8 @@ impl Shared {
         }
     }
 
-    /// The next request's number, and when it may go; `None` once the run is over.
-    fn next(&self) -> Option<(u64, Instant)> {
+    /// The next request's number, once it may go (`--rate`); `None` once the run is over.
+    async fn next(&self) -> Option<u64> {
         let n = self.issued.get();
         if self.run.total.is_some_and(|total| n >= total)
             || self
@@ -148,11 +153,13 @@ impl Shared {
             return None;
         }
         self.issued.set(n + 1);
-        let at = match self.run.rate {
-            0 => self.started,
-            rate => self.started + Duration::from_secs_f64(n as f64 / rate as f64),
-        };
-        Some((n, at))
+        if self.run.rate > 0 {
+            let at = self.started + Duration::from_secs_f64(n as f64 / self.run.rate as f64);
+            if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                glommio::timer::sleep(wait).await;
+            }
+        }
+        Some(n)
     }
 
     /// Counts a failed call (or a client that could not start) under `why`.
@@ -305,15 +312,12 @@ async fn calls<M: prost::Message>(
     mut prepare: impl FnMut(u64, &mut M),
     check: fn(&[u8]) -> Result<(), String>,
 ) {
-    while let Some((n, at)) = shared.next() {
-        if let Some(wait) = at.checked_duration_since(Instant::now()) {
-            glommio::timer::sleep(wait).await;
-        }
+    while let Some(n) = shared.next().await {
         prepare(n, &mut request);
         let sent = Instant::now();
         let answer = grpc_client::unary(channel, uri, &request).await;
         match answer.and_then(|body| check(&body)) {
-            Ok(()) => shared.record(sent.elapsed().as_nanos().min(u64::MAX as u128) as u64),
+            Ok(()) => shared.record_since(sent),
             Err(e) => shared.failed(e),
         }
     }
@@ -370,6 +374,11 @@ async fn drive(run: Run) -> Result<Outcome, BenchError> {
     }
     drawing.cancel();
     Ok(shared.outcome())
+}
+
+/// `d` in nanoseconds (saturating).
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().try_into().unwrap_or(u64::MAX)
 }
 
 /// The quantiles printed.

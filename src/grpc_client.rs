@@ -53,7 +53,7 @@ pub fn uri(endpoint: &str, path: &str) -> Result<http::Uri, String> {
 
 /// A call of the method at `uri` carrying `messages`, each framed as gRPC frames one: no
 /// compression, its length, the message.
-pub fn request<M: prost::Message>(uri: &http::Uri, messages: &[M]) -> http::Request<Full<Bytes>> {
+fn request<M: prost::Message>(uri: &http::Uri, messages: &[M]) -> http::Request<Full<Bytes>> {
     let len = messages.iter().map(|m| 5 + m.encoded_len()).sum();
     let mut frames = BytesMut::with_capacity(len);
     for message in messages {
@@ -76,7 +76,7 @@ pub fn request<M: prost::Message>(uri: &http::Uri, messages: &[M]) -> http::Requ
 }
 
 /// gRPC's status in `headers`, if they carry one: its code and message.
-pub fn status(headers: &http::HeaderMap) -> Option<(u32, String)> {
+fn status(headers: &http::HeaderMap) -> Option<(u32, String)> {
     let code = headers.get("grpc-status")?.to_str().ok()?.parse().ok()?;
     let message = headers
         .get("grpc-message")
@@ -137,7 +137,7 @@ fn ended(outcome: Option<(u32, String)>) -> Result<(), String> {
 /// The answers of a call, read a message at a time as they arrive.
 pub struct Answers {
     body: Incoming,
-    /// Bytes received and not yet read: part of a frame at most.
+    /// Bytes received and not yet read as messages.
     pending: BytesMut,
     status: Option<(u32, String)>,
 }

@@ -29,7 +29,7 @@ use keelson_proto::etcdserverpb::{
     PutRequest, PutResponse, RangeRequest, WatchCreateRequest, WatchRequest, WatchResponse,
 };
 
-use super::{Keys, Outcome, Run, Shared, answered, calls, key};
+use super::{Keys, Outcome, Run, Shared, answered, calls, key, nanos};
 use crate::grpc_client::{self, Answers, Channel};
 
 /// How long a workload waits for an event before it gives up on the rest.
@@ -86,27 +86,32 @@ fn create(key: &[u8], revision: i64) -> WatchRequest {
 /// Opens a Watch stream on `channel` with watchers of `keys` from `revision`.
 async fn open(
     channel: &mut Channel,
-    endpoint: &str,
+    uris: &Uris,
     keys: &[&[u8]],
     revision: i64,
 ) -> Result<Answers, String> {
-    let uri = grpc_client::uri(endpoint, "/etcdserverpb.Watch/Watch")?;
     let creates: Vec<_> = keys.iter().map(|k| create(k, revision)).collect();
-    grpc_client::call(channel, &uri, &creates).await
+    grpc_client::call(channel, &uris.watch, &creates).await
 }
 
-/// The next answer of a Watch stream that carries events (how many, and the answer); an error if
-/// the stream ends, a watcher is cancelled, or nothing comes for [`STALL`].
+/// The next answer of a Watch stream; an error if the stream ends, a watcher is cancelled, or
+/// nothing comes for [`STALL`].
+async fn answer(stream: &mut Answers) -> Result<WatchResponse, String> {
+    let next = futures_lite::future::or(stream.next::<WatchResponse>(), async {
+        glommio::timer::sleep(STALL).await;
+        Err(format!("no watch answer for {STALL:?}"))
+    });
+    let answer = next.await?.ok_or("the watch stream ended")?;
+    if answer.canceled {
+        return Err(format!("watch cancelled: {}", answer.cancel_reason));
+    }
+    Ok(answer)
+}
+
+/// The next answer of a Watch stream that carries events.
 async fn events(stream: &mut Answers) -> Result<WatchResponse, String> {
     loop {
-        let next = futures_lite::future::or(stream.next::<WatchResponse>(), async {
-            glommio::timer::sleep(STALL).await;
-            Err(format!("no watch event for {STALL:?}"))
-        });
-        let answer = next.await?.ok_or("the watch stream ended")?;
-        if answer.canceled {
-            return Err(format!("watch cancelled: {}", answer.cancel_reason));
-        }
+        let answer = answer(stream).await?;
         if !answer.events.is_empty() {
             return Ok(answer);
         }
@@ -117,16 +122,16 @@ async fn events(stream: &mut Answers) -> Result<WatchResponse, String> {
 async fn created(stream: &mut Answers, count: usize) -> Result<(), String> {
     let mut seen = 0;
     while seen < count {
-        let answer = stream
-            .next::<WatchResponse>()
-            .await?
-            .ok_or("the watch stream ended")?;
-        if answer.canceled {
-            return Err(format!("watch cancelled: {}", answer.cancel_reason));
-        }
-        seen += usize::from(answer.created);
+        seen += usize::from(answer(stream).await?.created);
     }
     Ok(())
+}
+
+/// The URIs of the calls the watch workloads make.
+struct Uris {
+    watch: http::Uri,
+    put: http::Uri,
+    range: http::Uri,
 }
 
 /// Runs watch workload `watch` of `run` on `channels`.
@@ -135,6 +140,12 @@ pub(super) async fn drive(
     watch: &Watch,
     channels: &[Channel],
 ) -> Result<Outcome, String> {
+    let uri = |path| grpc_client::uri(&run.endpoint, path);
+    let uris = Rc::new(Uris {
+        watch: uri("/etcdserverpb.Watch/Watch")?,
+        put: uri("/etcdserverpb.KV/Put")?,
+        range: uri("/etcdserverpb.KV/Range")?,
+    });
     match watch {
         Watch::Fanout {
             streams,
@@ -145,6 +156,7 @@ pub(super) async fn drive(
         } => {
             fanout(
                 run,
+                &uris,
                 channels,
                 (*streams, *per_stream),
                 keys,
@@ -157,18 +169,19 @@ pub(super) async fn drive(
             key,
             value,
             put_rate,
-        } => latency(run, channels, key, value, *put_rate).await,
+        } => latency(run, &uris, channels, key, value, *put_rate).await,
         Watch::Get {
             watchers,
             streams,
             events,
-        } => get(run, channels, *watchers, *streams, *events).await,
+        } => get(run, uris, channels, *watchers, *streams, *events).await,
     }
 }
 
 /// The fan-out workload.
 async fn fanout(
     run: &Run,
+    uris: &Rc<Uris>,
     channels: &[Channel],
     (streams, per_stream): (usize, usize),
     keys: &[Vec<u8>],
@@ -188,10 +201,7 @@ async fn fanout(
         let expected: u64 = watchers.clone().map(|w| puts_of(w % keys.len())).sum();
         let watched: Vec<&[u8]> = watchers.map(|w| keys[w % keys.len()].as_slice()).collect();
         let mut channel = channels[s % channels.len()].clone();
-        answers.push((
-            open(&mut channel, &run.endpoint, &watched, 0).await?,
-            expected,
-        ));
+        answers.push((open(&mut channel, uris, &watched, 0).await?, expected));
     }
     for (stream, _) in &mut answers {
         created(stream, per_stream).await?;
@@ -226,19 +236,26 @@ async fn fanout(
         rate: put_rate,
         ..run.clone()
     }));
+    let keys: Rc<[Vec<u8>]> = keys.into();
     let putters: Vec<_> = (0..run.clients.max(1))
         .map(|i| {
-            let (writers, keys) = (writers.clone(), keys.to_vec());
+            let (writers, keys, uris) = (writers.clone(), keys.clone(), uris.clone());
             let mut channel = channels[i % channels.len()].clone();
             glommio::spawn_local(async move {
-                let uri = grpc_client::uri(&writers.run.endpoint, "/etcdserverpb.KV/Put")
-                    .expect("checked when connecting");
                 let prepare = |n: u64, put: &mut PutRequest| {
                     put.key.clone_from(&keys[(n % keys.len() as u64) as usize]);
                     put.value = since(epoch).to_le_bytes().to_vec();
                 };
                 let request = PutRequest::default();
-                calls(&writers, &mut channel, &uri, request, prepare, answered).await;
+                calls(
+                    &writers,
+                    &mut channel,
+                    &uris.put,
+                    request,
+                    prepare,
+                    answered,
+                )
+                .await;
             })
         })
         .collect();
@@ -254,7 +271,7 @@ async fn fanout(
 
 /// Nanoseconds since `epoch`.
 fn since(epoch: Instant) -> u64 {
-    epoch.elapsed().as_nanos().min(u64::MAX as u128) as u64
+    nanos(epoch.elapsed())
 }
 
 /// The time a `watch` put carries in its value (nanoseconds since the workload's epoch).
@@ -265,6 +282,7 @@ fn sent_at(value: &[u8]) -> Option<u64> {
 /// The put-to-event latency workload.
 async fn latency(
     run: &Run,
+    uris: &Uris,
     channels: &[Channel],
     key: &[u8],
     value: &[u8],
@@ -282,7 +300,7 @@ async fn latency(
     let mut receivers = Vec::with_capacity(watchers);
     for (w, arrived) in arrived.iter().enumerate() {
         let mut channel = channels[w % channels.len()].clone();
-        let mut stream = open(&mut channel, &run.endpoint, &[key], 0).await?;
+        let mut stream = open(&mut channel, uris, &[key], 0).await?;
         created(&mut stream, 1).await?;
         let (arrived, delivered, shared) = (arrived.clone(), delivered.clone(), shared.clone());
         receivers.push(
@@ -299,18 +317,14 @@ async fn latency(
         );
     }
     let mut writer = grpc_client::connect(&run.endpoint).await?;
-    let uri = grpc_client::uri(&run.endpoint, "/etcdserverpb.KV/Put")?;
     let put = PutRequest {
         key: key.to_vec(),
         value: value.to_vec(),
         ..PutRequest::default()
     };
-    while let Some((_, at)) = shared.next() {
-        if let Some(wait) = at.checked_duration_since(Instant::now()) {
-            glommio::timer::sleep(wait).await;
-        }
+    while shared.next().await.is_some() {
         let put_at = Instant::now();
-        if let Err(e) = grpc_client::unary(&mut writer, &uri, &put).await {
+        if let Err(e) = grpc_client::unary(&mut writer, &uris.put, &put).await {
             shared.failed(format!("put: {e}"));
             break;
         }
@@ -326,8 +340,7 @@ async fn latency(
             break;
         }
         for arrived in &arrived {
-            let nanos = arrived.get().saturating_duration_since(put_at).as_nanos();
-            shared.record(nanos.min(u64::MAX as u128) as u64);
+            shared.record(nanos(arrived.get().saturating_duration_since(put_at)));
         }
     }
     for receiver in receivers {
@@ -339,6 +352,7 @@ async fn latency(
 /// The Gets-while-watchers-catch-up workload.
 async fn get(
     run: &Run,
+    uris: Rc<Uris>,
     channels: &[Channel],
     watchers: usize,
     streams: usize,
@@ -346,7 +360,6 @@ async fn get(
 ) -> Result<Outcome, String> {
     const WATCHED: &[u8] = b"watchkey";
     let mut writer = channels[0].clone();
-    let put_uri = grpc_client::uri(&run.endpoint, "/etcdserverpb.KV/Put")?;
     let mut first = 0;
     for i in 0..events {
         let put = PutRequest {
@@ -354,7 +367,7 @@ async fn get(
             value: i.to_string().into_bytes(),
             ..PutRequest::default()
         };
-        let body = grpc_client::unary(&mut writer, &put_uri, &put).await?;
+        let body = grpc_client::unary(&mut writer, &uris.put, &put).await?;
         let answer: PutResponse = grpc_client::first_message(&body)?;
         if i == 0 {
             first = answer.header.map_or(0, |h| h.revision);
@@ -373,13 +386,7 @@ async fn get(
         // Watcher w goes on stream w mod streams.
         let on_stream = (s..watchers).step_by(streams).count();
         let mut channel = channels[s % channels.len()].clone();
-        let mut stream = open(
-            &mut channel,
-            &run.endpoint,
-            &vec![WATCHED; on_stream],
-            first,
-        )
-        .await?;
+        let mut stream = open(&mut channel, &uris, &vec![WATCHED; on_stream], first).await?;
         let shared = shared.clone();
         receivers.push(glommio::spawn_local(async move {
             let mut left = on_stream * events;
@@ -399,7 +406,6 @@ async fn get(
                 Ok(reader) => reader,
                 Err(e) => return shared.failed(e),
             };
-            let uri = grpc_client::uri(&endpoint, "/etcdserverpb.KV/Range").expect("checked");
             let get = RangeRequest {
                 key: b"abc".to_vec(),
                 serializable: true,
@@ -408,8 +414,8 @@ async fn get(
             // One Get at least, however soon the watchers catch up.
             loop {
                 let sent = Instant::now();
-                match grpc_client::unary(&mut reader, &uri, &get).await {
-                    Ok(_) => shared.record(sent.elapsed().as_nanos() as u64),
+                match grpc_client::unary(&mut reader, &uris.range, &get).await {
+                    Ok(_) => shared.record_since(sent),
                     Err(e) => shared.failed(e),
                 }
                 if caught_up.get() {

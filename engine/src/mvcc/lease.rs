@@ -15,7 +15,7 @@ use super::error::{MvccError, Result};
 use super::ops::header;
 use super::read::corrupt;
 use super::schema::{LEASE, LEASE_KEYS};
-use super::write::Writes;
+use super::write::{Doomed, Writes};
 use crate::pagefile::View;
 
 /// Largest time to live etcd grants, in seconds.
@@ -114,7 +114,7 @@ pub(crate) fn revoke(
     }
     let keys = keys_of(&*w.txn, req.id)?
         .into_iter()
-        .map(|key| (key, req.id))
+        .map(|key| Doomed::new(key, req.id))
         .collect::<Vec<_>>();
     w.delete_all(&keys)?;
     w.txn.bucket(LEASE)?.delete(&lease_key(req.id))?;

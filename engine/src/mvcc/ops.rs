@@ -7,7 +7,7 @@ use keelson_proto::etcdserverpb::{
 use super::error::{MvccError, Result};
 use super::lease;
 use super::read::{self, End, Span};
-use super::write::Writes;
+use super::write::{Doomed, Writes};
 
 /// A response header carrying only a revision (the server fills in the rest at the top level).
 pub(crate) fn header(revision: i64) -> Option<ResponseHeader> {
@@ -86,14 +86,21 @@ pub(crate) fn delete_range(
                 prev_kvs.push(read::fetch(&*w.txn, f.rev)?);
             }
         }
+        let full = part.len() == DELETE_PART;
         let keys = part
-            .iter()
-            .map(|f| Ok((f.key()?, f.version.lease)))
+            .into_iter()
+            .map(|f| {
+                Ok(Doomed {
+                    key: f.key()?,
+                    encoded: f.encoded,
+                    lease: f.version.lease,
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         w.delete_all(&keys)?;
-        deleted += part.len();
-        match part.last() {
-            Some(last) if part.len() == DELETE_PART => span.skip_past(&last.encoded),
+        deleted += keys.len();
+        match keys.last() {
+            Some(last) if full => span.skip_past(&last.encoded),
             _ => break,
         }
     }

@@ -11,7 +11,7 @@ use prost::Message;
 
 use super::error::Result;
 use super::index;
-use super::index_key::index_key;
+use super::index_key::{encode_user_key, index_key, push_revision};
 use super::revision::Revision;
 use super::schema::{KEY, LEASE_KEYS};
 use super::version::Version;
@@ -60,6 +60,24 @@ fn put_version(prior: Option<Version>, main: i64, lease: i64) -> Version {
         create_revision,
         version,
         lease,
+    }
+}
+
+/// A key to delete: the user key, its encoding in the index, and the lease its live version is
+/// attached to (0: none).
+pub(crate) struct Doomed {
+    pub key: Vec<u8>,
+    pub encoded: Vec<u8>,
+    pub lease: i64,
+}
+
+impl Doomed {
+    pub fn new(key: Vec<u8>, lease: i64) -> Self {
+        Doomed {
+            encoded: encode_user_key(&key),
+            key,
+            lease,
+        }
     }
 }
 
@@ -127,21 +145,23 @@ impl<'t, 'w> Writes<'t, 'w> {
         Ok(())
     }
 
-    /// Deletes `keys`: user keys in order, each with the lease its live version is attached to.
-    /// Their deletions go into the index together, each block they fall in rewritten once.
-    pub fn delete_all(&mut self, keys: &[(Vec<u8>, i64)]) -> Result<()> {
+    /// Deletes `keys`, in key order. Their deletions go into the index together, each block they
+    /// fall in rewritten once.
+    pub fn delete_all(&mut self, keys: &[Doomed]) -> Result<()> {
         let first = self.changes;
         self.changes += keys.len() as i64;
         let mut tombstones = Vec::with_capacity(keys.len());
         let mut records = revision_bucket(self.txn)?;
-        for ((key, _), sub) in keys.iter().zip(first..) {
+        for (doomed, sub) in keys.iter().zip(first..) {
             let rev = Revision::new(self.main, sub);
             let record = KeyValue {
-                key: key.clone(),
+                key: doomed.key.clone(),
                 ..KeyValue::default()
             };
             records.put(&rev.key(true), &record.encode_to_vec())?;
-            tombstones.push((index_key(key, rev), Version::tombstone()));
+            let mut tombstone = doomed.encoded.clone();
+            push_revision(&mut tombstone, rev);
+            tombstones.push((tombstone, Version::tombstone()));
             self.events.push(Event {
                 r#type: EventType::Delete as i32,
                 kv: Some(KeyValue {
@@ -152,8 +172,8 @@ impl<'t, 'w> Writes<'t, 'w> {
             });
         }
         index::insert_sorted(self.txn, &tombstones)?;
-        for (key, lease) in keys {
-            relink(self.txn, key, *lease, 0)?;
+        for doomed in keys {
+            relink(self.txn, &doomed.key, doomed.lease, 0)?;
         }
         Ok(())
     }
