@@ -30,6 +30,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{conn, context, status};
 use crate::metrics::WatchGauges;
+use crate::runtime::turns;
 use crate::watch::{self, Responses, STREAM_BUFFER};
 
 /// Election timeouts without a leader after which a stream that requires one ends (etcd's
@@ -130,6 +131,8 @@ async fn serve(
             let _ = out.try_send(Err(status.clone()));
             break Err(status);
         }
+        // A client's burst of requests is a long job too.
+        turns::give_way().await;
     };
     let _ = context::with(|s| {
         s.watch.borrow_mut().close(s, id);
@@ -170,7 +173,7 @@ async fn catch_up(id: u64, out: &mut Responses) -> Result<(), Status> {
         if !more {
             return Ok(());
         }
-        glommio::yield_if_needed().await;
+        turns::give_way().await;
     }
 }
 

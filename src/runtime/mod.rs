@@ -5,7 +5,8 @@
 //! ([`mailbox`]), a one-shot broadcast any thread may fire ([`signal`]), and the member's shutdown
 //! ([`shutdown`]): SIGTERM and SIGINT, a failure on any core, and the bound on how long stopping may
 //! take. [`fatal`] makes a panic anywhere end the process; [`faults`] holds the test suite's fault
-//! points; [`apart`] runs a long blocking job on a thread of its own.
+//! points; [`apart`] runs a long blocking job on a thread of its own; [`turns`] lets a core's I/O in
+//! between the steps of long background work.
 //!
 //! Runs on: every thread (these are the types each side holds).
 
@@ -18,3 +19,4 @@ pub mod link;
 pub mod mailbox;
 pub mod shutdown;
 pub mod signal;
+pub mod turns;

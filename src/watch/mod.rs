@@ -13,13 +13,15 @@
 //!
 //! Invariants: a watcher becomes synced only in the same synchronous step that read the page
 //! file's latest view (so every batch after that view reaches it live); `revision` is a revision
-//! every synced watcher has been sent all events of (what a progress response may claim).
+//! every synced watcher has been sent all events of (what a progress response may claim); a
+//! stream's [`Unsynced`] set holds exactly its watchers that are not synced, so its task finds the
+//! next one to catch up without a scan.
 //!
 //! Runs on: every serving core (one hub each; nothing shared between cores).
 
 pub mod keys;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures_channel::mpsc;
 use keelson_engine::mvcc::{self, MvccError, Revisions};
@@ -66,7 +68,6 @@ struct Watcher {
     keys: Keys,
     /// The first revision not sent yet.
     next: i64,
-    synced: bool,
     prev_kv: bool,
     no_put: bool,
     no_delete: bool,
@@ -78,7 +79,14 @@ struct Watcher {
     quiet: bool,
 }
 
+/// The `next` of a watcher cancelled because its start was compacted away: it sees nothing more.
+const COMPACTED: i64 = i64::MAX;
+
 impl Watcher {
+    fn compacted(&self) -> bool {
+        self.next == COMPACTED
+    }
+
     /// Whether `event` is for this watcher and not sent yet.
     fn wants(&self, event: &Event) -> bool {
         let Some(kv) = &event.kv else { return false };
@@ -86,14 +94,6 @@ impl Watcher {
         kv.mod_revision >= self.next
             && if put { !self.no_put } else { !self.no_delete }
             && self.keys.contains(&kv.key)
-    }
-
-    /// Marks the watcher synced or not, keeping the slow-watcher gauge.
-    fn set_synced(&mut self, synced: bool, gauges: &WatchGauges) {
-        if self.synced != synced {
-            WatchGauges::add(&gauges.slow, if synced { -1 } else { 1 });
-            self.synced = synced;
-        }
     }
 
     /// Its response carrying `events` (`prev_kv` filled in if asked, from `view`), at `revision`.
@@ -122,13 +122,33 @@ impl Watcher {
             ..WatchResponse::default()
         }
     }
+}
 
-    /// Forgets the watcher: the gauges no longer count it.
-    fn forget(&self, gauges: &WatchGauges) {
-        WatchGauges::add(&gauges.watchers, -1);
-        if !self.synced {
-            WatchGauges::add(&gauges.slow, -1);
+/// The watchers of a stream that are not synced, by id: the order its task catches them up in.
+#[derive(Debug, Default)]
+struct Unsynced(BTreeSet<i64>);
+
+impl Unsynced {
+    fn is_synced(&self, watch: i64) -> bool {
+        !self.0.contains(&watch)
+    }
+
+    /// Marks watcher `watch` synced or not, keeping the slow-watcher gauge.
+    fn set(&mut self, watch: i64, synced: bool, gauges: &WatchGauges) {
+        let changed = if synced {
+            self.0.remove(&watch)
+        } else {
+            self.0.insert(watch)
+        };
+        if changed {
+            WatchGauges::add(&gauges.slow, if synced { -1 } else { 1 });
         }
+    }
+
+    /// Forgets watcher `watch`: the gauges no longer count it.
+    fn forget(&mut self, watch: i64, gauges: &WatchGauges) {
+        WatchGauges::add(&gauges.watchers, -1);
+        self.set(watch, true, gauges);
     }
 }
 
@@ -137,6 +157,7 @@ impl Watcher {
 struct Stream {
     out: Responses,
     watchers: BTreeMap<i64, Watcher>,
+    unsynced: Unsynced,
     /// The next id to try for a watcher the client lets the server name.
     next_id: i64,
     /// Wakes the stream's task: a watcher needs catching up, or a progress response is due.
@@ -152,10 +173,10 @@ impl Stream {
     }
 
     /// Forgets every watcher of the stream.
-    fn forget(&self, gauges: &WatchGauges) {
+    fn forget(&mut self, gauges: &WatchGauges) {
         WatchGauges::add(&gauges.streams, -1);
-        for watcher in self.watchers.values() {
-            watcher.forget(gauges);
+        for &watch in self.watchers.keys() {
+            self.unsynced.forget(watch, gauges);
         }
     }
 }
@@ -181,6 +202,7 @@ impl Hub {
             Stream {
                 out,
                 watchers: BTreeMap::new(),
+                unsynced: Unsynced::default(),
                 next_id: 0,
                 work,
                 progress_asked: false,
@@ -191,7 +213,7 @@ impl Hub {
 
     /// Closes stream `id`: its watchers are gone.
     pub fn close(&mut self, source: &impl Source, id: u64) {
-        if let Some(stream) = self.streams.remove(&id) {
+        if let Some(mut stream) = self.streams.remove(&id) {
             stream.forget(source.gauges());
             for (watch, watcher) in stream.watchers {
                 self.keys.remove(&watcher.keys, (id, watch));
@@ -201,7 +223,7 @@ impl Hub {
 
     /// Ends every stream (the member stops): their clients see the streams end.
     pub fn close_all(&mut self, source: &impl Source) {
-        for stream in std::mem::take(&mut self.streams).into_values() {
+        for mut stream in std::mem::take(&mut self.streams).into_values() {
             stream.forget(source.gauges());
         }
         self.keys = KeyIndex::default();
@@ -264,10 +286,9 @@ impl Hub {
             gauges,
         )?;
         let filters = |f: FilterType| create.filters.contains(&(f as i32));
-        let mut watcher = Watcher {
+        let watcher = Watcher {
             keys: keys.clone(),
             next,
-            synced: true,
             prev_kv: create.prev_kv,
             no_put: filters(FilterType::Noput),
             no_delete: filters(FilterType::Nodelete),
@@ -277,7 +298,7 @@ impl Hub {
         };
         WatchGauges::add(&gauges.watchers, 1);
         if next <= revs.current {
-            watcher.set_synced(false, gauges);
+            s.unsynced.set(id, false, gauges);
             s.wake();
         }
         s.watchers.insert(id, watcher);
@@ -299,7 +320,7 @@ impl Hub {
         let Some(watcher) = s.watchers.remove(&watch) else {
             return Ok(());
         };
-        watcher.forget(source.gauges());
+        s.unsynced.forget(watch, source.gauges());
         self.keys.remove(&watcher.keys, (stream, watch));
         let revision = source
             .view()
@@ -332,7 +353,7 @@ impl Hub {
         };
         let mut due = Vec::new();
         for (&watch, w) in s.watchers.iter_mut().filter(|(_, w)| w.progress_notify) {
-            if w.quiet && w.synced && w.next != i64::MAX {
+            if w.quiet && s.unsynced.is_synced(watch) && !w.compacted() {
                 due.push(watch);
             }
             w.quiet = true;
@@ -352,8 +373,7 @@ impl Hub {
         let synced = self
             .streams
             .get(&stream)
-            .and_then(|s| s.watchers.get(&watch))
-            .is_some_and(|w| w.synced);
+            .is_some_and(|s| s.watchers.contains_key(&watch) && s.unsynced.is_synced(watch));
         if !synced {
             return Ok(());
         }
@@ -371,8 +391,8 @@ impl Hub {
         let gauges = source.gauges();
         for s in self.streams.values_mut() {
             let mut woken = false;
-            for w in s.watchers.values_mut().filter(|w| w.synced) {
-                w.set_synced(false, gauges);
+            for (&watch, _) in s.watchers.iter().filter(|(_, w)| !w.compacted()) {
+                s.unsynced.set(watch, false, gauges);
                 woken = true;
             }
             if woken {
@@ -410,7 +430,7 @@ impl Hub {
                 .map(|&at| &changes.events[at])
                 .filter(|e| w.wants(e))
                 .collect();
-            if !w.synced || wanted.is_empty() {
+            if !s.unsynced.is_synced(watch) || wanted.is_empty() {
                 continue;
             }
             if w.prev_kv && view.is_none() {
@@ -423,7 +443,7 @@ impl Hub {
                 Ok(()) => w.next = changes.revision + 1,
                 Err(e) if e.is_full() => {
                     // The client reads too slowly: this watcher catches up from history.
-                    w.set_synced(false, gauges);
+                    s.unsynced.set(watch, false, gauges);
                     w.next = first;
                     s.wake();
                 }
@@ -450,7 +470,12 @@ impl Hub {
             return Ok(false);
         };
         let gauges = source.gauges();
-        let Some((&watch, w)) = s.watchers.iter_mut().find(|(_, w)| !w.synced) else {
+        let Some((watch, w)) = s
+            .unsynced
+            .0
+            .first()
+            .and_then(|&watch| Some((watch, s.watchers.get_mut(&watch)?)))
+        else {
             if s.progress_asked {
                 s.progress_asked = false;
                 send(
@@ -472,8 +497,8 @@ impl Hub {
                 // As etcd: one response with the compaction revision, and the watcher sees
                 // nothing more — its id stays taken until the client cancels it.
                 self.keys.remove(&w.keys, (stream, watch));
-                w.set_synced(true, gauges);
-                w.next = i64::MAX;
+                s.unsynced.set(watch, true, gauges);
+                w.next = COMPACTED;
                 send(
                     out,
                     WatchResponse {
@@ -509,7 +534,7 @@ impl Hub {
                 }
                 if done {
                     w.next = revs.current + 1;
-                    w.set_synced(true, gauges);
+                    s.unsynced.set(watch, true, gauges);
                 } else if let Some(reached) = reached {
                     w.next = reached + 1;
                 }
