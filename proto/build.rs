@@ -1,6 +1,6 @@
 //! Compiles the .proto files (written in this crate from etcd's API reference) with prost, and the
 //! services with tonic's code generator (server side only: keelson serves them on its own HTTP/2
-//! connections; methods not implemented yet answer `Unimplemented`), with keelson's counting codec
+//! connections; methods not implemented yet answer `Unimplemented`), with keelson's observed codec
 //! (`src/codec.rs`). Needs `protoc` (Debian:
 //! protobuf-compiler).
 
@@ -11,7 +11,7 @@ fn main() -> std::io::Result<()> {
         .build_client(false)
         .build_transport(false)
         .generate_default_stubs(true)
-        .codec_path("crate::codec::CountingCodec")
+        .codec_path("crate::codec::ObservedCodec")
         .compile_protos(
             &[
                 "etcd/mvccpb/kv.proto",

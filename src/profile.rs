@@ -1,7 +1,8 @@
 //! `keelson profile`: where a running member's requests spend their time. It reads the member's
 //! `/debug/latency` (JSON) twice, `--duration` apart, and prints what happened in between, stage
 //! by stage: how many, how many a second, mean, p50, p99 and p99.9 — then a write's and a
-//! linearizable read's path summed from their stages' medians.
+//! linearizable read's path summed from their stages' medians, what every call waits and costs
+//! around its handler, and how long the serving cores left their sockets unpolled.
 //!
 //! Runs on: the main thread (one blocking HTTP/1.1 GET at each end; no executor).
 
@@ -182,5 +183,25 @@ pub fn profile(
         &[Stage::ReadIndex, Stage::Read],
         None,
     )?;
+    path(
+        out,
+        &stages,
+        "every call, around its handler",
+        &[Stage::Queue, Stage::Encode],
+        None,
+    )?;
+    if let Some((_, lag)) = stages
+        .iter()
+        .find(|(s, c)| *s == Stage::Lag && c.count() > 0)
+    {
+        let at = |q| latency::human(lag.quantile(q), Unit::Nanoseconds);
+        writeln!(
+            out,
+            "sockets left unpolled (lag): p50 {}, p99 {}, longest {}",
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        )?;
+    }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Per-stage latency from the real binary: after a client's puts and linearizable gets, the
 //! member's `/debug/latency` (text and JSON) and its `keelson_stage_duration_seconds` family count
 //! every one of them in the stages they pass, and `keelson profile` sampling the member while a
-//! client writes prints each stage's share and the write's path through them.
+//! client writes prints each stage's share, the write's path through them, what each call waited
+//! and cost around its handler, and how long the serving core left its sockets unpolled.
 
 use std::path::Path;
 use std::process::Command;
@@ -56,6 +57,9 @@ fn every_put_and_get_is_counted_in_the_stages_it_passes() {
     // Each get waited for a read index and read the page file.
     assert!(count("read_index") >= GETS, "{body}");
     assert!(count("read") >= GETS, "{body}");
+    // Every call waited on its serving core, and had its answer encoded there.
+    assert!(count("queue") >= PUTS + GETS, "{body}");
+    assert!(count("encode") >= PUTS + GETS, "{body}");
     for name in [
         "to_raft",
         "wal_sync",
@@ -132,6 +136,12 @@ fn keelson_profile_shows_where_a_writing_clients_time_goes() {
     );
     assert!(
         text.contains("a write, p50 of each stage:") && text.contains("to_raft"),
+        "{text}"
+    );
+    // Each serving core's 100 ms tick fired during the 1 s sample, and every put was queued.
+    assert!(
+        text.contains("sockets left unpolled (lag): p50 ")
+            && text.contains("every call, around its handler, p50 of each stage: queue "),
         "{text}"
     );
     // The sample holds only what happened during it: nothing read.

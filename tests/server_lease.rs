@@ -288,7 +288,7 @@ const MULTIPLEXED: usize = 200;
 #[test]
 fn many_leases_renewed_on_one_stream_outlive_their_ttl() {
     use futures_channel::mpsc;
-    use keelson_proto::codec::CountingCodec;
+    use keelson_proto::codec::ObservedCodec;
     use keelson_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
 
     let keelson = Server::start(Path::new(env!("CARGO_BIN_EXE_keelson")), Ports::free(), &[]);
@@ -306,7 +306,7 @@ fn many_leases_renewed_on_one_stream_outlive_their_ttl() {
         let mut grpc = common::grpc(&endpoint).await;
         let (mut renew, requests) = mpsc::channel::<LeaseKeepAliveRequest>(MULTIPLEXED);
         let path = http::uri::PathAndQuery::from_static("/etcdserverpb.Lease/LeaseKeepAlive");
-        let codec = CountingCodec::<LeaseKeepAliveRequest, LeaseKeepAliveResponse>::default();
+        let codec = ObservedCodec::<LeaseKeepAliveRequest, LeaseKeepAliveResponse>::default();
         let mut answers = grpc
             .streaming(tonic::Request::new(requests), path, codec)
             .await

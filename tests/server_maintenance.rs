@@ -548,7 +548,7 @@ fn grpc_health_answers_as_etcds() {
         let mut grpc = common::grpc(&endpoint).await;
         let path = http::uri::PathAndQuery::from_static("/grpc.health.v1.Health/Check");
         let codec =
-            keelson_proto::codec::CountingCodec::<HealthCheckRequest, HealthCheckResponse>::default(
+            keelson_proto::codec::ObservedCodec::<HealthCheckRequest, HealthCheckResponse>::default(
             );
         let request = HealthCheckRequest {
             service: service.into(),

@@ -132,7 +132,7 @@ fn watch_answers_as_etcd_answers() {
 /// A client that sends its create request and closes its half of the stream (as a one-shot gRPC
 /// tool does) keeps its watcher: the steps, against the server at `endpoint`.
 async fn half_closed_steps(endpoint: String) -> Vec<String> {
-    use keelson_proto::codec::CountingCodec;
+    use keelson_proto::codec::ObservedCodec;
     use keelson_proto::etcdserverpb::{self as pb, watch_request::RequestUnion};
     let create = pb::WatchRequest {
         request_union: Some(RequestUnion::CreateRequest(pb::WatchCreateRequest {
@@ -142,7 +142,7 @@ async fn half_closed_steps(endpoint: String) -> Vec<String> {
     };
     let mut grpc = common::grpc(&endpoint).await;
     let path = http::uri::PathAndQuery::from_static("/etcdserverpb.Watch/Watch");
-    let codec = CountingCodec::<pb::WatchRequest, pb::WatchResponse>::default();
+    let codec = ObservedCodec::<pb::WatchRequest, pb::WatchResponse>::default();
     let requests = futures_lite::stream::iter([create]);
     let mut answers = grpc
         .streaming(tonic::Request::new(requests), path, codec)

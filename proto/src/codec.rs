@@ -1,13 +1,15 @@
-//! The gRPC codec of keelson's services: prost's encoding, counting the bytes of every message it
-//! encodes and decodes — etcd's `etcd_network_client_grpc_{sent,received}_bytes_total`, which
-//! count the marshalled messages (gRPC's 5-byte framing not included).
+//! The gRPC codec of keelson's services: prost's encoding, reporting each message it encodes (its
+//! bytes, and how long encoding it took) and decodes (its bytes) to the thread's [`Observer`]. The
+//! server counts etcd's `etcd_network_client_grpc_{sent,received}_bytes_total` from them (the
+//! marshalled messages, gRPC's 5-byte framing not included) and times its `encode` stage.
 //!
-//! Invariant: each thread counts into the [`Bytes`] it was given with [`count_into`] (a serving
-//! core its own), so counting shares nothing between cores; a thread given none counts nothing.
+//! Invariant: each thread reports to the observer it was given with [`observe_with`] (a serving
+//! core its own), so reporting shares nothing between cores; a thread given none reports nothing
+//! and reads no clock.
 
 use std::cell::RefCell;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use prost::Message;
 use prost::bytes::Buf;
@@ -15,76 +17,67 @@ use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
-/// Message bytes sent and received on one thread.
-#[derive(Debug, Default)]
-pub struct Bytes {
-    sent: AtomicU64,
-    received: AtomicU64,
-}
-
-impl Bytes {
-    /// Bytes of the messages encoded.
-    pub fn sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
-    }
-
-    /// Bytes of the messages decoded.
-    pub fn received(&self) -> u64 {
-        self.received.load(Ordering::Relaxed)
-    }
+/// What a thread is told of the messages its codecs handle.
+pub trait Observer {
+    /// A message of `bytes` bytes was encoded, in `took`.
+    fn encoded(&self, bytes: usize, took: Duration);
+    /// A message of `bytes` bytes is being decoded.
+    fn decoded(&self, bytes: usize);
 }
 
 thread_local! {
-    static COUNTER: RefCell<Option<Arc<Bytes>>> = const { RefCell::new(None) };
+    static OBSERVER: RefCell<Option<Rc<dyn Observer>>> = const { RefCell::new(None) };
 }
 
-/// Counts this thread's messages into `bytes` from now on.
-pub fn count_into(bytes: Arc<Bytes>) {
-    COUNTER.with(|c| *c.borrow_mut() = Some(bytes));
+/// Reports this thread's messages to `observer` from now on.
+pub fn observe_with(observer: Rc<dyn Observer>) {
+    OBSERVER.with(|o| *o.borrow_mut() = Some(observer));
 }
 
-fn count(of: fn(&Bytes) -> &AtomicU64, n: usize) {
-    COUNTER.with(|c| {
-        if let Some(bytes) = c.borrow().as_ref() {
-            of(bytes).fetch_add(n as u64, Ordering::Relaxed);
-        }
-    });
+fn observer() -> Option<Rc<dyn Observer>> {
+    OBSERVER.with(|o| o.borrow().clone())
 }
 
-/// prost's codec, counting message bytes.
+/// prost's codec, reporting what it encodes and decodes.
 #[derive(Debug, Clone, Default)]
-pub struct CountingCodec<T, U>(ProstCodec<T, U>);
+pub struct ObservedCodec<T, U>(ProstCodec<T, U>);
 
-impl<T, U> Codec for CountingCodec<T, U>
+impl<T, U> Codec for ObservedCodec<T, U>
 where
     T: Message + Send + 'static,
     U: Message + Default + Send + 'static,
 {
     type Encode = T;
     type Decode = U;
-    type Encoder = Counted<ProstEncoder<T>>;
-    type Decoder = Counted<ProstDecoder<U>>;
+    type Encoder = Observed<ProstEncoder<T>>;
+    type Decoder = Observed<ProstDecoder<U>>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        Counted(self.0.encoder())
+        Observed(self.0.encoder())
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        Counted(self.0.decoder())
+        Observed(self.0.decoder())
     }
 }
 
-/// An encoder or decoder that counts what passes through it.
+/// An encoder or decoder that reports what passes through it.
 #[derive(Debug, Clone)]
-pub struct Counted<C>(C);
+pub struct Observed<C>(C);
 
-impl<T: Message> Encoder for Counted<ProstEncoder<T>> {
+impl<T: Message> Encoder for Observed<ProstEncoder<T>> {
     type Item = T;
     type Error = Status;
 
     fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        count(|b| &b.sent, item.encoded_len());
-        self.0.encode(item, buf)
+        let Some(observer) = observer() else {
+            return self.0.encode(item, buf);
+        };
+        let bytes = item.encoded_len();
+        let started = Instant::now();
+        let encoded = self.0.encode(item, buf);
+        observer.encoded(bytes, started.elapsed());
+        encoded
     }
 
     fn buffer_settings(&self) -> BufferSettings {
@@ -92,12 +85,14 @@ impl<T: Message> Encoder for Counted<ProstEncoder<T>> {
     }
 }
 
-impl<U: Message + Default> Decoder for Counted<ProstDecoder<U>> {
+impl<U: Message + Default> Decoder for Observed<ProstDecoder<U>> {
     type Item = U;
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        count(|b| &b.received, buf.remaining());
+        if let Some(observer) = observer() {
+            observer.decoded(buf.remaining());
+        }
         self.0.decode(buf)
     }
 

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::pin::{Pin, pin};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::AsyncReadExt;
 use glommio::net::{TcpListener, TcpStream};
@@ -47,6 +47,7 @@ use super::{
     cluster::ClusterApi, context, http as plain, kv::KvApi, maintenance::MaintenanceApi, status,
 };
 use crate::metrics;
+use crate::metrics::latency::Stage;
 use crate::runtime::signal::Signal;
 
 /// How long a new connection may take to send its first bytes.
@@ -159,7 +160,16 @@ impl Services {
         }
     }
 
-    async fn call(mut self, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    /// Serves a call whose bytes were read at `read`.
+    async fn call(
+        mut self,
+        request: Request<Incoming>,
+        read: Instant,
+    ) -> Result<Response<Body>, Infallible> {
+        let _ = context::with(|s| {
+            s.own_metrics().stages.observe(Stage::Queue, read.elapsed());
+            Ok(())
+        });
         let path = request.uri().path();
         let method = metrics::method_index(path);
         let service = path.trim_start_matches('/').split('/').next();
@@ -316,7 +326,10 @@ async fn serve(
     };
     let io = Io::new(stream, read);
     let result = if http2 && surface == Surface::Client {
-        let service = hyper::service::service_fn(move |request| services.clone().call(request));
+        let last_read = io.last_read();
+        let service = hyper::service::service_fn(move |request| {
+            services.clone().call(request, last_read.get())
+        });
         let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
         builder
             .timer(LocalTimer)

@@ -153,7 +153,10 @@ impl Serving {
             raft_gone: Cell::new(false),
             gone: Signal::default(),
         });
-        keelson_proto::codec::count_into(serving.own_metrics().bytes.clone());
+        keelson_proto::codec::observe_with(Rc::new(metrics::CodecObserver {
+            cores: serving.metrics.clone(),
+            core: serving.core.0,
+        }));
         SERVING.with(|s| *s.borrow_mut() = Some(serving.clone()));
         serving
     }

@@ -1,13 +1,17 @@
 //! A glommio TCP stream as hyper's I/O: hyper 1.x reads and writes through its own `rt` traits;
 //! glommio's stream speaks `futures` I/O. Reads go through a small owned buffer so no
 //! uninitialised memory is ever handed out (one copy per read, far cheaper than the syscall).
-//! Bytes already read off the socket (to tell HTTP/2 from HTTP/1) are handed out first.
+//! Bytes already read off the socket (to tell HTTP/2 from HTTP/1) are handed out first. It keeps
+//! the time of its last read that got bytes, for the `queue` stage of the calls those bytes carry.
 //!
 //! Runs on: every serving core.
 
+use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
@@ -21,6 +25,8 @@ pub struct Io {
     scratch: Vec<u8>,
     /// Read already, not yet handed out.
     unread: Vec<u8>,
+    /// When the last read that got bytes returned.
+    last_read: Rc<Cell<Instant>>,
 }
 
 impl Io {
@@ -30,7 +36,13 @@ impl Io {
             stream,
             scratch: vec![0; READ_CHUNK],
             unread,
+            last_read: Rc::new(Cell::new(Instant::now())),
         }
+    }
+
+    /// When the connection's last read that got bytes returned, as it goes on reading.
+    pub fn last_read(&self) -> Rc<Cell<Instant>> {
+        self.last_read.clone()
     }
 }
 
@@ -50,6 +62,9 @@ impl hyper::rt::Read for Io {
         let want = buf.remaining().min(READ_CHUNK);
         match Pin::new(&mut this.stream).poll_read(cx, &mut this.scratch[..want]) {
             Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    this.last_read.set(Instant::now());
+                }
                 buf.put_slice(&this.scratch[..n]);
                 Poll::Ready(Ok(()))
             }

@@ -26,7 +26,8 @@ use crate::runtime::link::{Batch, Published, ServingCore};
 use crate::runtime::shutdown::{Cause, Shutdown};
 use crate::runtime::signal::Signal;
 
-/// How often proposals past the request timeout are answered `request timed out`.
+/// How often proposals past the request timeout are answered `request timed out`; how late the
+/// tick fires is the core's `lag` stage.
 const EXPIRY_TICK: Duration = Duration::from_millis(100);
 
 /// How long the connections get to answer their calls in flight once the raft core is gone.
@@ -99,8 +100,12 @@ pub async fn run(core: ServingCore, ends: ServingEnds, shared: Shared) {
         let serving = serving.clone();
         glommio::spawn_local(async move {
             loop {
+                let due = Instant::now() + EXPIRY_TICK;
                 glommio::timer::sleep(EXPIRY_TICK).await;
-                serving.expire_proposals(Instant::now());
+                let now = Instant::now();
+                let lag = now.saturating_duration_since(due);
+                serving.own_metrics().stages.observe(Stage::Lag, lag);
+                serving.expire_proposals(now);
             }
         })
     };

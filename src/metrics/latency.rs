@@ -174,6 +174,11 @@ pub enum Unit {
 /// A stage of a request's path, in the order a write or a read meets them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// How late a serving core's 100 ms tick fires: how long the core ran without polling its
+    /// sockets, which is how long a request's bytes may wait there unread.
+    Lag,
+    /// A call on its serving core, from its bytes' read off the connection to its handler's start.
+    Queue,
     /// A serving core's batch of requests, from its send to the raft core's turn taking it.
     ToRaft,
     /// A proposal on the raft core, from `propose` to its answer (commit and apply), per request.
@@ -198,11 +203,15 @@ pub enum Stage {
     ReadIndex,
     /// Reading the page file for one request (a Range, a Txn's reads, a hash).
     Read,
+    /// Encoding one response message (a streaming call's each).
+    Encode,
 }
 
 impl Stage {
     /// Every stage, in path order.
-    pub const ALL: [Stage; 12] = [
+    pub const ALL: [Stage; 15] = [
+        Stage::Lag,
+        Stage::Queue,
         Stage::ToRaft,
         Stage::Proposal,
         Stage::WalSync,
@@ -215,11 +224,14 @@ impl Stage {
         Stage::Write,
         Stage::ReadIndex,
         Stage::Read,
+        Stage::Encode,
     ];
 
     /// The stage's name in `/debug/latency` and the `stage` label.
     pub fn name(self) -> &'static str {
         match self {
+            Stage::Lag => "lag",
+            Stage::Queue => "queue",
             Stage::ToRaft => "to_raft",
             Stage::Proposal => "proposal",
             Stage::WalSync => "wal_sync",
@@ -232,12 +244,15 @@ impl Stage {
             Stage::Write => "write",
             Stage::ReadIndex => "read_index",
             Stage::Read => "read",
+            Stage::Encode => "encode",
         }
     }
 
     /// What the stage measures.
     pub fn describe(self) -> &'static str {
         match self {
+            Stage::Lag => "serving core: how late its 100 ms tick fires (sockets unpolled)",
+            Stage::Queue => "serving core: a call from its bytes' read to its handler's start",
             Stage::ToRaft => "serving core -> raft core: a batch's send to the turn taking it",
             Stage::Proposal => "raft core: propose -> committed and applied, per request",
             Stage::WalSync => "raft core: WAL write + fdatasync, per turn",
@@ -250,6 +265,7 @@ impl Stage {
             Stage::Write => "serving core: a write from proposal to outcome",
             Stage::ReadIndex => "serving core: a linearizable read waiting for its read index",
             Stage::Read => "serving core: reading the page file for one request",
+            Stage::Encode => "serving core: encoding one response message",
         }
     }
 
@@ -265,7 +281,13 @@ impl Stage {
     pub fn on_raft_core(self) -> bool {
         !matches!(
             self,
-            Stage::FromRaft | Stage::Write | Stage::ReadIndex | Stage::Read
+            Stage::Lag
+                | Stage::Queue
+                | Stage::FromRaft
+                | Stage::Write
+                | Stage::ReadIndex
+                | Stage::Read
+                | Stage::Encode
         )
     }
 }

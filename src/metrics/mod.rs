@@ -406,9 +406,11 @@ pub struct CoreMetrics {
     pub snapshot: Histogram,
     /// This core's watch hub.
     pub watch: WatchGauges,
-    /// The bytes of the gRPC messages sent and received (as etcd counts them: the encoded
-    /// messages, without gRPC's framing).
-    pub bytes: Arc<keelson_proto::codec::Bytes>,
+    /// The bytes of the gRPC messages sent (as etcd counts them: the encoded messages, without
+    /// gRPC's framing).
+    pub sent_bytes: AtomicU64,
+    /// The bytes of the gRPC messages received, counted as those sent.
+    pub received_bytes: AtomicU64,
     /// This core's stages of a request's path (`/debug/latency`).
     pub stages: latency::Stages,
 }
@@ -425,9 +427,31 @@ impl Default for CoreMetrics {
             hash_kv: Histogram::exponential(0.01, 15),
             snapshot: Histogram::exponential(0.01, 17),
             watch: WatchGauges::default(),
-            bytes: Arc::default(),
+            sent_bytes: AtomicU64::default(),
+            received_bytes: AtomicU64::default(),
             stages: latency::Stages::default(),
         }
+    }
+}
+
+/// What a serving core's gRPC codecs report ([`keelson_proto::codec`]): its message bytes and its
+/// `encode` stage.
+pub struct CodecObserver {
+    /// Every serving core's metrics.
+    pub cores: Arc<[CoreMetrics]>,
+    /// The core observed.
+    pub core: usize,
+}
+
+impl keelson_proto::codec::Observer for CodecObserver {
+    fn encoded(&self, bytes: usize, took: Duration) {
+        let own = &self.cores[self.core];
+        own.sent_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        own.stages.observe(latency::Stage::Encode, took);
+    }
+
+    fn decoded(&self, bytes: usize) {
+        (self.cores[self.core].received_bytes).fetch_add(bytes as u64, Ordering::Relaxed);
     }
 }
 
@@ -629,13 +653,19 @@ pub fn render(raft: &RaftMetrics, cores: &[CoreMetrics], gauges: &Scrape) -> Str
             "etcd_network_client_grpc_sent_bytes_total",
             "counter",
             "The total number of bytes sent to grpc clients.",
-            cores.iter().map(|c| c.bytes.sent()).sum(),
+            cores
+                .iter()
+                .map(|c| c.sent_bytes.load(Ordering::Relaxed))
+                .sum(),
         ),
         (
             "etcd_network_client_grpc_received_bytes_total",
             "counter",
             "The total number of bytes received from grpc clients.",
-            cores.iter().map(|c| c.bytes.received()).sum(),
+            cores
+                .iter()
+                .map(|c| c.received_bytes.load(Ordering::Relaxed))
+                .sum(),
         ),
         (
             "etcd_debugging_lease_granted_total",
