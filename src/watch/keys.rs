@@ -4,12 +4,15 @@
 //! range (`[key, range_end)`, or every key from a key on) by a centered interval tree, built again
 //! on the first lookup after watchers of such ranges came or went.
 //!
+//! Adding or removing a watcher costs no scan of the others, so a stream of 10 000 watchers of one
+//! key closes in linear time.
+//!
 //! Invariant: every watcher is in exactly one of the three, chosen by [`Keys::class`].
 //!
 //! Runs on: every serving core (each hub has its own).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The keys a watcher watches, as etcd reads a `WatchCreateRequest`'s `key` and `range_end`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,11 +97,14 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 /// A watcher, by its stream and its id on the stream.
 pub type Member = (u64, i64);
 
+/// The watchers under one key or prefix.
+type Members = BTreeSet<Member>;
+
 /// The watchers of a hub, by the keys they watch.
 #[derive(Debug, Default)]
 pub struct KeyIndex {
-    one: HashMap<Vec<u8>, Vec<Member>>,
-    prefixes: HashMap<Vec<u8>, Vec<Member>>,
+    one: HashMap<Vec<u8>, Members>,
+    prefixes: HashMap<Vec<u8>, Members>,
     /// How many prefixes of each length `prefixes` holds: the lengths a key's prefixes are looked
     /// up at.
     prefix_lengths: BTreeMap<usize, usize>,
@@ -109,13 +115,15 @@ impl KeyIndex {
     /// Adds `member`, watching `keys`.
     pub fn insert(&mut self, keys: &Keys, member: Member) {
         match keys.class() {
-            Class::One(key) => self.one.entry(key.to_vec()).or_default().push(member),
+            Class::One(key) => {
+                self.one.entry(key.to_vec()).or_default().insert(member);
+            }
             Class::Prefix(prefix) => {
                 *self.prefix_lengths.entry(prefix.len()).or_default() += 1;
                 self.prefixes
                     .entry(prefix.to_vec())
                     .or_default()
-                    .push(member);
+                    .insert(member);
             }
             Class::Range => self.ranges.insert(keys, member),
         }
@@ -163,13 +171,11 @@ impl KeyIndex {
 }
 
 /// Removes `member` from the watchers under `key`; whether it was there.
-fn remove_from(map: &mut HashMap<Vec<u8>, Vec<Member>>, key: &[u8], member: Member) -> bool {
+fn remove_from(map: &mut HashMap<Vec<u8>, Members>, key: &[u8], member: Member) -> bool {
     let Some(members) = map.get_mut(key) else {
         return false;
     };
-    let before = members.len();
-    members.retain(|m| *m != member);
-    let removed = members.len() < before;
+    let removed = members.remove(&member);
     if members.is_empty() {
         map.remove(key);
     }
@@ -183,6 +189,8 @@ fn remove_from(map: &mut HashMap<Vec<u8>, Vec<Member>>, key: &[u8], member: Memb
 #[derive(Debug, Default)]
 struct Intervals {
     ranges: Vec<(Keys, Member)>,
+    /// Where each member is in `ranges`.
+    at: HashMap<Member, usize>,
     /// `None` while `ranges` changed since the tree was built.
     tree: Option<Option<Box<Node>>>,
 }
@@ -219,12 +227,19 @@ fn cmp_end(a: Option<&[u8]>, b: Option<&[u8]>) -> Ordering {
 
 impl Intervals {
     fn insert(&mut self, keys: &Keys, member: Member) {
+        self.at.insert(member, self.ranges.len());
         self.ranges.push((keys.clone(), member));
         self.tree = None;
     }
 
     fn remove(&mut self, member: Member) {
-        self.ranges.retain(|(_, m)| *m != member);
+        let Some(at) = self.at.remove(&member) else {
+            return;
+        };
+        self.ranges.swap_remove(at);
+        if let Some((_, moved)) = self.ranges.get(at) {
+            self.at.insert(*moved, at);
+        }
         self.tree = None;
     }
 
