@@ -4,9 +4,10 @@
 //! stream catching up on history) keeps every other connection of the core from being read until
 //! it is done, however often it yields.
 //!
-//! Such a task calls [`give_way`] between steps. Once the core's background work has held the
-//! core for [`SLICE`] since it last gave way, the task waits on a timer: timers fire only in the
-//! reactor's poll, so it resumes after one poll, behind the requests that poll brought in.
+//! Such a task calls [`give_way`] between steps. A slice begins at the first call after the core
+//! last gave way; the first call [`SLICE`] or more after that waits on a timer. Timers fire only
+//! in the reactor's poll, so the task resumes after one poll, behind the requests that poll brought
+//! in. A slice the core partly idled through ends early: one poll more than needed, never one less.
 //!
 //! Invariant: the slice is the core's, not the task's, so many tasks at work together still let
 //! the reactor poll once per slice.
