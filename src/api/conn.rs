@@ -62,7 +62,13 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// `grpcOverheadBytes`).
 pub const GRPC_OVERHEAD: usize = 512 * 1024;
 
-/// Spawns hyper's tasks on this core's executor.
+/// Spawns hyper's tasks on this core's executor, queued behind the tasks already there.
+///
+/// glommio's `spawn_local` runs a new task at once, inside its spawner's poll. hyper spawns a
+/// stream's task while the connection's task reads its frames, and h2 flushes the connection each
+/// time it hands a new stream out: so every answer that was ready at once went out in a `sendto`
+/// of its own. Queued, the streams of one read all answer before the connection's task runs
+/// again, and their answers leave together.
 #[derive(Clone, Copy, Debug)]
 pub struct LocalExec;
 
@@ -71,7 +77,11 @@ where
     F: Future + 'static,
 {
     fn execute(&self, fut: F) {
-        glommio::spawn_local(fut).detach();
+        let queue = glommio::executor().current_task_queue();
+        if let Err(e) = glommio::spawn_local_into(fut, queue).map(|task| task.detach()) {
+            // The current task queue always exists while a task of it runs.
+            unreachable!("spawning into the running task queue: {e}");
+        }
     }
 }
 
