@@ -102,12 +102,17 @@ fn between(before: &Snapshot, after: &Snapshot) -> Snapshot {
         .collect()
 }
 
-/// The median of `stage` in `stages`, if it recorded anything.
-fn median(stages: &Snapshot, stage: Stage) -> Option<u64> {
+/// The counts of `stage` in `stages`, if it recorded anything.
+fn recorded(stages: &Snapshot, stage: Stage) -> Option<&Counts> {
     stages
         .iter()
         .find(|(s, c)| *s == stage && c.count() > 0)
-        .map(|(_, c)| c.quantile(0.5))
+        .map(|(_, c)| c)
+}
+
+/// The median of `stage` in `stages`, if it recorded anything.
+fn median(stages: &Snapshot, stage: Stage) -> Option<u64> {
+    recorded(stages, stage).map(|c| c.quantile(0.5))
 }
 
 /// A path through `parts` stages with their medians, after the median of the end-to-end stage
@@ -190,10 +195,7 @@ pub fn profile(
         &[Stage::Queue, Stage::Encode],
         None,
     )?;
-    if let Some((_, lag)) = stages
-        .iter()
-        .find(|(s, c)| *s == Stage::Lag && c.count() > 0)
-    {
+    if let Some(lag) = recorded(&stages, Stage::Lag) {
         let at = |q| latency::human(lag.quantile(q), Unit::Nanoseconds);
         writeln!(
             out,
