@@ -98,19 +98,31 @@ pub async fn unary(
     let mut outcome = status(response.headers());
     let mut body = response.into_body();
     let mut received = Bytes::new();
+    while let Some(data) = next_data(&mut body, &mut outcome).await? {
+        received = if received.is_empty() {
+            data
+        } else {
+            [received, data].concat().into()
+        };
+    }
+    ended(outcome).map(|()| received)
+}
+
+/// The next data of an answer's `body`, taking gRPC's status from its trailers into `outcome` on
+/// the way; `None` once the body has ended.
+async fn next_data(
+    body: &mut Incoming,
+    outcome: &mut Option<(u32, String)>,
+) -> Result<Option<Bytes>, String> {
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| e.to_string())?;
         if let Some(trailers) = frame.trailers_ref() {
-            outcome = status(trailers).or(outcome);
+            *outcome = status(trailers).or(outcome.take());
         } else if let Ok(data) = frame.into_data() {
-            received = if received.is_empty() {
-                data
-            } else {
-                [received, data].concat().into()
-            };
+            return Ok(Some(data));
         }
     }
-    ended(outcome).map(|()| received)
+    Ok(None)
 }
 
 async fn send<M: prost::Message>(
@@ -166,15 +178,10 @@ impl Answers {
                 self.pending.advance(used);
                 return decoded.map(Some);
             }
-            let Some(frame) = self.body.frame().await else {
+            let Some(data) = next_data(&mut self.body, &mut self.status).await? else {
                 return ended(self.status.take()).map(|()| None);
             };
-            let frame = frame.map_err(|e| e.to_string())?;
-            if let Some(trailers) = frame.trailers_ref() {
-                self.status = status(trailers).or(self.status.take());
-            } else if let Ok(data) = frame.into_data() {
-                self.pending.extend_from_slice(&data);
-            }
+            self.pending.extend_from_slice(&data);
         }
     }
 }
